@@ -1,0 +1,81 @@
+"""The sparse MoE feed-forward block: SwiGLU experts, top-k router, dropless dispatch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from aetheris.model.configuration import AetherisConfig
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden: int, intermediate: int, act: str = "silu") -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.act = ACT2FN[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    def __init__(self, config: AetherisConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.top_k = config.num_experts_per_tok
+        self.router = nn.Linear(config.hidden_size, config.num_experts, bias=False)
+        self.experts = nn.ModuleList(
+            SwiGLU(config.hidden_size, config.moe_intermediate_size, config.hidden_act)
+            for _ in range(config.num_experts)
+        )
+        # tokens each expert processed in the last forward (utilisation statistics)
+        self.register_buffer("last_tokens_per_expert", torch.zeros(config.num_experts, dtype=torch.long),
+                             persistent=False)  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (b, l, d) -> (y (b, l, d), router logits (b*l, E) in fp32)."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        logits = self.router(x).float()
+        probs = logits.softmax(dim=-1)
+        weight, expert = probs.topk(self.top_k, dim=-1)  # (T, k)
+        # Renormalise over the chosen experts, as p / p.detach(): exactly 1.0 for top-1 (so identical
+        # experts reproduce the dense MLP), yet the router still receives d(output)/dp.
+        weight = weight / weight.detach().sum(-1, keepdim=True)
+
+        # Dropless dispatch: sort the (token, slot) pairs by expert, run each expert on its group.
+        flat_expert = expert.reshape(-1)
+        order = torch.argsort(flat_expert, stable=True)
+        counts = torch.bincount(flat_expert, minlength=len(self.experts))
+        token = order // self.top_k
+        groups = x[token].split(counts.tolist())
+        out = torch.cat([e(g) for e, g in zip(self.experts, groups)])
+        out = out * weight.reshape(-1)[order, None].to(out.dtype)
+        y = torch.zeros_like(x).index_add_(0, token, out)
+        self.last_tokens_per_expert.copy_(counts)
+        return y.reshape(shape), logits
+
+
+def router_losses(
+    router_logits: list[torch.Tensor], top_k: int, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Switch load-balancing loss N * sum_i f_i * P_i and router z-loss, averaged over MoE blocks.
+
+    f_i: fraction of routed (token, slot) pairs sent to expert i; P_i: mean router probability of
+    expert i; z-loss: mean squared logsumexp of the logits. `mask` (T,) excludes padding.
+    """
+    lb, z = [], []
+    for logits in router_logits:
+        n = logits.shape[-1]
+        w = torch.ones(logits.shape[0], device=logits.device) if mask is None else mask.float()
+        probs = logits.softmax(-1)
+        chosen = F.one_hot(probs.topk(top_k, dim=-1).indices, n).sum(1).float()  # (T, E)
+        f = (chosen * w[:, None]).sum(0) / (w.sum() * top_k)
+        P = (probs * w[:, None]).sum(0) / w.sum()
+        lb.append(n * (f * P).sum())
+        z.append((torch.logsumexp(logits, -1).pow(2) * w).sum() / w.sum())
+    return torch.stack(lb).mean(), torch.stack(z).mean()

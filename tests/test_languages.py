@@ -187,3 +187,14 @@ def test_bad_data_file_fails_naming_the_entry():
         languages._parse({"languages": [raw["languages"][0]] * 2}, "languages.json")
     with pytest.raises(ValueError, match="'languages' list"):
         languages._parse([], "languages.json")
+
+
+def test_cli_lists_the_registry():
+    from typer.testing import CliRunner
+
+    from aetheris.cli import app
+
+    result = CliRunner().invoke(app, ["languages", "--tiny-aya-only"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "70 languages" in result.output and "swh_Latn" in result.output
+    assert "hat_Latn" not in result.output

@@ -178,3 +178,18 @@ def all_languages() -> list[Language]:
 def tiny_aya() -> list[Language]:
     """The 70 languages Tiny Aya covers."""
     return [lang for lang in _registry().languages if lang.tiny_aya]
+
+
+def print_table(tiny_aya_only: bool = False) -> None:
+    """Print the language registry (code, FLORES, name, family/group, script, region, tier)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    langs = tiny_aya() if tiny_aya_only else all_languages()
+    table = Table(title=f"{len(langs)} languages (tier: Joshi et al. 2020 class)")
+    for column in ("code", "flores", "name", "family", "group", "script", "region", "tier", "tiny_aya"):
+        table.add_column(column)
+    for lang in sorted(langs, key=lambda x: (REGIONS.index(x.region), x.family, x.group, x.code)):
+        table.add_row(lang.code, lang.flores or "-", lang.name, lang.family, lang.group, lang.script,
+                      lang.region, str(lang.tier), "yes" if lang.tiny_aya else "")
+    Console().print(table)

@@ -15,3 +15,9 @@ def version() -> None:
 
 if __name__ == "__main__":
     app()
+
+from aetheris.languages import print_table as _languages_table  # noqa: E402
+
+app.command("languages", help="List the language registry (--tiny-aya-only for Tiny Aya's 70).")(
+    _languages_table
+)

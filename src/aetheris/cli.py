@@ -2,6 +2,8 @@
 
 import typer
 
+from aetheris.languages import print_table as _languages_table
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 
@@ -13,11 +15,4 @@ def version() -> None:
     typer.echo(__version__)
 
 
-if __name__ == "__main__":
-    app()
-
-from aetheris.languages import print_table as _languages_table  # noqa: E402
-
-app.command("languages", help="List the language registry (--tiny-aya-only for Tiny Aya's 70).")(
-    _languages_table
-)
+app.command("languages", help="List the language registry (--tiny-aya-only for Tiny Aya's 70).")(_languages_table)

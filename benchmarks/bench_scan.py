@@ -1,0 +1,73 @@
+"""Benchmark 1: SSM mixer forward, batch 1, at the shapes of SmolLM2-135M's attention.
+
+Aetheris's mixer with the `chunked` scan vs the same mixer with the `reference` scan vs
+transformers' Mamba2Mixer (its PyTorch path) with the same width, heads and state size.
+
+    python benchmarks/bench_scan.py [--lengths 512 2048 8192] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from common import machine, median_seconds, table
+from transformers import Mamba2Config
+from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+from aetheris import AetherisConfig
+from aetheris.model.mixer import SSMMixer
+
+HIDDEN, HEADS, KV_HEADS, HEAD_DIM = 576, 9, 3, 64
+
+
+def aetheris_mixer(impl: str, chunk: int) -> SSMMixer:
+    cfg = AetherisConfig(hidden_size=HIDDEN, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+                         layout="S", ssm_impl=impl, ssm_chunk_size=chunk)  # fmt: skip
+    mixer = SSMMixer(cfg, 0)
+    mixer.reset_ssm_parameters()
+    return mixer
+
+
+def hf_mixer() -> Mamba2Mixer:
+    cfg = Mamba2Config(hidden_size=HIDDEN, num_heads=HEADS, head_dim=HEAD_DIM, expand=1, state_size=HEAD_DIM,
+                       n_groups=KV_HEADS, num_hidden_layers=1, vocab_size=16)  # fmt: skip
+    return Mamba2Mixer(cfg, layer_idx=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    impls = {"chunked": aetheris_mixer("chunked", args.chunk), "reference": aetheris_mixer("reference", args.chunk),
+             "transformers Mamba2Mixer": hf_mixer()}  # fmt: skip
+    if args.device == "cuda":
+        impls["cuda (mamba-ssm)"] = aetheris_mixer("cuda", args.chunk)
+    rows, results = [], {}
+    with torch.no_grad():
+        for L in args.lengths:
+            u = torch.randn(1, L, HIDDEN, device=args.device)
+            t = {}
+            for name, mod in impls.items():
+                mod.to(args.device)
+                repeat = 1 if name == "reference" else args.repeat
+                try:
+                    t[name] = median_seconds(lambda mod=mod: mod(u), repeat=repeat)
+                except Exception as e:  # a missing kernel is reported, not fatal
+                    print(f"{name} at L={L}: {type(e).__name__}: {e}")
+            results[L] = t
+            hf = t.get("transformers Mamba2Mixer")
+            rows.append([L] + [t.get(n, float("nan")) * 1e3 for n in impls]
+                        + [hf / t["chunked"] if hf else float("nan"), t["reference"] / t["chunked"]])  # fmt: skip
+    print(machine())
+    print(table(["L"] + [f"{n} (ms)" for n in impls] + ["vs transformers (x)", "vs reference (x)"], rows))
+    print(json.dumps({"bench": "scan", "device": args.device, "seconds": results}))
+
+
+if __name__ == "__main__":
+    main()

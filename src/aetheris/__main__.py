@@ -1,0 +1,5 @@
+"""`python -m aetheris` is the `aetheris` command."""
+
+from aetheris.cli import app
+
+app()

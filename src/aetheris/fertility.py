@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel
-from rich.progress import Progress
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 SPLITS = ("train", "dev", "test")
 
@@ -101,7 +110,10 @@ def measure(
     """
     pairs = dict(languages) if isinstance(languages, Mapping) else {code: code for code in languages}
     out: list[LanguageFertility] = []
-    with Progress(transient=True) as progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    # stderr keeps stdout clean for whoever reads the command's output
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task("tokenizer fertility", total=len(pairs) * len(tokenizers))
         for label, code in pairs.items():
             sentences = flores_sentences(code, data_dir, splits)

@@ -1,5 +1,8 @@
 """The `aetheris` command. Each subcommand lives beside the code it drives."""
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from aetheris.languages import print_table as _languages_table
@@ -16,3 +19,24 @@ def version() -> None:
 
 
 app.command("languages", help="List the language registry (--tiny-aya-only for Tiny Aya's 70).")(_languages_table)
+
+
+@app.command("report")
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Results JSON files; the first is the teacher.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    teacher: Annotated[Path | None, typer.Option(help="Teacher results (else the first file).")] = None,
+    level: Annotated[str, typer.Option(help="Group languages by 'family' or 'group'.")] = "family",
+    tokenizer: Annotated[list[str] | None, typer.Option(
+        help="Tokenizer (local dir or hub id) for fertility; repeatable. "
+        "Default: the teacher's model folder when it holds a tokenizer.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data (holds flores_sib200/).")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    n_perm: Annotated[int, typer.Option(help="Permutations for the family test.")] = 10000,
+    seed: int = 0,
+) -> None:
+    """Equity report (report.md, report.html, results.json) of students against their teacher."""
+    from aetheris.report.cli import run_report
+
+    run_report(results, out, teacher=teacher, level=level, tokenizer=tokenizer or [], data_dir=data_dir,
+               n_boot=n_boot, n_perm=n_perm, seed=seed)

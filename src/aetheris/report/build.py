@@ -1,0 +1,232 @@
+"""Build the equity report: teacher vs every student, every shared task, plus tokenizer fertility."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from aetheris import __version__
+from aetheris.equity import (
+    EquityReport,
+    Interval,
+    Level,
+    ModelResults,
+    ResultsLike,
+    compare,
+    default_family_map,
+    default_tier_map,
+    load_results,
+)
+from aetheris.fertility import (
+    LanguageFertility,
+    ScriptFertility,
+    Tokenizer,
+    by_script,
+    measure,
+    tokens_per_char,
+)
+from aetheris.report import plots
+from aetheris.report.render import Block, Figure, Heading, Para, Table, to_html, to_markdown
+
+
+class ReportData(BaseModel):
+    """What results.json holds."""
+
+    schema_version: str = "aetheris.report/1"
+    aetheris_version: str = __version__
+    created: str
+    teacher: str
+    students: list[str]
+    level: str
+    equity: list[EquityReport]
+    fertility: list[LanguageFertility] = []
+    fertility_by_script: list[ScriptFertility] = []
+
+
+def default_flores_map(codes: Sequence[str]) -> dict[str, str]:
+    """language code -> FLORES code, from `aetheris.languages` (languages without one are left out)."""
+    from aetheris import languages  # lazy: the registry is a separate module
+
+    out = {}
+    for code in codes:
+        flores = languages.get(code).flores
+        if flores:
+            out[code] = flores
+    return out
+
+
+def build_report(
+    results: Sequence[ResultsLike],
+    out_dir: str | Path,
+    *,
+    teacher: ResultsLike | None = None,
+    family_of: Mapping[str, str] | None = None,
+    level: Level = "family",
+    tier_of: Mapping[str, float] | None = None,
+    tokenizers: Mapping[str, Tokenizer] | None = None,
+    flores_of: Mapping[str, str] | None = None,
+    data_dir: str | Path | None = None,
+    n_boot: int = 1000,
+    n_perm: int = 10000,
+    seed: int = 0,
+) -> ReportData:
+    """Write report.md (+ figures/), report.html and results.json under `out_dir`.
+
+    The teacher is `teacher` when given (it may or may not also be in `results`), else the first
+    of `results`; every other file is a student. Maps default to `aetheris.languages`.
+    """
+    loaded = [(src, load_results(src)) for src in results]
+    if teacher is not None:
+        t_res = load_results(teacher)
+        key = Path(teacher).resolve() if isinstance(teacher, str | Path) else None
+        students = [r for src, r in loaded
+                    if not (key and isinstance(src, str | Path) and Path(src).resolve() == key)]
+    else:
+        if not loaded:
+            raise ValueError("no results given")
+        t_res, students = loaded[0][1], [r for _, r in loaded[1:]]
+    if not students:
+        raise ValueError("need at least one student results file besides the teacher")
+
+    if family_of is None:
+        family_of = default_family_map(level)
+        if tier_of is None:
+            tier_of = default_tier_map()
+
+    fert_rows: list[LanguageFertility] = []
+    fertility_of = None
+    if tokenizers:
+        langs = sorted({lang for task in t_res.tasks.values() for lang in task.languages})
+        flores = dict(flores_of) if flores_of is not None else default_flores_map(langs)
+        fert_rows = measure(tokenizers, {k: v for k, v in flores.items() if k in langs}, data_dir)
+        fertility_of = tokens_per_char(fert_rows, next(iter(tokenizers)))
+
+    reports = [
+        compare(t_res, s, family_of=family_of, level=level, tier_of=tier_of, fertility_of=fertility_of,
+                n_boot=n_boot, n_perm=n_perm, seed=seed)
+        for s in students
+    ]
+    data = ReportData(
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        teacher=t_res.model_name,
+        students=[s.model_name for s in students],
+        level=level,
+        equity=reports,
+        fertility=fert_rows,
+        fertility_by_script=by_script(fert_rows),
+    )
+    _write(data, t_res, Path(out_dir))
+    return data
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(ci: Interval | None, digits: int = 3) -> str:
+    return "" if ci is None else f" [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def _blocks(data: ReportData, teacher: ModelResults) -> list[Block]:
+    tasks = list(dict.fromkeys(t for rep in data.equity for t in rep.tasks))
+    rep0 = data.equity[0]
+    blocks: list[Block] = [
+        Heading(1, "Aetheris equity report"),
+        Para(f"Teacher: {data.teacher} ({teacher.model}). Students: {', '.join(data.students)}. "
+             f"Languages grouped by {data.level}. Created {data.created}."),
+        Para("Drop is oriented so that positive = worse (teacher − student for accuracy, student − "
+             "teacher for bits per byte). A family's drop is the mean over its languages. The "
+             "Degradation Equity Score (DES) is the population variance of the family drops: 0 when "
+             "every family lost the same, larger when some paid more. Intervals are 95% percentile "
+             f"bootstrap intervals over items ({rep0.n_boot} resamples, paired by item id); the "
+             f"permutation p-value ({rep0.n_perm} shuffles of the language→family labels) tests "
+             "\"the drop does not depend on family\". Seed "
+             f"{rep0.seed}."),
+        Heading(2, "Summary"),
+        Table(["task", "student", "DES [95% CI]", "DES (relative)", "permutation p", "best family",
+               "worst family", "ρ(drop, tier)", "ρ(drop, fertility)"],
+              [[task, rep.student, _num(eq.des, 4) + _ci(eq.des_ci, 4), _num(eq.des_relative, 4),
+                _num(eq.permutation_p, 4), eq.best_family, eq.worst_family,
+                _num(eq.spearman_tier.rho if eq.spearman_tier else None, 2),
+                _num(eq.spearman_fertility.rho if eq.spearman_fertility else None, 2)]
+               for task in tasks for rep in data.equity if (eq := rep.tasks.get(task))]),
+        Figure("des.png", plots.des_per_model(data.equity, tasks), "Degradation Equity Score per model"),
+    ]
+    for task in tasks:
+        reps = [r for r in data.equity if task in r.tasks]
+        first = reps[0].tasks[task]
+        direction = "higher is better" if first.higher_is_better else "lower is better"
+        blocks += [
+            Heading(2, f"Task: {task}"),
+            Para(f"Metric: {first.metric} ({direction})."),
+            Figure(f"{_slug(task)}_families.png", plots.family_drops(reps, task), f"{task}: drop per family"),
+            Figure(f"{_slug(task)}_scatter.png", plots.teacher_vs_student(reps, task),
+                   f"{task}: teacher vs student per language"),
+            Heading(3, "Per family"),
+        ]
+        fam_maps = [{f.family: f for f in r.tasks[task].families} for r in reps]
+        fam_rows = []
+        for fam in sorted({fam for m in fam_maps for fam in m}):
+            members = next(m[fam].languages for m in fam_maps if fam in m)
+            drops = [_num(m[fam].drop) + _ci(m[fam].drop_ci) if fam in m else "" for m in fam_maps]
+            rels = [_num(m[fam].relative_drop) if fam in m else "" for m in fam_maps]
+            fam_rows.append([fam, ", ".join(members), *drops, *rels])
+        blocks.append(Table(
+            ["family", "languages"] + [f"{r.student} drop [95% CI]" for r in reps]
+            + [f"{r.student} relative" for r in reps],
+            fam_rows,
+        ))
+        blocks.append(Heading(3, "Per language"))
+        langs = {r.language: r for r in first.languages}
+        by_student = [{row.language: row for row in r.tasks[task].languages} for r in reps]
+        rows = []
+        for lang in sorted({lang for d in by_student for lang in d}):
+            base = langs.get(lang) or next(d[lang] for d in by_student if lang in d)
+            row = [lang, base.family, _num(base.teacher)]
+            for d in by_student:
+                x = d.get(lang)
+                row += ["", ""] if x is None else [_num(x.student), _num(x.drop) + _ci(x.drop_ci)]
+            rows.append(row)
+        blocks.append(Table(
+            ["language", data.level, "teacher"]
+            + [h for r in reps for h in (f"{r.student}", f"{r.student} drop [95% CI]")],
+            rows,
+        ))
+    if data.fertility:
+        blocks += [
+            Heading(2, "Tokenizer fertility (FLORES, SIB-200 sentences)"),
+            Para("Tokens per character and UTF-8 bytes per token over the same parallel sentences in "
+                 "every language; special tokens are not counted. Script values are means over "
+                 "languages."),
+            Figure("fertility_by_script.png", plots.fertility_by_script(data.fertility_by_script),
+                   "Tokens per character by script"),
+            Table(["tokenizer", "script", "languages", "tokens/char", "bytes/token"],
+                  [[s.tokenizer, s.script, ", ".join(s.languages), _num(s.tokens_per_char),
+                    _num(s.bytes_per_token)] for s in data.fertility_by_script]),
+            Table(["tokenizer", "language", "FLORES", "sentences", "tokens", "tokens/char", "bytes/token"],
+                  [[r.tokenizer, r.language, r.flores, str(r.sentences), str(r.tokens),
+                    _num(r.tokens_per_char), _num(r.bytes_per_token)] for r in data.fertility]),
+        ]
+    return blocks
+
+
+def _write(data: ReportData, teacher: ModelResults, out: Path) -> None:
+    blocks = _blocks(data, teacher)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for b in blocks:
+        if isinstance(b, Figure):
+            (out / "figures" / b.name).write_bytes(b.png)
+    (out / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    (out / "report.html").write_text(to_html(blocks, f"Aetheris equity report: {data.teacher}"),
+                                     encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(data.model_dump(mode="json"), indent=2, ensure_ascii=False)
+                                      + "\n", encoding="utf-8")

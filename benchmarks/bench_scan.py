@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 
 import torch
 from common import machine, median_seconds, table
@@ -52,14 +53,20 @@ def main() -> None:
     with torch.no_grad():
         for L in args.lengths:
             u = torch.randn(1, L, HIDDEN, device=args.device)
-            t = {}
-            for name, mod in impls.items():
-                mod.to(args.device)
-                repeat = 1 if name == "reference" else args.repeat
-                try:
-                    t[name] = median_seconds(lambda mod=mod: mod(u), repeat=repeat)
-                except Exception as e:  # a missing kernel is reported, not fatal
-                    print(f"{name} at L={L}: {type(e).__name__}: {e}")
+            # Interleaved: every round times each implementation once, so load on the machine hits all
+            # alike; the reference is slow and runs once.
+            samples: dict[str, list[float]] = {name: [] for name in impls}
+            for mod in impls.values():
+                mod.to(args.device)(u)  # warm-up
+            for r in range(args.repeat):
+                for name, mod in impls.items():
+                    if name == "reference" and r > 0:
+                        continue
+                    try:
+                        samples[name].append(median_seconds(lambda mod=mod: mod(u), repeat=1, warmup=0))
+                    except Exception as e:  # a missing kernel is reported, not fatal
+                        print(f"{name} at L={L}: {type(e).__name__}: {e}")
+            t = {name: statistics.median(v) for name, v in samples.items() if v}
             results[L] = t
             hf = t.get("transformers Mamba2Mixer")
             rows.append([L] + [t.get(n, float("nan")) * 1e3 for n in impls]

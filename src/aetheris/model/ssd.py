@@ -114,34 +114,34 @@ def ssd_chunked(
         x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
     c, q = x.shape[1] // chunk_size, chunk_size
 
-    # (b, c, q, h, ...) views, heads in front of the time axes for batched matmuls
-    xdt = (x * dt[..., None]).view(b, c, q, h, p).permute(0, 1, 3, 2, 4)  # (b, c, h, q, p)
-    Bc = repeat_groups(B, h).view(b, c, q, h, n).permute(0, 1, 3, 2, 4)  # (b, c, h, q, n)
-    Cc = repeat_groups(C, h).view(b, c, q, h, n).permute(0, 1, 3, 2, 4)  # (b, c, h, q, n)
-    a = (dt * A).view(b, c, q, h).permute(0, 1, 3, 2)  # (b, c, h, q) log-decay per step
+    # Head-major, contiguous once: every chunk is then a free view and every matmul is dense.
+    a = (dt * A).transpose(1, 2).reshape(b, h, c, q)  # log-decay per step
+    xdt = (x * dt[..., None]).transpose(1, 2).reshape(b, h, c, q, p)
+    Bc = repeat_groups(B, h).transpose(1, 2).reshape(b, h, c, q, n)
+    Cc = repeat_groups(C, h).transpose(1, 2).reshape(b, h, c, q, n)
     a_cum = torch.cumsum(a, dim=-1)
 
     # 1. within each chunk: y = (C Bᵀ ∘ L) (x dt), L[i, j] = exp(a_{j+1} + ... + a_i)
-    L = torch.exp(_segsum(a))  # (b, c, h, q, q)
-    y = (Cc @ Bc.transpose(-1, -2) * L) @ xdt  # (b, c, h, q, p)
+    L = torch.exp(_segsum(a))  # (b, h, c, q, q)
+    y = (Cc @ Bc.transpose(-1, -2) * L) @ xdt  # (b, h, c, q, p)
 
     # 2. each chunk's own contribution to the state at its end
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, c, h, q)
-    chunk_states = (xdt * decay_to_end[..., None]).transpose(-1, -2) @ Bc  # (b, c, h, p, n)
+    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, h, c, q)
+    chunk_states = (xdt * decay_to_end[..., None]).transpose(-1, -2) @ Bc  # (b, h, c, p, n)
 
     # 3. carry the state across chunks: the only sequential part, one step per chunk
-    chunk_decay = torch.exp(a_cum[..., -1])  # (b, c, h)
+    chunk_decay = torch.exp(a_cum[..., -1])  # (b, h, c)
     state = x.new_zeros(b, h, p, n) if initial_state is None else initial_state.to(x.dtype)
     states_in = []
     for i in range(c):
         states_in.append(state)
-        state = state * chunk_decay[:, i, :, None, None] + chunk_states[:, i]
-    states_in = torch.stack(states_in, dim=1)  # (b, c, h, p, n): state entering each chunk
+        state = state * chunk_decay[:, :, i, None, None] + chunk_states[:, :, i]
+    states_in = torch.stack(states_in, dim=2)  # (b, h, c, p, n): state entering each chunk
 
     # 4. what the incoming state adds to each position: y += exp(a_cum) * C · S_in
     y = y + (Cc @ states_in.transpose(-1, -2)) * torch.exp(a_cum)[..., None]
 
-    y = y.permute(0, 1, 3, 2, 4).reshape(b, c * q, h, p)[:, :seqlen]
+    y = y.reshape(b, h, c * q, p).transpose(1, 2)[:, :seqlen]
     if D is not None:
         y = y + D[:, None] * x[:, :seqlen]
     return y, state

@@ -36,6 +36,7 @@ Failure categories (the first that applies):
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 import unicodedata
@@ -216,17 +217,28 @@ def check_calls(item: ToolItem, calls: Sequence[Call], *, translations: Sequence
         )
     foreign = [_foreign_values(g, item, translations) for g in item.gold]
     results = [[check_call(item, g, c, foreign[i]) for c in calls] for i, g in enumerate(item.gold)]
-    match = _perfect_matching([[r.passed for r in row] for row in results])
-    if match is not None:
+    owner = _max_matching([[r.passed for r in row] for row in results])  # call -> gold
+    if len(owner) == len(item.gold):
         return CheckResult(True, None, f"{len(calls)} call(s) match the gold")
-    # No full assignment: report the nearest miss of the first gold call that cannot be placed.
-    for i, row in enumerate(results):
-        if not any(r.passed for r in row):
-            best = max(row, key=lambda r: _NEARNESS[r.category])
-            prefix = f"gold call {i} ({item.gold[i].name}): " if len(calls) > 1 else ""
-            return CheckResult(False, best.category, prefix + best.detail)
-    best = max((r for row in results for r in row if not r.passed), key=lambda r: _NEARNESS[r.category])
-    return CheckResult(False, best.category, "calls cannot all be matched one-to-one to the gold: " + best.detail)
+    i, j = _diagnosis(results, owner)
+    prefix = f"call {j} vs gold call {i} ({item.gold[i].name}): " if len(calls) > 1 else ""
+    return CheckResult(False, results[i][j].category, prefix + results[i][j].detail)
+
+
+def _diagnosis(results: list[list[CheckResult]], owner: dict[int, int]) -> tuple[int, int]:
+    """The (gold, call) pair to blame: the first failing pair of the pairing with the nearest misses.
+
+    Several pairings may be equally good at passing; among them, the one whose failures are nearest
+    (e.g. one extra argument rather than a wrong value) names the mistake the model most likely made.
+    """
+    n = len(results)
+    if n <= 7:  # 5040 pairings at most: exhaustive search is cheap
+        score = lambda perm: sum(_NEARNESS.get(results[i][j].category, len(_NEARNESS)) for i, j in enumerate(perm))
+        best = max(itertools.permutations(range(n)), key=score)
+        return next((i, j) for i, j in enumerate(best) if not results[i][j].passed)
+    free_gold = [i for i in range(n) if i not in owner.values()]
+    free_calls = [j for j in range(n) if j not in owner]
+    return max(((i, j) for i in free_gold for j in free_calls), key=lambda ij: _NEARNESS[results[ij[0]][ij[1]].category])
 
 
 def check_call(item: ToolItem, gold: GoldCall, call: Call, foreign: dict[str, set] | None = None) -> CheckResult:
@@ -278,9 +290,9 @@ def _foreign_values(gold: GoldCall, item: ToolItem, translations: Sequence[ToolI
     return out
 
 
-def _perfect_matching(ok: list[list[bool]]) -> list[int] | None:
-    """Kuhn's augmenting paths: gold i -> call j with ok[i][j], each call used once; None if impossible."""
-    owner: dict[int, int] = {}  # call -> gold
+def _max_matching(ok: list[list[bool]]) -> dict[int, int]:
+    """Kuhn's augmenting paths: a largest set of (call -> gold) pairs with ok[gold][call], each used once."""
+    owner: dict[int, int] = {}
 
     def place(i: int, seen: set[int]) -> bool:
         for j, fits in enumerate(ok[i]):
@@ -291,6 +303,6 @@ def _perfect_matching(ok: list[list[bool]]) -> list[int] | None:
                     return True
         return False
 
-    if all(place(i, set()) for i in range(len(ok))):
-        return [j for j, _ in sorted(owner.items(), key=lambda kv: kv[1])]
-    return None
+    for i in range(len(ok)):
+        place(i, set())
+    return owner

@@ -47,7 +47,9 @@ def render(calls: list[dict], style: int) -> str:
     if style == 1:
         return "```json\n" + json.dumps(calls, indent=2) + "\n```"
     if style == 2:
-        return json.dumps([{"type": "function", "function": {**c, "arguments": json.dumps(c["arguments"])}} for c in calls])
+        return json.dumps(
+            [{"type": "function", "function": {**c, "arguments": json.dumps(c["arguments"])}} for c in calls]
+        )
     return "Here you go: " + json.dumps(calls[0] if len(calls) == 1 else calls)
 
 
@@ -72,24 +74,30 @@ def corruptions(item: ToolItem, calls: list[dict]):
     c[0]["arguments"]["zz_extra_param"] = 1
     yield "extra_argument", c, "extra_argument"  # simple_function_checker:unexpected_param
     optional_needed = [
-        p for p in first["arguments"] if p not in tool.parameters.get("required", []) and OMIT not in gold0.arguments[p]
+        p
+        for p in first["arguments"]
+        if p not in tool.parameters.get("required", []) and OMIT not in gold0.arguments[p]
     ]
     if optional_needed:
         c = copy.deepcopy(calls)
         del c[0]["arguments"][optional_needed[0]]
         yield "drop_gold_optional", c, "missing_argument"  # simple_function_checker:missing_optional
-    for p, value in first["arguments"].items():
+    for p in first["arguments"]:
         kind = schema_of(item, first, p).get("type")
         answer_types = {type(v) for v in gold0.arguments[p] if v != OMIT}
         bad = 12345 if kind == "string" else "zzqx"
-        if kind is not None and type(bad) not in answer_types:  # BFCL accepts a "variable" of the answers' type
+        if (
+            kind is not None and type(bad) not in answer_types
+        ):  # BFCL accepts a "variable" of the answers' type
             c = copy.deepcopy(calls)
             c[0]["arguments"][p] = bad
             yield "wrong_type", c, "wrong_type"  # type_error:simple
             break
-    for p, value in first["arguments"].items():
+    for p in first["arguments"]:
         kind = schema_of(item, first, p).get("type")
-        numbers = [abs(v) for v in gold0.arguments[p] if isinstance(v, int | float) and not isinstance(v, bool)]
+        numbers = [
+            abs(v) for v in gold0.arguments[p] if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
         if kind == "string":
             new = "zzqx unrelated value"
         elif kind in ("integer", "number") and numbers:
@@ -107,7 +115,11 @@ def corruptions(item: ToolItem, calls: list[dict]):
             yield "case_and_space", c, None  # BFCL standardises case and whitespace: accepted
             break
     for p, value in first["arguments"].items():
-        if isinstance(value, float) and value.is_integer() and schema_of(item, first, p).get("type") == "number":
+        if (
+            isinstance(value, float)
+            and value.is_integer()
+            and schema_of(item, first, p).get("type") == "number"
+        ):
             c = copy.deepcopy(calls)
             c[0]["arguments"][p] = int(value)
             yield "int_for_float", c, None  # BFCL converts int to float for a float parameter
@@ -122,7 +134,12 @@ def corruptions(item: ToolItem, calls: list[dict]):
 @pytest.mark.parametrize("version", ["v3", "v4"])
 def test_checker_agrees_with_bfcl_semantics(version):
     items = load_bfcl(BFCL, version=version)
-    assert Counter(i.category for i in items) == {"simple": 400, "multiple": 200, "parallel": 200, "irrelevance": 240}
+    assert Counter(i.category for i in items) == {
+        "simple": 400,
+        "multiple": 200,
+        "parallel": 200,
+        "irrelevance": 240,
+    }
     seen: Counter = Counter()
     disagreements = []
     for n, item in enumerate(items):
@@ -133,7 +150,10 @@ def test_checker_agrees_with_bfcl_semantics(version):
         else:
             calls = gold_calls(item)
             cases = [("gold", render(calls, n % 4), None)]
-            cases += [(name, render(c, (n + k) % 4), want) for k, (name, c, want) in enumerate(corruptions(item, calls))]
+            cases += [
+                (name, render(c, (n + k) % 4), want)
+                for k, (name, c, want) in enumerate(corruptions(item, calls))
+            ]
         for name, reply, want in cases:
             result = check(item, reply)
             seen[name] += 1
@@ -144,4 +164,6 @@ def test_checker_agrees_with_bfcl_semantics(version):
     assert seen["gold"] == 800 and seen["call_on_irrelevance"] == 240 and seen["swap_parallel_order"] == 200
     for name in ("drop_required", "rename_function", "wrong_type", "value_not_in_list", "extra_argument"):
         assert seen[name] > 500, seen
-    assert seen["int_for_float"] > 5 and seen["case_and_space"] > 300 and seen["drop_gold_optional"] > 20, seen
+    assert seen["int_for_float"] > 5 and seen["case_and_space"] > 300 and seen["drop_gold_optional"] > 20, (
+        seen
+    )

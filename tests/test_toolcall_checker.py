@@ -25,7 +25,10 @@ WEATHER = {
         },
     },
 }
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+TIME = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
 
 
 def item(gold, category="simple", tools=(WEATHER,), lang="sw", id="w1"):
@@ -39,7 +42,9 @@ def item(gold, category="simple", tools=(WEATHER,), lang="sw", id="w1"):
     )
 
 
-NAIROBI = item([GoldCall(name="get_weather", arguments={"city": ["Nairobi"], "days": [3, ""], "unit": ["celsius", ""]})])
+NAIROBI = item(
+    [GoldCall(name="get_weather", arguments={"city": ["Nairobi"], "days": [3, ""], "unit": ["celsius", ""]})]
+)
 
 
 def tc(name, **args):
@@ -52,10 +57,14 @@ def tc(name, **args):
         tc("get_weather", city="Nairobi"),
         '```json\n{"name": "get_weather", "arguments": {"city": "Nairobi", "days": 3}}\n```',
         '[{"name": "get_weather", "parameters": {"city": "Nairobi"}}]',
-        '{"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Nairobi\\"}"}}',
-        '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "get_weather", "parameters": {"city": "Nairobi"}}]<|END_ACTION|>',
-        '{"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Nairobi"}}}]}',
-        '<think>maybe {"name": "get_time", "arguments": {}}</think>Sure. ' + tc("get_weather", city=" nairobi."),
+        '{"type": "function", "function": {"name": "get_weather", '
+        '"arguments": "{\\"city\\": \\"Nairobi\\"}"}}',
+        '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "get_weather", '
+        '"parameters": {"city": "Nairobi"}}]<|END_ACTION|>',
+        '{"tool_calls": [{"id": "c1", "type": "function", '
+        '"function": {"name": "get_weather", "arguments": {"city": "Nairobi"}}}]}',
+        '<think>maybe {"name": "get_time", "arguments": {}}</think>Sure. '
+        + tc("get_weather", city=" nairobi."),
     ],
 )
 def test_reply_formats_all_pass(reply):
@@ -122,7 +131,12 @@ def test_parallel_calls_any_order_with_a_matching_greedy_would_miss():
     assert check(it, tc("get_weather", city="Mombasa") + tc("get_weather", city="Nairobi")).passed
     assert check(it, tc("get_weather", city="Nairobi") + tc("get_weather", city="Mombasa")).passed
     bad = check(it, tc("get_weather", city="Nairobi") + tc("get_weather", city="Kisumu"))
-    assert not bad.passed and bad.category == "wrong_value" and "gold call 1" in bad.detail and "call 1 vs" in bad.detail
+    assert (
+        not bad.passed
+        and bad.category == "wrong_value"
+        and "gold call 1" in bad.detail
+        and "call 1 vs" in bad.detail
+    )
 
 
 def test_irrelevance():
@@ -135,14 +149,20 @@ def test_irrelevance():
 
 def test_wrong_language_value_from_translations_and_standard():
     sw = item([GoldCall(name="get_weather", arguments={"city": ["Uholanzi"]})], lang="sw", id="x")
-    en = item([GoldCall(name="get_weather", arguments={"city": ["Netherlands", "Holland"]})], lang="en", id="x")
+    en = item(
+        [GoldCall(name="get_weather", arguments={"city": ["Netherlands", "Holland"]})], lang="en", id="x"
+    )
     other = item([GoldCall(name="get_weather", arguments={"city": ["Paris"]})], lang="fr", id="y")
     assert check(sw, tc("get_weather", city="Netherlands"), translations=[sw, en, other]).category == (
         "wrong_language_value"
     )
     assert check(sw, tc("get_weather", city="Paris"), translations=[sw, en, other]).category == "wrong_value"
-    assert check(sw, tc("get_weather", city="Netherlands")).category == "wrong_value"  # nothing to compare with
-    std = item([GoldCall(name="get_weather", arguments={"city": ["Uholanzi"]}, standard={"city": ["Netherlands"]})])
+    assert (
+        check(sw, tc("get_weather", city="Netherlands")).category == "wrong_value"
+    )  # nothing to compare with
+    std = item(
+        [GoldCall(name="get_weather", arguments={"city": ["Uholanzi"]}, standard={"city": ["Netherlands"]})]
+    )
     assert check(std, tc("get_weather", city="netherlands")).category == "wrong_language_value"
     assert check(std, tc("get_weather", city="Uholanzi")).passed
 

@@ -9,7 +9,14 @@ import pytest
 
 from aetheris.toolcall.checker import check
 from aetheris.toolcall.format import OMIT, ItemError, ToolItem, validate_item
-from aetheris.toolcall.loaders import bfcl_acceptable, bfcl_schema, load_bfcl, load_bfcl_ar, load_functionchat, load_nodehaus
+from aetheris.toolcall.loaders import (
+    bfcl_acceptable,
+    bfcl_schema,
+    load_bfcl,
+    load_bfcl_ar,
+    load_functionchat,
+    load_nodehaus,
+)
 
 
 def data_dir() -> Path:
@@ -26,7 +33,11 @@ def gold_reply(item: ToolItem) -> str:
     calls = []
     for g in item.gold:
         required = item.tool(g.name).parameters.get("required", [])
-        args = {p: next(v for v in vs if v != OMIT) for p, vs in g.arguments.items() if OMIT not in vs or p in required}
+        args = {
+            p: next(v for v in vs if v != OMIT)
+            for p, vs in g.arguments.items()
+            if OMIT not in vs or p in required
+        }
         calls.append({"name": g.name, "arguments": args})
     return json.dumps(calls, ensure_ascii=False) if calls else "I cannot help with that."
 
@@ -63,7 +74,9 @@ def test_nested_possible_answers_expand_to_literal_values():
     schema = {"type": "object", "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}}
     got = bfcl_acceptable(["", {"min": [1], "max": [2, ""]}], schema)
     assert got == ["", {"min": 1, "max": 2}, {"min": 1}]
-    listed = bfcl_acceptable([[{"a": ["x", "y"]}, {"a": ["z"]}]], {"type": "array", "items": {"type": "object"}})
+    listed = bfcl_acceptable(
+        [[{"a": ["x", "y"]}, {"a": ["z"]}]], {"type": "array", "items": {"type": "object"}}
+    )
     assert listed == [[{"a": "x"}, {"a": "z"}], [{"a": "y"}, {"a": "z"}]]
 
 
@@ -93,7 +106,8 @@ def test_bfcl_arabic_pairs_with_english(descriptions):
 def test_functionchat_korean():
     items = load_functionchat(TC / "functionchat_bench_ko")
     ids = Counter(i.id.split("-")[0] for i in items)
-    # Singlecall: 25 functions x 4 queries x 5 tool lists; CallDecision: 606; Dialog: 70 call + 59 no-call turns
+    # Singlecall: 25 functions x 4 queries x 5 tool lists; CallDecision: 606;
+    # Dialog: 70 call turns + 59 turns that expect no call (slot questions, refusals)
     assert ids == {"singlecall": 500, "calldecision": 606, "dialog": 129}
     assert len({i.id for i in items}) == len(items) and {i.lang for i in items} == {"ko"}
     decision = [i for i in items if i.id.startswith("calldecision")]

@@ -203,17 +203,23 @@ def check(item: ToolItem, reply: str, *, translations: Sequence[ToolItem] = ()) 
     return check_calls(item, calls, translations=translations)
 
 
-def check_calls(item: ToolItem, calls: Sequence[Call], *, translations: Sequence[ToolItem] = ()) -> CheckResult:
+def check_calls(
+    item: ToolItem, calls: Sequence[Call], *, translations: Sequence[ToolItem] = ()
+) -> CheckResult:
     """Score already-parsed calls against the item's gold."""
     if not item.gold:
         if calls:
-            return CheckResult(False, "call_when_none_expected", f"no call expected, got {[c.name for c in calls]}")
+            return CheckResult(
+                False, "call_when_none_expected", f"no call expected, got {[c.name for c in calls]}"
+            )
         return CheckResult(True, None, "no call, as expected")
     if not calls:
         return CheckResult(False, "no_call", f"expected {len(item.gold)} call(s), the reply holds none")
     if len(calls) != len(item.gold):
         return CheckResult(
-            False, "wrong_count", f"expected {len(item.gold)} call(s), got {len(calls)}: {[c.name for c in calls]}"
+            False,
+            "wrong_count",
+            f"expected {len(item.gold)} call(s), got {len(calls)}: {[c.name for c in calls]}",
         )
     foreign = [_foreign_values(g, item, translations) for g in item.gold]
     results = [[check_call(item, g, c, foreign[i]) for c in calls] for i, g in enumerate(item.gold)]
@@ -233,15 +239,22 @@ def _diagnosis(results: list[list[CheckResult]], owner: dict[int, int]) -> tuple
     """
     n = len(results)
     if n <= 7:  # 5040 pairings at most: exhaustive search is cheap
-        score = lambda perm: sum(_NEARNESS.get(results[i][j].category, len(_NEARNESS)) for i, j in enumerate(perm))
+        score = lambda perm: sum(
+            _NEARNESS.get(results[i][j].category, len(_NEARNESS)) for i, j in enumerate(perm)
+        )
         best = max(itertools.permutations(range(n)), key=score)
         return next((i, j) for i, j in enumerate(best) if not results[i][j].passed)
     free_gold = [i for i in range(n) if i not in owner.values()]
     free_calls = [j for j in range(n) if j not in owner]
-    return max(((i, j) for i in free_gold for j in free_calls), key=lambda ij: _NEARNESS[results[ij[0]][ij[1]].category])
+    return max(
+        ((i, j) for i in free_gold for j in free_calls),
+        key=lambda ij: _NEARNESS[results[ij[0]][ij[1]].category],
+    )
 
 
-def check_call(item: ToolItem, gold: GoldCall, call: Call, foreign: dict[str, set] | None = None) -> CheckResult:
+def check_call(
+    item: ToolItem, gold: GoldCall, call: Call, foreign: dict[str, set] | None = None
+) -> CheckResult:
     """One call against one gold call."""
     if call.name != gold.name:
         known = "" if item.tool(call.name) else " (not among the tools)"
@@ -251,14 +264,18 @@ def check_call(item: ToolItem, gold: GoldCall, call: Call, foreign: dict[str, se
     props = schema.get("properties", {})
     for param in schema.get("required", []):
         if param not in call.arguments:
-            return CheckResult(False, "missing_argument", f"{gold.name}: required parameter {param!r} missing")
+            return CheckResult(
+                False, "missing_argument", f"{gold.name}: required parameter {param!r} missing"
+            )
     for param, value in call.arguments.items():
         if param not in props or param not in gold.arguments:
             why = "not a parameter of the function" if param not in props else "not expected by the gold"
             return CheckResult(False, "extra_argument", f"{gold.name}: parameter {param!r} {why}")
         type_errors = list(_type_validator(json.dumps(props[param], sort_keys=True)).iter_errors(value))
         if type_errors:
-            return CheckResult(False, "wrong_type", f"{gold.name}.{param}={value!r}: {type_errors[0].message}")
+            return CheckResult(
+                False, "wrong_type", f"{gold.name}.{param}={value!r}: {type_errors[0].message}"
+            )
         acceptable = {normalise(v) for v in gold.arguments[param]}
         if normalise(value) not in acceptable:
             if foreign and normalise(value) in foreign.get(param, set()):

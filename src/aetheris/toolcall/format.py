@@ -91,7 +91,9 @@ class ToolItem(BaseModel):
     def _last_turn_awaits_a_call(self) -> ToolItem:
         # A tool result may end the context too: multi-step conversations ask for the next call.
         if self.messages[-1].role not in ("user", "tool"):
-            raise ValueError(f"last message must be from the user (or a tool result), got {self.messages[-1].role!r}")
+            raise ValueError(
+                f"last message must be from the user (or a tool result), got {self.messages[-1].role!r}"
+            )
         return self
 
     def tool(self, name: str) -> ToolFunction | None:
@@ -115,7 +117,8 @@ def read_items(path: str | Path, *, validate: bool = True) -> list[ToolItem]:
                 item = ToolItem.model_validate(raw)
             except ValidationError as e:
                 problems = "; ".join(
-                    f"key {'.'.join(str(p) for p in err['loc']) or '<item>'}: {err['msg']}" for err in e.errors()
+                    f"key {'.'.join(str(p) for p in err['loc']) or '<item>'}: {err['msg']}"
+                    for err in e.errors()
                 )
                 raise ItemError(f"{where} (id {raw.get('id')!r}): {problems}") from None
             if validate:
@@ -128,7 +131,10 @@ def read_items(path: str | Path, *, validate: bool = True) -> list[ToolItem]:
 
 
 def validate_item(item: ToolItem) -> None:
-    """Check that the gold calls fit their tools' schemas and the category; raise ItemError listing all problems."""
+    """Check that the gold calls fit their tools' schemas and the category.
+
+    Raises ItemError listing every problem found.
+    """
     problems: list[str] = []
     names = [t.function.name for t in item.tools]
     if len(set(names)) != len(names):
@@ -164,7 +170,7 @@ def _call_problems(item: ToolItem, call: GoldCall) -> list[str]:
         if param not in call.arguments:
             problems.append(f"arguments: required parameter {param!r} missing")
         elif OMIT in call.arguments[param] and _accepts(props.get(param, {}), OMIT) is False:
-            problems.append(f"arguments.{param}: required, so it cannot list \"\" (may be omitted)")
+            problems.append(f'arguments.{param}: required, so it cannot list "" (may be omitted)')
     for param, values in list(call.arguments.items()) + list(call.standard.items()):
         if param not in props:
             problems.append(f"arguments.{param}: not a parameter of {call.name!r} (has {sorted(props)})")
@@ -174,7 +180,9 @@ def _call_problems(item: ToolItem, call: GoldCall) -> list[str]:
                 continue  # the omission marker, not a value
             errors = list(StrictValidator(props[param]).iter_errors(value))
             if errors:
-                problems.append(f"arguments.{param}: value {value!r} does not fit its schema ({errors[0].message})")
+                problems.append(
+                    f"arguments.{param}: value {value!r} does not fit its schema ({errors[0].message})"
+                )
     return problems
 
 

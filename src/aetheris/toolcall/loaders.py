@@ -28,7 +28,12 @@ CATEGORIES = ("simple", "multiple", "parallel", "irrelevance")
 _BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": None}
 _BFCL_FILES = {
     "v3": {"simple": "simple", "multiple": "multiple", "parallel": "parallel", "irrelevance": "irrelevance"},
-    "v4": {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel", "irrelevance": "irrelevance"},
+    "v4": {
+        "simple": "simple_python",
+        "multiple": "multiple",
+        "parallel": "parallel",
+        "irrelevance": "irrelevance",
+    },
 }
 _MAX_ALTERNATIVES = 4096  # expanding nested possible answers must stay small
 
@@ -63,7 +68,9 @@ def bfcl_acceptable(values: list[Any], schema: dict[str, Any]) -> list[Any]:
     for v in values:
         out.extend(_expand(v, schema) if v != OMIT else [OMIT])
     if len(out) > _MAX_ALTERNATIVES:
-        raise ItemError(f"nested possible answers expand into {len(out)} alternatives (> {_MAX_ALTERNATIVES})")
+        raise ItemError(
+            f"nested possible answers expand into {len(out)} alternatives (> {_MAX_ALTERNATIVES})"
+        )
     return out
 
 
@@ -72,7 +79,10 @@ def _expand(value: Any, schema: dict[str, Any]) -> list[Any]:
     if kind == "object" and isinstance(value, dict) and all(isinstance(v, list) for v in value.values()):
         keys = list(value)
         options = [[_ABSENT if o == OMIT else o for o in value[k]] for k in keys]
-        return [{k: o for k, o in zip(keys, combo, strict=True) if o is not _ABSENT} for combo in itertools.product(*options)]
+        return [
+            {k: o for k, o in zip(keys, combo, strict=True) if o is not _ABSENT}
+            for combo in itertools.product(*options)
+        ]
     if kind == "array" and isinstance(value, list) and value and isinstance(schema.get("items"), dict):
         items = schema["items"]
         if items.get("type") == "object" and all(isinstance(v, dict) for v in value):
@@ -109,7 +119,10 @@ def _bfcl_items(questions: Path, answers: Path | None, category: str, lang: str)
                 name = _known_function(name, schemas)
                 props = schemas.get(name, {})
                 gold.append(
-                    GoldCall(name=name, arguments={p: bfcl_acceptable(v, props.get(p, {})) for p, v in args.items()})
+                    GoldCall(
+                        name=name,
+                        arguments={p: bfcl_acceptable(v, props.get(p, {})) for p, v in args.items()},
+                    )
                 )
         items.append(
             ToolItem(
@@ -135,7 +148,9 @@ def _known_function(name: str, schemas: dict[str, Any]) -> str:
     return name
 
 
-def load_bfcl(root: str | Path, *, version: str = "v4", categories: tuple[str, ...] = CATEGORIES) -> list[ToolItem]:
+def load_bfcl(
+    root: str | Path, *, version: str = "v4", categories: tuple[str, ...] = CATEGORIES
+) -> list[ToolItem]:
     """English BFCL (`root` = the `bfcl` folder holding `v3/` and `v4/`)."""
     if version not in _BFCL_FILES:
         raise ValueError(f"BFCL version {version!r}: expected one of {sorted(_BFCL_FILES)}")
@@ -212,11 +227,19 @@ def _category(gold: list[GoldCall], tools: list) -> str:
 
 def _item(id: str, lang: str, tools: list, messages: list, gold: list[GoldCall]) -> ToolItem:
     return ToolItem(
-        id=id, lang=lang, split="eval", category=_category(gold, tools), tools=tools, messages=messages, gold=gold
+        id=id,
+        lang=lang,
+        split="eval",
+        category=_category(gold, tools),
+        tools=tools,
+        messages=messages,
+        gold=gold,
     )
 
 
-def load_functionchat(root: str | Path, *, parts: tuple[str, ...] = ("Singlecall", "CallDecision", "Dialog")) -> list[ToolItem]:
+def load_functionchat(
+    root: str | Path, *, parts: tuple[str, ...] = ("Singlecall", "CallDecision", "Dialog")
+) -> list[ToolItem]:
     """FunctionChat-Bench (`root` = the `functionchat_bench_ko` folder)."""
     data = Path(root) / "data"
     system = {"role": "system", "content": (data / "system_prompt.txt").read_text(encoding="utf-8").strip()}
@@ -249,7 +272,9 @@ def _functionchat_rows(part: str, row: dict[str, Any], system: dict[str, str]) -
     if part == "CallDecision":
         calls = row["ground_truth"].get("tool_calls") or []
         gold = _gold_from_openai(calls, row["acceptable_arguments"]) if row["category"] == "CALL" else []
-        return [_item(f"calldecision-{row['serial_num']}", "ko", row["input_tools"], row["input_messages"], gold)]
+        return [
+            _item(f"calldecision-{row['serial_num']}", "ko", row["input_tools"], row["input_messages"], gold)
+        ]
     if part == "Dialog":
         out = []
         for turn in row["turns"]:
@@ -259,7 +284,9 @@ def _functionchat_rows(part: str, row: dict[str, Any], system: dict[str, str]) -
             calls = turn["ground_truth"].get("tool_calls") or [] if kind == "call" else []
             gold = _gold_from_openai(calls, turn["acceptable_arguments"])
             messages = [system, *turn["query"]]
-            out.append(_item(f"dialog-{row['dialog_num']}-{turn['turn_num']}", "ko", row["tools"], messages, gold))
+            out.append(
+                _item(f"dialog-{row['dialog_num']}-{turn['turn_num']}", "ko", row["tools"], messages, gold)
+            )
         return out
     raise ValueError(f"unknown FunctionChat part {part!r}: expected Singlecall, CallDecision or Dialog")
 
@@ -298,7 +325,10 @@ NODEHAUS_TOOLS = [
 
 
 def load_nodehaus(root: str | Path, *, langs: tuple[str, ...] | None = None) -> list[ToolItem]:
-    """Nodehaus weather-agent conversations (`root` = `nodehaus_weather_agent_7lang`); `langs`: canonical codes."""
+    """Nodehaus weather-agent conversations (`root` = `nodehaus_weather_agent_7lang`).
+
+    `langs`: canonical codes to load (default: all seven).
+    """
     wanted = {v: k for k, v in NODEHAUS_LANGS.items()}
     for code in langs or ():
         if code not in wanted:

@@ -29,7 +29,11 @@ FALLBACK_INSTRUCTIONS = (
 _PROBE_NAME = "aetheris_probe_function_7f3a"
 _PROBE_TOOL = {
     "type": "function",
-    "function": {"name": _PROBE_NAME, "description": "probe", "parameters": {"type": "object", "properties": {}}},
+    "function": {
+        "name": _PROBE_NAME,
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {}},
+    },
 }
 
 
@@ -39,7 +43,10 @@ def supports_tools(tokenizer: Any) -> bool:
         return False
     try:
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "hello"}], tools=[_PROBE_TOOL], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": "hello"}],
+            tools=[_PROBE_TOOL],
+            tokenize=False,
+            add_generation_prompt=True,
         )
     except (TemplateError, TypeError, ValueError):
         return False
@@ -56,7 +63,9 @@ def render_prompt(tokenizer: Any, item: ToolItem, *, native: bool | None = None)
     tools = [t.model_dump() for t in item.tools]
     messages = [_template_message(m.model_dump(exclude_none=True)) for m in item.messages]
     if native:
-        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=True
+        )
     return _render_fallback(tokenizer, tools, messages)
 
 
@@ -97,11 +106,15 @@ def _render_fallback(tokenizer: Any, tools: list[dict[str, Any]], messages: list
 
 def _plain_message(message: dict[str, Any]) -> dict[str, str]:
     if message["role"] == "tool":
-        return {"role": "user", "content": f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"}
+        return {
+            "role": "user",
+            "content": f"<tool_response>\n{message.get('content') or ''}\n</tool_response>",
+        }
     content = message.get("content") or ""
     calls = [c.get("function", c) for c in message.get("tool_calls") or []]
     lines = [
-        "<tool_call>" + json.dumps({"name": c["name"], "arguments": c.get("arguments", {})}, ensure_ascii=False)
+        "<tool_call>"
+        + json.dumps({"name": c["name"], "arguments": c.get("arguments", {})}, ensure_ascii=False)
         + "</tool_call>"
         for c in calls
     ]

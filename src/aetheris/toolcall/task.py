@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from aetheris.toolcall.checker import check
@@ -96,7 +103,10 @@ def generate_replies(
                 batch = order[start : start + batch_size]
                 # A rendered chat template already holds BOS and friends.
                 enc = tokenizer(
-                    [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=not chat_template
+                    [prompts[i] for i in batch],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=not chat_template,
                 ).to(device)
                 out = model.generate(
                     **enc,

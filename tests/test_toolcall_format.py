@@ -136,3 +136,17 @@ def test_invalid_tool_schema_is_reported():
     broken = {"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}
     with pytest.raises(ItemError, match="tools.f.parameters: not a valid JSON Schema"):
         validate_item(item([], "irrelevance", tools=(broken,)))
+
+
+def test_cli_validate_tools(tmp_path):
+    from typer.testing import CliRunner
+
+    from aetheris.cli import app
+
+    good = write(tmp_path, [raw()])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(raw(gold=[{"name": "send_cash", "arguments": {}}])) + "\n")
+    ok = CliRunner().invoke(app, ["validate-tools", str(good)])
+    assert ok.exit_code == 0 and "1 items" in ok.output
+    fail = CliRunner().invoke(app, ["validate-tools", str(good), str(bad)])
+    assert fail.exit_code == 1 and "bad.jsonl:1" in fail.output and "'send_cash'" in fail.output

@@ -48,13 +48,12 @@ def items():
     if not NODEHAUS.is_dir():
         pytest.skip(f"Nodehaus data not found at {NODEHAUS}")
     loaded = load_nodehaus(NODEHAUS, langs=("en", "de"))
-    # per language: two off-topic requests, two first calls, one follow-up after a tool result
+    # per language: an off-topic request, a first call, a follow-up call after a tool result
     pick = []
     for lang in ("en", "de"):
         mine = [i for i in loaded if i.lang == lang]
-        pick += [i for i in mine if not i.gold][:2] + [
-            i for i in mine if i.gold and i.messages[-1].role == "user"
-        ][:2]
+        pick += [i for i in mine if not i.gold][:1]
+        pick += [i for i in mine if i.gold and i.messages[-1].role == "user"][:1]
         pick += [i for i in mine if i.messages[-1].role == "tool"][:1]
     return pick
 
@@ -71,20 +70,20 @@ def test_tiny_random_llama_every_item_scored(tokenizer, items):
         eos_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config).eval()
-    block = task.evaluate_tools(model, tokenizer, items, batch_size=4, max_new_tokens=12, progress=False)
+    block = task.evaluate_tools(model, tokenizer, items, batch_size=2, max_new_tokens=8, progress=False)
     assert block["metric"] == "acc" and block["higher_is_better"] is True
     assert set(block["languages"]) == {"en", "de"}
     for lang, result in block["languages"].items():
         records = result["items"]
-        assert result["n"] == len(records) == 5
+        assert result["n"] == len(records) == 3
         assert [r["id"] for r in records] == [i.id for i in items if i.lang == lang]
-        assert result["score"] == pytest.approx(sum(r["score"] for r in records) / 5)
+        assert result["score"] == pytest.approx(sum(r["score"] for r in records) / 3)
         failed = [r for r in records if r["score"] == 0.0]
         assert all(r["category"] in CATEGORIES for r in failed)
         assert all(r["category"] is None for r in records if r["score"] == 1.0)
         assert sum(result["failures"].values()) == len(failed)
-        # garbage text holds no call: the three items that need one fail
-        assert sum(result["failures"].get(c, 0) for c in ("no_call", "invalid_json")) == 3
+        # garbage text holds no call: the two items that need one fail
+        assert sum(result["failures"].get(c, 0) for c in ("no_call", "invalid_json")) == 2
     assert tokenizer.pad_token is None and tokenizer.padding_side == "right"  # state restored
 
 
@@ -136,3 +135,5 @@ def test_scoring_credits_right_calls_and_spots_wrong_language(monkeypatch, items
 def test_bad_arguments_are_refused(tokenizer, items):
     with pytest.raises(ValueError, match="batch_size"):
         task.evaluate_tools(None, tokenizer, items, batch_size=0, max_new_tokens=4)
+    with pytest.raises(ValueError, match=f"item id {items[0].id!r} appears twice for language 'en'"):
+        task.evaluate_tools(None, tokenizer, [items[0], items[0]], batch_size=1, max_new_tokens=4)

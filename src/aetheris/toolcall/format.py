@@ -169,7 +169,7 @@ def _call_problems(item: ToolItem, call: GoldCall) -> list[str]:
     for param in tool.parameters.get("required", []):
         if param not in call.arguments:
             problems.append(f"arguments: required parameter {param!r} missing")
-        elif OMIT in call.arguments[param] and _accepts(props.get(param, {}), OMIT) is False:
+        elif OMIT in call.arguments[param] and not StrictValidator(props.get(param, {})).is_valid(OMIT):
             problems.append(f'arguments.{param}: required, so it cannot list "" (may be omitted)')
     for param, values in list(call.arguments.items()) + list(call.standard.items()):
         if param not in props:
@@ -184,10 +184,6 @@ def _call_problems(item: ToolItem, call: GoldCall) -> list[str]:
                     f"arguments.{param}: value {value!r} does not fit its schema ({errors[0].message})"
                 )
     return problems
-
-
-def _accepts(schema: dict[str, Any], value: Any) -> bool:
-    return StrictValidator(schema).is_valid(value)
 
 
 def _category_problems(item: ToolItem) -> list[str]:

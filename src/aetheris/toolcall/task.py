@@ -46,6 +46,15 @@ def evaluate_tools(
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        if (item.lang, item.id) in seen:
+            raise ValueError(
+                f"item id {item.id!r} appears twice for language {item.lang!r}: ids must be unique per "
+                "language (evaluate one setting of a benchmark at a time, e.g. Arabic BFCL with Arabic "
+                "or with English docs)"
+            )
+        seen.add((item.lang, item.id))
     native = supports_tools(tokenizer)
     prompts = [render_prompt(tokenizer, item, native=native) for item in items]
     replies = generate_replies(

@@ -40,3 +40,21 @@ def report(
 
     run_report(results, out, teacher=teacher, level=level, tokenizer=tokenizer or [], data_dir=data_dir,
                n_boot=n_boot, n_perm=n_perm, seed=seed)
+
+
+@app.command("validate-tools")
+def validate_tools(paths: list[str]) -> None:
+    """Check tool-calling JSONL files: the item format, and every gold call against its tool's schema."""
+    from aetheris.toolcall.format import ItemError, read_items
+
+    failed = False
+    for path in paths:
+        try:
+            items = read_items(path)
+        except (ItemError, OSError) as e:
+            typer.echo(f"FAIL {e}", err=True)
+            failed = True
+            continue
+        typer.echo(f"ok   {path}: {len(items)} items")
+    if failed:
+        raise typer.Exit(1)

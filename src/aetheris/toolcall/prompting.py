@@ -1,0 +1,121 @@
+"""Render a tool-calling item as a prompt string for a given tokenizer.
+
+If the tokenizer's chat template renders tools (we render a probe tool and look for its name),
+the item goes through `apply_chat_template(messages, tools=...)`, the model's own format.
+
+Otherwise the fallback: the tools are described in a system message (JSON, one per line) that asks
+for calls as lines `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (the Hermes/Qwen
+convention, which checker.py reads); earlier assistant calls are written the same way and tool
+results become user turns `<tool_response>...</tool_response>`. That conversation is rendered with
+the tokenizer's own template (the system text is folded into the first user turn when the template
+rejects a system role), or, for a tokenizer without a template, as plain `Role: text` lines.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jinja2 import TemplateError
+
+from aetheris.toolcall.format import ToolItem
+
+FALLBACK_INSTRUCTIONS = (
+    "You can call the following functions. Each is described as JSON:\n{tools}\n\n"
+    "To call functions, answer only with one line per call, in this form:\n"
+    '<tool_call>{{"name": "<function name>", "arguments": {{<argument name>: <value>, ...}}}}</tool_call>\n'
+    "If none of the functions fits the request, answer in plain text without any <tool_call>."
+)
+_PROBE_NAME = "aetheris_probe_function_7f3a"
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_NAME,
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+
+
+def supports_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template renders the tools it is given."""
+    if not getattr(tokenizer, "chat_template", None):
+        return False
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hello"}],
+            tools=[_PROBE_TOOL],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    except (TemplateError, TypeError, ValueError):
+        return False
+    return _PROBE_NAME in text
+
+
+def render_prompt(tokenizer: Any, item: ToolItem, *, native: bool | None = None) -> str:
+    """The prompt text for one item, ending where the assistant's answer starts.
+
+    `native`: use the template's own tool format (default: `supports_tools(tokenizer)`; pass it to
+    avoid probing once per item).
+    """
+    native = supports_tools(tokenizer) if native is None else native
+    tools = [t.model_dump() for t in item.tools]
+    messages = [_template_message(m.model_dump(exclude_none=True)) for m in item.messages]
+    if native:
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=True
+        )
+    return _render_fallback(tokenizer, tools, messages)
+
+
+def _template_message(message: dict[str, Any]) -> dict[str, Any]:
+    # Chat templates iterate over `arguments` as a mapping: decode the JSON strings OpenAI uses.
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function", {})
+        if isinstance(fn.get("arguments"), str):
+            try:
+                fn["arguments"] = json.loads(fn["arguments"])
+            except json.JSONDecodeError:
+                pass
+    return message
+
+
+def fallback_system(tools: list[dict[str, Any]]) -> str:
+    lines = "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)
+    return FALLBACK_INSTRUCTIONS.format(tools=lines)
+
+
+def _render_fallback(tokenizer: Any, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> str:
+    system = fallback_system(tools)
+    if messages[0]["role"] == "system":
+        system = f"{messages[0].get('content') or ''}\n\n{system}"
+        messages = messages[1:]
+    plain = [_plain_message(m) for m in messages]
+    if not getattr(tokenizer, "chat_template", None):
+        turns = [f"System: {system}"] + [f"{m['role'].capitalize()}: {m['content']}" for m in plain]
+        return "\n\n".join(turns) + "\n\nAssistant:"
+    try:
+        return tokenizer.apply_chat_template(
+            [{"role": "system", "content": system}, *plain], tokenize=False, add_generation_prompt=True
+        )
+    except TemplateError:  # e.g. "System role not supported": fold it into the first user turn
+        first = {"role": plain[0]["role"], "content": f"{system}\n\n{plain[0]['content']}"}
+        return tokenizer.apply_chat_template([first, *plain[1:]], tokenize=False, add_generation_prompt=True)
+
+
+def _plain_message(message: dict[str, Any]) -> dict[str, str]:
+    if message["role"] == "tool":
+        return {
+            "role": "user",
+            "content": f"<tool_response>\n{message.get('content') or ''}\n</tool_response>",
+        }
+    content = message.get("content") or ""
+    calls = [c.get("function", c) for c in message.get("tool_calls") or []]
+    lines = [
+        "<tool_call>"
+        + json.dumps({"name": c["name"], "arguments": c.get("arguments", {})}, ensure_ascii=False)
+        + "</tool_call>"
+        for c in calls
+    ]
+    return {"role": message["role"], "content": "\n".join(filter(None, [content, *lines]))}

@@ -1,0 +1,139 @@
+"""evaluate_tools end to end on a tiny random Llama: every item scored, failures categorised."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from aetheris.toolcall import task
+from aetheris.toolcall.checker import CATEGORIES
+from aetheris.toolcall.format import OMIT, GoldCall, ToolItem
+from aetheris.toolcall.loaders import load_nodehaus
+
+
+def data_dir() -> Path:
+    env = os.environ.get("AETHERIS_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+NODEHAUS = data_dir() / "tool_calling" / "nodehaus_weather_agent_7lang"
+TEMPLATE = (
+    "{%- for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|eos|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(
+        ['<tool_call>{"name": "weather_forecast"}</tool_call>', "What is the weather?"], trainer
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>")  # no pad token: eos stands in
+    fast.chat_template = TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="module")
+def items():
+    if not NODEHAUS.is_dir():
+        pytest.skip(f"Nodehaus data not found at {NODEHAUS}")
+    loaded = load_nodehaus(NODEHAUS, langs=("en", "de"))
+    # per language: an off-topic request, a first call, a follow-up call after a tool result
+    pick = []
+    for lang in ("en", "de"):
+        mine = [i for i in loaded if i.lang == lang]
+        pick += [i for i in mine if not i.gold][:1]
+        pick += [i for i in mine if i.gold and i.messages[-1].role == "user"][:1]
+        pick += [i for i in mine if i.messages[-1].role == "tool"][:1]
+    return pick
+
+
+def test_tiny_random_llama_every_item_scored(tokenizer, items):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    block = task.evaluate_tools(model, tokenizer, items, batch_size=2, max_new_tokens=8, progress=False)
+    assert block["metric"] == "acc" and block["higher_is_better"] is True
+    assert set(block["languages"]) == {"en", "de"}
+    for lang, result in block["languages"].items():
+        records = result["items"]
+        assert result["n"] == len(records) == 3
+        assert [r["id"] for r in records] == [i.id for i in items if i.lang == lang]
+        assert result["score"] == pytest.approx(sum(r["score"] for r in records) / 3)
+        failed = [r for r in records if r["score"] == 0.0]
+        assert all(r["category"] in CATEGORIES for r in failed)
+        assert all(r["category"] is None for r in records if r["score"] == 1.0)
+        assert sum(result["failures"].values()) == len(failed)
+        # garbage text holds no call: the two items that need one fail
+        assert sum(result["failures"].get(c, 0) for c in ("no_call", "invalid_json")) == 2
+    assert tokenizer.pad_token is None and tokenizer.padding_side == "right"  # state restored
+
+
+def gold_reply(item: ToolItem) -> str:
+    calls = [
+        {"name": g.name, "arguments": {p: vs[0] for p, vs in g.arguments.items() if vs[0] != OMIT}}
+        for g in item.gold
+    ]
+    return "\n".join(f"<tool_call>{json.dumps(c, ensure_ascii=False)}</tool_call>" for c in calls) or "Sorry."
+
+
+def test_scoring_credits_right_calls_and_spots_wrong_language(monkeypatch, items, tokenizer):
+    # Replace only generation: the German items answer with the English city, the rest with gold.
+    english = {i.id: i for i in items if i.lang == "en"}
+    munich_de = ToolItem(
+        id="munich",
+        lang="de",
+        category="simple",
+        tools=[items[0].tools[0]],
+        messages=[{"role": "user", "content": "Wetter in München morgen?"}],
+        gold=[GoldCall(name="weather_forecast", arguments={"city": ["München"], "date": ["2024-05-02"]})],
+    )
+    munich_en = munich_de.model_copy(
+        update={
+            "lang": "en",
+            "gold": [
+                GoldCall(name="weather_forecast", arguments={"city": ["Munich"], "date": ["2024-05-02"]})
+            ],
+        }
+    )
+    everything = [*items, munich_de, munich_en]
+    replies = [
+        gold_reply(munich_en if i is munich_de else english.get(i.id, i) if i.lang == "de" else i)
+        for i in everything
+    ]
+    monkeypatch.setattr(task, "generate_replies", lambda *a, **k: replies)
+    block = task.evaluate_tools(None, tokenizer, everything, batch_size=2, max_new_tokens=4, progress=False)
+    assert block["languages"]["en"]["score"] == 1.0
+    de = {r["id"]: r for r in block["languages"]["de"]["items"]}
+    assert de["munich"] == {
+        "id": "munich",
+        "score": 0.0,
+        "category": "wrong_language_value",
+        "kind": "simple",
+    }
+    assert block["languages"]["de"]["failures"]["wrong_language_value"] >= 1
+
+
+def test_bad_arguments_are_refused(tokenizer, items):
+    with pytest.raises(ValueError, match="batch_size"):
+        task.evaluate_tools(None, tokenizer, items, batch_size=0, max_new_tokens=4)
+    with pytest.raises(ValueError, match=f"item id {items[0].id!r} appears twice for language 'en'"):
+        task.evaluate_tools(None, tokenizer, [items[0], items[0]], batch_size=1, max_new_tokens=4)

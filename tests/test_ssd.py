@@ -88,3 +88,20 @@ def test_dispatch_and_bad_impl():
     assert rel_err(y_auto, y_ref) <= 1e-10
     with pytest.raises(ValueError, match="expected one of"):
         ssd_scan(x, dt, A, B, C, D, impl="triton")
+
+
+@pytest.mark.parametrize("impl", ["reference", "chunked"])
+def test_grouped_x_equals_explicitly_repeated_x(impl):
+    # x at the key/value width (3 groups for 6 heads), as the mixer passes it
+    x, dt, A, B, C, D, s0 = make_inputs(2, 19, 6, 3, 6, 4, 4, torch.float64)
+    xg = x[:, :, ::2].contiguous()
+    y_g, s_g = ssd_scan(xg, dt, A, B, C, D, s0, chunk_size=8, impl=impl)
+    y_r, s_r = ssd_scan(xg.repeat_interleave(2, dim=2), dt, A, B, C, D, s0, chunk_size=8, impl=impl)
+    assert torch.equal(y_g, y_r) and torch.equal(s_g, s_r)
+    y1, s1 = ssd_step(s0, xg[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    torch.testing.assert_close(
+        y1,
+        y_r[:, 0]
+        if s0 is None
+        else ssd_reference(xg[:, :1], dt[:, :1], A, B[:, :1], C[:, :1], D, s0)[0][:, 0],
+    )

@@ -12,10 +12,10 @@ The recurrence, per head h, for a state S of shape (head_dim p, d_state n):
 - the CUDA path: mamba-ssm's fused Triton kernels, used only when the tensors are on a GPU and
   `mamba_ssm` imports.
 
-Shapes: x (b, l, h, p); dt (b, l, h), already positive (softplus applied by the caller);
-A (h,), negative; B (b, l, gB, n) and C (b, l, gC, n) where h is a multiple of gB and gC (B and C
-are shared by groups of heads, as K/V are in grouped-query attention); D (h,) or None;
-state (b, h, p, n).
+Shapes: x (b, l, gx, p); dt (b, l, h), already positive (softplus applied by the caller);
+A (h,), negative; B (b, l, gB, n) and C (b, l, gC, n), where h is a multiple of gx, gB and gC
+(x, B and C may be shared by groups of heads, as V and K are in grouped-query attention: dt
+says how many heads there are); D (h,) or None; state (b, h, p, n). y is (b, l, h, p).
 """
 
 from __future__ import annotations
@@ -47,13 +47,12 @@ def ssd_step(
     C: torch.Tensor,
     D: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token: x (b, h, p), dt (b, h), B (b, gB, n), C (b, gC, n), state (b, h, p, n).
+    """One token: x (b, gx, p), dt (b, h), B (b, gB, n), C (b, gC, n), state (b, h, p, n).
 
     Returns (y (b, h, p), new state). Used for decoding: the state never grows.
     """
-    h = x.shape[1]
-    B = repeat_groups(B, h)
-    C = repeat_groups(C, h)
+    h = dt.shape[1]
+    x, B, C = (repeat_groups(t, h) for t in (x, B, C))
     decay = torch.exp(dt * A)  # (b, h)
     state = state * decay[..., None, None] + (dt[..., None] * x)[..., None] * B[:, :, None, :]
     y = torch.einsum("bhpn,bhn->bhp", state, C)
@@ -72,8 +71,7 @@ def ssd_reference(
     initial_state: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain sequential recurrence. Returns (y (b, l, h, p), final state (b, h, p, n))."""
-    b, seqlen, h, p = x.shape
-    n = B.shape[-1]
+    (b, seqlen, _, p), h, n = x.shape, dt.shape[2], B.shape[-1]
     state = x.new_zeros(b, h, p, n) if initial_state is None else initial_state
     ys = []
     for t in range(seqlen):
@@ -107,8 +105,7 @@ def ssd_chunked(
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Blocked SSD. Same contract and result as `ssd_reference`, O(L) work."""
-    b, seqlen, h, p = x.shape
-    n = B.shape[-1]
+    (b, seqlen, _, p), h, n = x.shape, dt.shape[2], B.shape[-1]
     pad = (-seqlen) % chunk_size
     if pad:  # dt = 0 on padding: no decay and no input, so the final state is untouched
         x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
@@ -116,7 +113,7 @@ def ssd_chunked(
 
     # Head-major, contiguous once: every chunk is then a free view and every matmul is dense.
     a = (dt * A).transpose(1, 2).reshape(b, h, c, q)  # log-decay per step
-    xdt = (x * dt[..., None]).transpose(1, 2).reshape(b, h, c, q, p)
+    xdt = (repeat_groups(x, h) * dt[..., None]).transpose(1, 2).reshape(b, h, c, q, p)
     Bc = repeat_groups(B, h).transpose(1, 2).reshape(b, h, c, q, n)
     Cc = repeat_groups(C, h).transpose(1, 2).reshape(b, h, c, q, n)
     a_cum = torch.cumsum(a, dim=-1)
@@ -143,7 +140,7 @@ def ssd_chunked(
 
     y = y.reshape(b, h, c * q, p).transpose(1, 2)[:, :seqlen]
     if D is not None:
-        y = y + D[:, None] * x[:, :seqlen]
+        y = y + D[:, None] * repeat_groups(x[:, :seqlen], h)
     return y, state
 
 
@@ -172,7 +169,8 @@ def ssd_cuda(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
         raise RuntimeError(
             "impl='cuda' needs a CUDA device and the mamba-ssm package (pip install mamba-ssm)."
         )
-    h = x.shape[2]
+    h = dt.shape[2]
+    x = repeat_groups(x, h)
     if B.shape[2] != C.shape[2]:
         B, C = repeat_groups(B, h), repeat_groups(C, h)
     y, final = kernel(x, dt, A, B, C, chunk_size, D=D, initial_states=initial_state, return_final_states=True)

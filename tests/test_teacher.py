@@ -177,7 +177,8 @@ def test_spec_holds_the_models_own_tensors(arch):
         assert a.o_weight.shape == (64, a.num_heads * a.head_dim)
         assert (a.num_heads, a.num_kv_heads, a.kv_groups) == (4, 2, 2)
         assert layer.mlp.gate_weight.shape == layer.mlp.up_weight.shape == (128, 64)
-        assert layer.layer_type == model.config.layer_types[layer.index] if arch != "llama" else True
+        types = getattr(model.config, "layer_types", None) or ["full_attention"] * len(blocks)
+        assert layer.layer_type == types[layer.index]
         assert (a.sliding_window is not None) == (layer.layer_type == "sliding_attention")
     # the parameter count through the spec is the model's (tied tensors once, nothing missed)
     assert spec.num_parameters() == sum(p.numel() for p in model.parameters())
@@ -440,7 +441,11 @@ def test_real_gemma3_270m_loads_and_runs():
     spec = introspect(loaded.model)
     assert spec.model_type == "gemma3_text" and spec.num_layers == 18 and spec.vocab_size == 262_144
     assert spec.embed_scale == pytest.approx(640**0.5) and spec.tied_embeddings
-    ids = loaded.tokenizer("The capital of France is", return_tensors="pt").input_ids[:, :5]
+    ids = loaded.tokenizer("Hello, my name is", return_tensors="pt").input_ids[:, :5]
+    assert ids[0, 0] == loaded.tokenizer.bos_token_id  # <bos> Hello , my name
     with torch.no_grad():
         logits = loaded.model(ids).logits
+        # the spec reproduces the real model too (head_dim 256, one KV head, (1+w) norms, sqrt(d) embeddings)
+        torch.testing.assert_close(ref_logits(spec, ids), logits, rtol=1e-3, atol=1e-3)
     assert logits.shape == (1, 5, 262_144) and torch.isfinite(logits).all()
+    assert loaded.tokenizer.decode(logits[0, -1].argmax()).strip() == "is"

@@ -68,6 +68,7 @@ def introspect(model: nn.Module) -> TeacherSpec:
         final_logit_softcap=getattr(config, "final_logit_softcapping", None),
         layers=layers,
         dtype=embed.dtype,
+        config=config,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTra
 
 from aetheris.teacher.embedded import EMBEDDED_TEACHERS, GGUFParts
 
+log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CACHE_MARKER = "aetheris-teacher.json"  # written last: its presence means the cache is complete
 
@@ -101,8 +103,10 @@ def _tokenizer(path: str, **kwargs):
         return None  # transformers would build an empty default tokenizer for the model type
     try:
         return AutoTokenizer.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, TypeError):
-        return None  # weights without a tokenizer still introspect; callers that need one check
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        # weights without a tokenizer still introspect; callers that need one check for None
+        log.warning("no tokenizer loaded from %s: %s", path, error)
+        return None
 
 
 def _load_gguf(gguf: GGUFParts, cache: Path, dtype: torch.dtype):

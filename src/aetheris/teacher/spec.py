@@ -144,6 +144,7 @@ class TeacherSpec:
     final_logit_softcap: float | None
     layers: list[LayerSpec] = field(default_factory=list)
     dtype: torch.dtype = torch.float32
+    config: object | None = None  # the teacher's transformers config (special token ids, context length)
 
     @property
     def num_layers(self) -> int:

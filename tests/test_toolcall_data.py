@@ -39,9 +39,9 @@ _NAME_SCRIPT = {
 }
 # Characters written differently in Traditional and Simplified Chinese (pairs in the same order).
 TRAD_ONLY = set("們這個會來時說還開點氣嗎幫設鐘間幣匯為現對從發轉讓歐燈溫關廚飛機廳"
-                "訊傳話給醫藥鬧號運國節車價蘋軟寫詩講訂見後麼東倫羅馬張預瑞適")
+                "訊傳話給醫藥鬧號運國節車價蘋軟寫詩講訂見後麼東倫羅馬張預適")
 SIMP_ONLY = set("们这个会来时说还开点气吗帮设钟间币汇为现对从发转让欧灯温关厨飞机厅"
-                "讯传话给医药闹号运国节车价苹软写诗讲订见后么东伦罗马张预瑞适")
+                "讯传话给医药闹号运国节车价苹软写诗讲订见后么东伦罗马张预适")
 # Colloquial Cantonese words that written Mandarin does not use.
 CANTONESE = set("嘅咗喺冇唔佢哋嘢乜啲嚟噉睇搵俾諗")
 

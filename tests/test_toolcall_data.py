@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from functools import cache
@@ -226,3 +227,24 @@ def test_native_slot_values():
                 for form in forms:
                     scripts = set(_letter_scripts(form)) - {"Latn"}
                     assert scripts, f"{path.name}: {slot}={form!r} is not in the native script"
+
+
+def _ascii_digits(text: str) -> str:
+    """Native digits (Bengali, Devanagari, Persian, ...) written as ASCII, so numbers compare."""
+    return "".join(str(unicodedata.digit(c)) if c.isdigit() else c for c in text)
+
+
+def test_numbers_and_codes_in_gold_are_stated_in_the_request():
+    # Arguments the user states literally: a typo in a translation would silently change the gold.
+    numeric = {"amount", "value", "minutes", "bill_amount", "tip_percent", "year", "temperature"}
+    verbatim = {"tracking_number", "flight_number"}
+    for item in _all_items():
+        text = _ascii_digits(_request(item))
+        numbers = re.findall(r"\d+", text)
+        for call in item["gold"]:
+            for param, values in call["arguments"].items():
+                tag = f"{item['id']}/{item['lang']}: {param}={values}"
+                if param in numeric:
+                    assert any(str(v) in numbers for v in values), tag
+                if param in verbatim:
+                    assert any(v in text for v in values), tag

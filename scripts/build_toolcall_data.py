@@ -84,8 +84,10 @@ def build(data_dir: Path = DATA_DIR) -> dict[str, str]:
             if unknown_tools:
                 raise SystemExit(f"{where}: tools not in functions.json: {unknown_tools}")
             gold = [
-                {"name": call["name"],
-                 "arguments": {k: _expand(v, forms, where) for k, v in call["arguments"].items()}}
+                {
+                    "name": call["name"],
+                    "arguments": {k: _expand(v, forms, where) for k, v in call["arguments"].items()},
+                }
                 for call in tpl["gold"]
             ]
             item = {

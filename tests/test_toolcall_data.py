@@ -20,29 +20,76 @@ BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_toolc
 CATEGORIES = {"simple", "multiple", "parallel", "irrelevance"}
 
 # The script each language is written in (ISO 15924), as in the project's language registry.
-SCRIPT = {lang: "Latn" for lang in (
-    "ca gl nl da fi cs pt fr lt sk eu en sv pl es sl nb ro de it ga hu hr et lv cy vi tl jv ms id "
-    "zu ha ig sw xh wo sn yo pcm mg mt tr").split()}
-SCRIPT.update({
-    "uk": "Cyrl", "ru": "Cyrl", "bg": "Cyrl", "sr": "Cyrl", "el": "Grek",
-    "zh-Hant": "Hant", "yue": "Hant", "zh-Hans": "Hans", "ja": "Jpan", "ko": "Hang",
-    "km": "Khmr", "th": "Thai", "my": "Mymr", "lo": "Laoo", "am": "Ethi",
-    "te": "Telu", "mr": "Deva", "hi": "Deva", "ne": "Deva", "bn": "Beng", "ta": "Taml",
-    "pa": "Guru", "gu": "Gujr", "ur": "Arab", "ar": "Arab", "fa": "Arab", "he": "Hebr",
-})
+SCRIPT = {
+    lang: "Latn"
+    for lang in (
+        "ca gl nl da fi cs pt fr lt sk eu en sv pl es sl nb ro de it ga hu hr et lv cy vi tl jv ms id "
+        "zu ha ig sw xh wo sn yo pcm mg mt tr"
+    ).split()
+}
+SCRIPT.update(
+    {
+        "uk": "Cyrl",
+        "ru": "Cyrl",
+        "bg": "Cyrl",
+        "sr": "Cyrl",
+        "el": "Grek",
+        "zh-Hant": "Hant",
+        "yue": "Hant",
+        "zh-Hans": "Hans",
+        "ja": "Jpan",
+        "ko": "Hang",
+        "km": "Khmr",
+        "th": "Thai",
+        "my": "Mymr",
+        "lo": "Laoo",
+        "am": "Ethi",
+        "te": "Telu",
+        "mr": "Deva",
+        "hi": "Deva",
+        "ne": "Deva",
+        "bn": "Beng",
+        "ta": "Taml",
+        "pa": "Guru",
+        "gu": "Gujr",
+        "ur": "Arab",
+        "ar": "Arab",
+        "fa": "Arab",
+        "he": "Hebr",
+    }
+)
 # Unicode character-name prefix -> script code.
 _NAME_SCRIPT = {
-    "LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARABIC": "Arab", "HEBREW": "Hebr",
-    "ETHIOPIC": "Ethi", "DEVANAGARI": "Deva", "BENGALI": "Beng", "GURMUKHI": "Guru",
-    "GUJARATI": "Gujr", "TAMIL": "Taml", "TELUGU": "Telu", "THAI": "Thai", "LAO": "Laoo",
-    "KHMER": "Khmr", "MYANMAR": "Mymr", "HANGUL": "Hang", "CJK": "Hani", "HIRAGANA": "Hira",
+    "LATIN": "Latn",
+    "CYRILLIC": "Cyrl",
+    "GREEK": "Grek",
+    "ARABIC": "Arab",
+    "HEBREW": "Hebr",
+    "ETHIOPIC": "Ethi",
+    "DEVANAGARI": "Deva",
+    "BENGALI": "Beng",
+    "GURMUKHI": "Guru",
+    "GUJARATI": "Gujr",
+    "TAMIL": "Taml",
+    "TELUGU": "Telu",
+    "THAI": "Thai",
+    "LAO": "Laoo",
+    "KHMER": "Khmr",
+    "MYANMAR": "Mymr",
+    "HANGUL": "Hang",
+    "CJK": "Hani",
+    "HIRAGANA": "Hira",
     "KATAKANA": "Kana",
 }
 # Characters written differently in Traditional and Simplified Chinese (pairs in the same order).
-TRAD_ONLY = set("們這個會來時說還開點氣嗎幫設鐘間幣匯為現對從發轉讓歐燈溫關廚飛機廳"
-                "訊傳話給醫藥鬧號運國節車價蘋軟寫詩講訂見後麼東倫羅馬張預適")
-SIMP_ONLY = set("们这个会来时说还开点气吗帮设钟间币汇为现对从发转让欧灯温关厨飞机厅"
-                "讯传话给医药闹号运国节车价苹软写诗讲订见后么东伦罗马张预适")
+TRAD_ONLY = set(
+    "們這個會來時說還開點氣嗎幫設鐘間幣匯為現對從發轉讓歐燈溫關廚飛機廳"
+    "訊傳話給醫藥鬧號運國節車價蘋軟寫詩講訂見後麼東倫羅馬張預適"
+)
+SIMP_ONLY = set(
+    "们这个会来时说还开点气吗帮设钟间币汇为现对从发转让欧灯温关厨飞机厅"
+    "讯传话给医药闹号运国节车价苹软写诗讲订见后么东伦罗马张预适"
+)
 # Colloquial Cantonese words that written Mandarin does not use.
 CANTONESE = set("嘅咗喺冇唔佢哋嘢乜啲嚟噉睇搵俾諗")
 
@@ -110,8 +157,12 @@ def test_item_shape_and_categories():
         assert item["category"] in CATEGORIES, tag
         assert item["messages"][-1]["role"] == "user" and _request(item).strip(), tag
         n_calls, n_tools = len(item["gold"]), len(item["tools"])
-        expected = {"simple": n_calls == 1 and n_tools == 1, "multiple": n_calls == 1 and n_tools >= 2,
-                    "parallel": n_calls >= 2, "irrelevance": n_calls == 0}
+        expected = {
+            "simple": n_calls == 1 and n_tools == 1,
+            "multiple": n_calls == 1 and n_tools >= 2,
+            "parallel": n_calls >= 2,
+            "irrelevance": n_calls == 0,
+        }
         assert expected[item["category"]], f"{tag}: {n_calls} calls, {n_tools} tools"
 
 

@@ -1,0 +1,38 @@
+"""Calibration activations from the teacher: MLP inputs and per-layer hidden states."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aetheris.distill.layer_map import block_influence
+
+
+@torch.no_grad()
+def mlp_inputs(teacher: nn.Module, input_ids: torch.Tensor, layers: list[int],
+               attention_mask: torch.Tensor | None = None) -> dict[int, torch.Tensor]:  # fmt: skip
+    """The (normed) input each listed teacher layer's MLP sees, as (real tokens, hidden)."""
+    captured: dict[int, torch.Tensor] = {}
+    keep = None if attention_mask is None else attention_mask.reshape(-1).bool()
+    hooks = []
+    for i in set(layers):
+
+        def hook(module, args, i=i):
+            x = args[0].reshape(-1, args[0].shape[-1])
+            captured[i] = x if keep is None else x[keep]
+
+        hooks.append(teacher.model.layers[i].mlp.register_forward_pre_hook(hook))
+    try:
+        teacher(input_ids=input_ids, attention_mask=attention_mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    return captured
+
+
+@torch.no_grad()
+def influence_scores(teacher: nn.Module, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None) -> list[float]:  # fmt: skip
+    """ShortGPT block influence of every teacher layer on this text."""
+    out = teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    return block_influence(out.hidden_states, attention_mask)

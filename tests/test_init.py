@@ -1,0 +1,124 @@
+"""Stage 1a: the student built from a teacher's weights, for every supported architecture."""
+
+import pytest
+import torch
+from tiny_teachers import ARCHS, tiny_model
+
+from aetheris.distill.calibration import influence_scores, mlp_inputs
+from aetheris.distill.init import init_student, split_mlp, student_config
+from aetheris.distill.layer_map import resolve_layer_map, uniform_map
+from aetheris.model.moe import SwiGLU
+from aetheris.teacher import introspect
+
+IDS = torch.randint(3, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+def teacher_mlp(layer) -> SwiGLU:
+    mlp = SwiGLU(layer.mlp.gate_weight.shape[1], layer.mlp.intermediate_size, layer.mlp.activation)
+    mlp.gate_proj.weight.data = layer.mlp.gate_weight
+    mlp.up_proj.weight.data = layer.mlp.up_weight
+    mlp.down_proj.weight.data = layer.mlp.down_weight
+    return mlp
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_upcycled_student_copies_attention_and_reproduces_the_mlp(arch):
+    teacher = tiny_model(arch)
+    spec = introspect(teacher)
+    cfg = student_config(spec, layout="SM" * spec.num_layers, experts="upcycle")
+    student = init_student(spec, cfg).eval()
+    assert cfg.distillation["layer_map"] == list(range(spec.num_layers))
+    for k, t in enumerate(cfg.distillation["layer_map"]):
+        layer = spec.layers[t]
+        ssm, moe = student.model.layers[2 * k], student.model.layers[2 * k + 1]
+        z, x, B, C, dt = ssm.mixer.in_proj.weight.split(ssm.mixer.sizes, dim=0)
+        assert torch.equal(x, layer.attention.v_weight) and torch.equal(B, layer.attention.k_weight)
+        assert torch.equal(C, layer.attention.q_weight)
+        assert torch.equal(ssm.mixer.out_proj.weight, layer.attention.o_weight)
+        assert torch.equal(ssm.norm.weight, layer.attn_norm.scale())
+        h = torch.randn(3, 5, spec.hidden_size)
+        y, _ = moe.mixer(h)
+        torch.testing.assert_close(y, teacher_mlp(layer)(h), rtol=0, atol=1e-6)  # top-1 weight is exactly 1
+    assert torch.equal(student.model.embed_tokens.weight, spec.embed_tokens)
+    assert student.config.embed_scale == spec.embed_scale and student.config.logit_scale == spec.logit_scale
+    out = student.generate(IDS[:, :5], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (2, 9)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_split_experts_partition_the_mlp_and_sum_to_it(arch):
+    teacher = tiny_model(arch)
+    spec = introspect(teacher)
+    cfg = student_config(spec, layout="SM" * spec.num_layers, experts="split")
+    calib = mlp_inputs(teacher, IDS, cfg.distillation["layer_map"])
+    student = init_student(spec, cfg, calibration=calib)
+    for k, t in enumerate(cfg.distillation["layer_map"]):
+        layer, moe = spec.layers[t], student.model.layers[2 * k + 1].mixer
+        groups, _ = split_mlp(layer.mlp, calib[t], 4)
+        neurons = torch.cat(groups)
+        assert sorted(neurons.tolist()) == list(range(layer.mlp.intermediate_size))  # a partition
+        assert {len(g) for g in groups} == {layer.mlp.intermediate_size // 4}
+        h = torch.randn(7, spec.hidden_size)
+        summed = sum(e(h) for e in moe.experts)
+        torch.testing.assert_close(summed, teacher_mlp(layer)(h), rtol=1e-5, atol=1e-5)
+        assert moe.experts[0].gate_proj.weight.shape[0] == layer.mlp.intermediate_size // 4
+    assert student.active_parameters() < student.num_parameters()
+    student.eval()(IDS)  # runs
+
+
+def test_split_router_prefers_the_most_active_group():
+    teacher = tiny_model("llama")
+    spec = introspect(teacher)
+    x = mlp_inputs(teacher, IDS, [0])[0]
+    groups, router = split_mlp(spec.layers[0].mlp, x, 4)
+    from aetheris.distill.init import mlp_activations
+
+    acts = mlp_activations(spec.layers[0].mlp, x).abs()
+    most_active = torch.stack([acts[:, g].mean(1) for g in groups], 1).argmax(1)
+    agree = ((x @ router.T).argmax(1) == most_active).float().mean()
+    assert agree > 0.4  # chance is 0.25
+
+
+def test_layer_maps():
+    assert uniform_map(36, 12) == [0, 3, 6, 10, 13, 16, 19, 22, 25, 29, 32, 35]
+    assert resolve_layer_map([0, 2], 4, "SMSM") == [0, 2]
+    assert resolve_layer_map("block-influence", 4, "SMSM", influence=[0.1, 0.9, 0.2, 0.8]) == [1, 3]
+    with pytest.raises(ValueError, match="needs 2"):
+        resolve_layer_map([0], 4, "SMSM")
+    with pytest.raises(ValueError, match="outside"):
+        resolve_layer_map([0, 9], 4, "SMSM")
+    with pytest.raises(ValueError, match="expected 'uniform'"):
+        resolve_layer_map("random", 4, "SMSM")
+    teacher = tiny_model("gemma3")
+    scores = influence_scores(teacher, IDS)
+    assert len(scores) == 4 and all(0 <= s <= 2 for s in scores)
+    spec = introspect(teacher)
+    cfg = student_config(spec, layout="SMSM", layer_map="block-influence", influence=scores)
+    assert cfg.distillation["layer_map"] == sorted(sorted(range(4), key=lambda i: -scores[i])[:2])
+
+
+def test_hybrid_keeps_teacher_attention_exactly():
+    teacher = tiny_model("qwen3")
+    spec = introspect(teacher)
+    cfg = student_config(spec, layout="AM" + "SM", experts="upcycle")
+    student = init_student(spec, cfg)
+    a = student.model.layers[0].mixer
+    assert torch.equal(a.q_proj.weight, spec.layers[0].attention.q_weight)
+    assert torch.equal(a.q_norm.weight, spec.layers[0].attention.q_norm.scale())
+    # the student's first block reproduces the teacher's first attention (same norm, rope, GQA)
+    h = teacher.model.embed_tokens(IDS)
+    x = student.model.layers[0].norm(h)
+    pos = torch.arange(IDS.shape[1])[None].expand(2, -1)
+    cos_sin = teacher.model.rotary_emb(h, pos)
+    causal = torch.full((IDS.shape[1], IDS.shape[1]), float("-inf")).triu(1)[None, None]
+    ref = teacher.model.layers[0].self_attn(teacher.model.layers[0].input_layernorm(h), cos_sin, causal)[0]
+    torch.testing.assert_close(a(x, pos), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_init_requests_are_named():
+    spec = introspect(tiny_model("llama"))
+    with pytest.raises(ValueError, match="experts='moefy'"):
+        student_config(spec, layout="SMSM", experts="moefy")
+    cfg = student_config(spec, layout="SMSM", experts="split")
+    with pytest.raises(ValueError, match="calibration"):
+        init_student(spec, cfg)

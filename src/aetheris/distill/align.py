@@ -1,0 +1,140 @@
+"""Stage 1b: each SSM block learns to reproduce its teacher attention layer.
+
+The teacher runs once over calibration text; for every mapped layer we keep its input residual
+stream x and its attention output y. The student block sees the same x and is trained on the
+normalised MSE ||mixer(norm(x)) - y||² / ||y||², one block at a time, so only one layer's
+activations and optimizer state are in memory at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aetheris.model import AetherisForCausalLM
+from aetheris.teacher.spec import NormSpec, TeacherSpec
+
+
+@dataclass
+class LayerAlignment:
+    block: int
+    teacher_layer: int
+    loss_before: float
+    loss_after: float
+    steps: int
+
+
+@torch.no_grad()
+def attention_pairs(
+    teacher: nn.Module, input_ids: torch.Tensor, layers: list[int], attention_mask: torch.Tensor | None = None
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """teacher layer -> (its input hidden states, its attention output), both (b, t, d)."""
+    pairs: dict[int, list[torch.Tensor]] = {i: [] for i in set(layers)}
+    hooks = []
+    for i in pairs:
+        layer = teacher.model.layers[i]
+
+        def grab_input(module, args, kwargs, i=i):
+            pairs[i][:] = [args[0] if args else kwargs["hidden_states"]]
+
+        def grab_output(module, args, output, i=i):
+            pairs[i].append(output[0] if isinstance(output, tuple) else output)
+
+        hooks.append(layer.register_forward_pre_hook(grab_input, with_kwargs=True))
+        hooks.append(layer.self_attn.register_forward_hook(grab_output))
+    try:
+        teacher(input_ids=input_ids, attention_mask=attention_mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {i: (p[0].detach(), p[1].detach()) for i, p in pairs.items()}
+
+
+def apply_norm(norm: NormSpec, x: torch.Tensor) -> torch.Tensor:
+    x32 = x.float()
+    if norm.kind == "layernorm":
+        x32 = x32 - x32.mean(-1, keepdim=True)
+    y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.scale().float()
+    return (y if norm.bias is None else y + norm.bias.float()).to(x.dtype)
+
+
+def normalised_mse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    err = (pred.float() - target.float()).pow(2).sum(-1)
+    ref = target.float().pow(2).sum(-1)
+    if mask is not None:
+        err, ref = err * mask, ref * mask
+    return err.sum() / ref.sum().clamp(min=1e-12)
+
+
+def align_block(
+    block: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    steps: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Fit `block.mixer(block.norm(x))` to `y` with AdamW; returns (loss before, loss after) on all of x."""
+    params = [p for p in block.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+
+    def full_loss() -> float:
+        with torch.no_grad():
+            return float(normalised_mse(block.mixer(block.norm(x), mask), y, mask))
+
+    before = full_loss()
+    block.train()
+    for _ in range(steps):
+        idx = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=g)
+        m = None if mask is None else mask[idx]
+        loss = normalised_mse(block.mixer(block.norm(x[idx]), m), y[idx], m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    block.eval()
+    return before, full_loss()
+
+
+def align_student(
+    student: AetherisForCausalLM,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    spec: TeacherSpec | None = None,
+    steps: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[LayerAlignment]:
+    """Align every SSM block of `student` to its mapped teacher attention layer."""
+    from rich.progress import Progress
+
+    layout, mapping = student.config.layout, student.config.distillation["layer_map"]
+    ssm_blocks = [
+        (i, mapping[layout[:i].count("S") + layout[:i].count("A")]) for i, c in enumerate(layout) if c == "S"
+    ]
+    pairs = attention_pairs(teacher, input_ids, [t for _, t in ssm_blocks], attention_mask)
+    mask = None if attention_mask is None else attention_mask.float()
+    report = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("align", total=len(ssm_blocks))
+        for block_idx, t in ssm_blocks:
+            x, y = pairs[t]
+            if (
+                spec is not None and spec.layers[t].attn_out_norm is not None
+            ):  # Gemma: what joins the residual
+                with torch.no_grad():
+                    y = apply_norm(spec.layers[t].attn_out_norm, y)
+            block = student.model.layers[block_idx]
+            before, after = align_block(block, x.to(block.norm.weight.dtype), y, mask, steps, lr, batch_size)
+            report.append(LayerAlignment(block_idx, t, before, after, steps))
+            bar.update(task, advance=1, description=f"align block {block_idx}: {before:.3f} -> {after:.3f}")
+    return report

@@ -39,7 +39,12 @@ class UnknownLanguageError(ValueError):
 
 def resolve_language(code: str, langs: dict[str, str]) -> str:
     """Canonical code for ``code`` given ``{canonical: dataset code}``; accepts either, any case."""
-    lookup = {k.lower(): k for k in langs} | {v.lower(): k for k, v in langs.items()}
+    # "zh" names "zh-Hans" when a task has a single Chinese variety.
+    bases: dict[str, list[str]] = {}
+    for k in langs:
+        bases.setdefault(k.split("-")[0].lower(), []).append(k)
+    lookup = {b: ks[0] for b, ks in bases.items() if len(ks) == 1}
+    lookup |= {k.lower(): k for k in langs} | {v.lower(): k for k, v in langs.items() if v}
     key = code.strip().lower()
     if key in lookup:
         return lookup[key]

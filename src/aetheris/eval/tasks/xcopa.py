@@ -128,12 +128,12 @@ def parse_choice(output: str, item: Item) -> int | None:
     if not lines:
         return None
     first = lines[0]
-    m = re.match(r"^\W*(?:option|answer|choice|jibu|cevap)?\W*([12])(?!\d)", first, re.IGNORECASE)
-    if m:
-        return int(m.group(1))
+    # A lone "1" or "2" (bare, "2.", "Option 1", "Answer: 2") decides; both at once is no answer.
     digits = set(re.findall(r"(?<!\d)([12])(?!\d)", first))
     if len(digits) == 1:
         return int(digits.pop())
+    if digits:
+        return None
     said = _norm(first)
     hits = [k for k in (1, 2) if _norm(item[f"choice{k}"]) and _norm(item[f"choice{k}"]) in said]
     return hits[0] if len(hits) == 1 else None

@@ -11,7 +11,9 @@ import torch
 
 
 def data_dir() -> Path:
-    path = Path(os.environ.get("AETHERIS_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    path = Path(
+        os.environ.get("AETHERIS_DATA_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
     if not (path / "xcopa").is_dir():
         pytest.skip(f"benchmark data not found at {path} (set AETHERIS_DATA_DIR)")
     return path

@@ -107,5 +107,7 @@ def test_cli_end_to_end(tmp_path):
     (path,) = out.glob("*.json")
     saved = json.loads(path.read_text())
     assert set(saved["tasks"]["flores_bpb"]["languages"]) == {"sw", "zh-Hans"}
-    bad = CliRunner().invoke(app, ["eval", str(model), "--tasks", "xcopa", "--langs", "swh", "--out", str(out)])
+    bad = CliRunner().invoke(
+        app, ["eval", str(model), "--tasks", "xcopa", "--langs", "swh", "--out", str(out)]
+    )
     assert bad.exit_code == 2 and "close matches" in bad.output

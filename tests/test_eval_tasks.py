@@ -101,7 +101,9 @@ def test_mgsm_direct_prompt_stops_and_scoring():
     assert lm.stops[0][0] == "Swali:"
     assert [r["score"] for r in rows] == [1.0, 0.0, 0.0]
     de = MGSMDirect().load("de", data_dir(), limit=1)
-    assert MGSMDirect().prompt(de[0]).startswith("Frage: ") and MGSMDirect().prompt(de[0]).endswith("\nAntwort:")
+    assert MGSMDirect().prompt(de[0]).startswith("Frage: ") and MGSMDirect().prompt(de[0]).endswith(
+        "\nAntwort:"
+    )
 
 
 def test_mgsm_answers_with_thousands_separators_match_the_hub_integer():

@@ -63,7 +63,7 @@ def main() -> None:
                     if name == "reference" and r > 0:
                         continue
                     try:
-                        samples[name].append(median_seconds(lambda mod=mod: mod(u), repeat=1, warmup=0))
+                        samples[name].append(median_seconds(lambda mod=mod, u=u: mod(u), repeat=1, warmup=0))
                     except Exception as e:  # a missing kernel is reported, not fatal
                         print(f"{name} at L={L}: {type(e).__name__}: {e}")
             t = {name: statistics.median(v) for name, v in samples.items() if v}

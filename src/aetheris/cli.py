@@ -18,7 +18,9 @@ def version() -> None:
     typer.echo(__version__)
 
 
-app.command("languages", help="List the language registry (--tiny-aya-only for Tiny Aya's 70).")(_languages_table)
+app.command("languages", help="List the language registry (--tiny-aya-only for Tiny Aya's 70).")(
+    _languages_table
+)
 
 
 @app.command("report")
@@ -27,9 +29,13 @@ def report(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     teacher: Annotated[Path | None, typer.Option(help="Teacher results (else the first file).")] = None,
     level: Annotated[str, typer.Option(help="Group languages by 'family' or 'group'.")] = "family",
-    tokenizer: Annotated[list[str] | None, typer.Option(
-        help="Tokenizer (local dir or hub id) for fertility; repeatable. "
-        "Default: the teacher's model folder when it holds a tokenizer.")] = None,
+    tokenizer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Tokenizer (local dir or hub id) for fertility; repeatable. "
+            "Default: the teacher's model folder when it holds a tokenizer."
+        ),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Benchmark data (holds flores_sib200/).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     n_perm: Annotated[int, typer.Option(help="Permutations for the family test.")] = 10000,
@@ -38,8 +44,17 @@ def report(
     """Equity report (report.md, report.html, results.json) of students against their teacher."""
     from aetheris.report.cli import run_report
 
-    run_report(results, out, teacher=teacher, level=level, tokenizer=tokenizer or [], data_dir=data_dir,
-               n_boot=n_boot, n_perm=n_perm, seed=seed)
+    run_report(
+        results,
+        out,
+        teacher=teacher,
+        level=level,
+        tokenizer=tokenizer or [],
+        data_dir=data_dir,
+        n_boot=n_boot,
+        n_perm=n_perm,
+        seed=seed,
+    )
 
 
 @app.command("validate-tools")
@@ -78,3 +93,53 @@ def teacher_info(
     cached = " (from cache)" if loaded.from_cache else ""
     typer.echo(f"loaded {loaded.source} in {loaded.seconds:.1f}s{cached}")
     print_spec(introspect(loaded.model))
+
+
+@app.command("eval")
+def eval_cmd(
+    models: Annotated[list[str], typer.Argument(help="HF causal LMs: hub ids or local directories.")],
+    tasks: str = typer.Option(
+        "xcopa,mgsm_direct,flores_bpb",
+        help="Comma-separated: xcopa, xcopa_gen, mgsm_direct, mgsm_cot, flores_bpb, tools.",
+    ),
+    langs: str = typer.Option("", help="Comma-separated language codes (default: every task language)."),
+    limit: int = typer.Option(None, help="First N items per task and language."),
+    data_dir: str = typer.Option(
+        None, help="Folder with the original benchmark files (default: $AETHERIS_DATA_DIR, else the hub)."
+    ),
+    out: str = typer.Option("results", help="Output folder: one JSON per model, plus cache/."),
+    batch_size: int = typer.Option(8, help="Sequences per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    chat_template: bool = typer.Option(False, help="Chat-format generative prompts."),
+    max_new_tokens: int = typer.Option(None, help="Override generative tasks' token budget."),
+) -> None:
+    """Evaluate models on the multilingual tasks; resumes from the per-item cache."""
+    import os
+    from pathlib import Path
+
+    from aetheris.eval.runner import run
+
+    data = data_dir or os.environ.get("AETHERIS_DATA_DIR")
+    try:
+        results = run(
+            models,
+            tasks.split(","),
+            Path(out),
+            langs=[c for c in langs.split(",") if c.strip()] or None,
+            data_dir=Path(data) if data else None,
+            limit=limit,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            chat_template=chat_template,
+            max_new_tokens=max_new_tokens,
+        )
+    except (KeyError, ValueError, ImportError, FileNotFoundError) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from e
+    for r in results:
+        typer.echo(f"{r['model_name']}: {r['path']}")
+        for name, task in r["tasks"].items():
+            scores = ", ".join(f"{k}={v['score']:.4f}" for k, v in task["languages"].items())
+            typer.echo(f"  {name} ({task['metric']}): {scores}")

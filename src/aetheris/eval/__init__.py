@@ -1,0 +1,1 @@
+"""Evaluation: multilingual tasks, a batched HF scorer, and a resumable runner."""

@@ -1,0 +1,237 @@
+"""Run tasks on models; write one results JSON per model (schema ``aetheris.results/1``).
+
+Per-item results are cached in append-only JSONL files (one per model/task/language), flushed
+after every batch: a re-run, a larger --limit or a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from aetheris.eval.tasks import Item, Task, UnknownLanguageError, get_task, resolve_language
+
+SCHEMA = "aetheris.results/1"
+# Items handed to a task at once, in batches: the scorer sorts them by length inside a chunk,
+# so larger chunks waste less padding; the cache is flushed after each chunk.
+CHUNK_BATCHES = 8
+
+
+# -- item cache ---------------------------------------------------------------------------------
+
+
+class ItemCache:
+    """Append-only JSONL of item results; unreadable lines (a crash mid-write) are ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, Item]:
+        done: dict[str, Item] = {}
+        if not self.path.is_file():
+            return done
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "id" in row and "score" in row:
+                done[str(row["id"])] = row
+        return done
+
+    def append(self, rows: Sequence[Item]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A torn last line must not swallow the next record: start on a fresh line.
+        torn = (
+            self.path.is_file()
+            and self.path.stat().st_size > 0
+            and not self.path.read_bytes().endswith(b"\n")
+        )
+        with self.path.open("a", encoding="utf-8") as f:
+            if torn:
+                f.write("\n")
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def model_slug(model: str) -> str:
+    """A file-name-safe, collision-free name for a model path or hub id."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/").replace("/", "__"))[-80:]
+    return f"{base}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+
+
+def display_name(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
+
+
+def aggregate(rows: Sequence[Item]) -> float:
+    """Mean item score, or sum(bits)/sum(bytes) when items carry them (schema rule)."""
+    if not rows:
+        return float("nan")
+    if all("bits" in r and "bytes" in r for r in rows):
+        total = sum(r["bytes"] for r in rows)
+        return sum(r["bits"] for r in rows) / total if total else float("nan")
+    return sum(float(r["score"]) for r in rows) / len(rows)
+
+
+def resolve_tasks(names: Sequence[str]) -> list[Task]:
+    return [get_task(n.strip()) for n in names if n.strip()]
+
+
+def plan_languages(tasks: Sequence[Task], langs: Sequence[str] | None) -> dict[str, list[str]]:
+    """Languages per task. Each requested code must belong to at least one selected task;
+    a task runs the requested codes it covers."""
+    if not langs:
+        return {t.name: t.languages() for t in tasks}
+    plan: dict[str, list[str]] = {t.name: [] for t in tasks}
+    for code in langs:
+        matched, errors = False, []
+        for t in tasks:
+            try:
+                canon = resolve_language(code, _codes(t))
+            except UnknownLanguageError as e:
+                errors.append(f"{t.name}: {e}")
+                continue
+            matched = True
+            if canon not in plan[t.name]:
+                plan[t.name].append(canon)
+        if not matched:
+            raise UnknownLanguageError("; ".join(errors))
+    return plan
+
+
+def _codes(task: Task) -> dict[str, str]:
+    """{canonical: dataset code}; tasks may offer ``dataset_codes()`` so that a user can also
+    type the dataset's own code (e.g. 'zh' for 'zh-Hans', 'swh_Latn' for 'sw')."""
+    codes = task.dataset_codes() if hasattr(task, "dataset_codes") else {}
+    return {lang: codes.get(lang, lang) for lang in task.languages()}
+
+
+class _Rate(TextColumn):
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # noqa: D102
+        from rich.text import Text
+
+        return Text(f"{task.speed:.2f} items/s" if task.speed else "-- items/s")
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def evaluate_model(
+    lm: Any,
+    model: str,
+    tasks: Sequence[Task],
+    plan: dict[str, list[str]],
+    out_dir: Path,
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    settings: dict | None = None,
+    console: Console | None = None,
+) -> dict:
+    """Score every planned (task, language) for one loaded model; write and return the JSON."""
+    out_dir = Path(out_dir)
+    slug = model_slug(model)
+    work = []
+    for task in tasks:
+        for lang in plan[task.name]:
+            items = task.load(lang, data_dir, limit)
+            fp = _fingerprint(task, settings or {})
+            cache = ItemCache(out_dir / "cache" / slug / task.name / f"{lang}-{fp}.jsonl")
+            done = cache.read()
+            work.append((task, lang, items, cache, done, [it for it in items if it["id"] not in done]))
+    total = sum(len(w[5]) for w in work)
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeRemainingColumn(),
+    ]
+    chunk = getattr(lm, "batch_size", 8) * CHUNK_BATCHES
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(display_name(model), total=total)
+        for task, lang, _items, cache, done, todo in work:
+            progress.update(bar, description=f"{display_name(model)} {task.name}/{lang}")
+            for start in range(0, len(todo), chunk):
+                rows = task.score(lm, todo[start : start + chunk])
+                cache.append(rows)
+                done.update({str(r["id"]): r for r in rows})
+                progress.advance(bar, len(rows))
+    result = {
+        "schema": SCHEMA,
+        "model": model,
+        "model_name": display_name(model),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tasks": {},
+    }
+    for task, lang, items, _cache, done, _todo in work:
+        entry = result["tasks"].setdefault(
+            task.name, {"metric": task.metric, "higher_is_better": task.higher_is_better, "languages": {}}
+        )
+        rows = [done[it["id"]] for it in items]
+        entry["languages"][lang] = {"score": aggregate(rows), "n": len(rows), "items": rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{slug}.json"
+    path.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    result["path"] = str(path)
+    return result
+
+
+def _fingerprint(task: Task, settings: dict) -> str:
+    own = {"max_new_tokens": getattr(task, "max_new_tokens", None)}
+    key = json.dumps({"task": task.name, "version": task.version, **own, **settings}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def run(
+    models: Sequence[str],
+    task_names: Sequence[str],
+    out_dir: Path,
+    langs: Sequence[str] | None = None,
+    data_dir: Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    dtype: str = "auto",
+    chat_template: bool = False,
+    max_new_tokens: int | None = None,
+    console: Console | None = None,
+) -> list[dict]:
+    """Load each model in turn and evaluate it; returns the per-model result dicts."""
+    import torch
+
+    from aetheris.eval.lm import HFLM
+
+    tasks = resolve_tasks(task_names)
+    plan = plan_languages(tasks, langs)  # validate before loading any model
+    if max_new_tokens is not None:
+        for t in tasks:
+            if hasattr(t, "max_new_tokens"):
+                t.max_new_tokens = max_new_tokens
+    settings = {"chat_template": chat_template}
+    results = []
+    for model in models:
+        t0 = time.perf_counter()
+        lm = HFLM.load(model, device=device, batch_size=batch_size, dtype=dtype, chat_template=chat_template)
+        results.append(evaluate_model(lm, model, tasks, plan, out_dir, data_dir, limit, settings, console))
+        results[-1]["seconds"] = time.perf_counter() - t0
+        del lm
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return results

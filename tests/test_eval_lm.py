@@ -1,0 +1,78 @@
+"""The batched scorer: batching and padding must not change any number."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from eval_tiny import data_dir, tiny_llama, tiny_tokenizer, training_text
+
+from aetheris.eval.lm import HFLM, cut_at_stop
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tok = tiny_tokenizer(training_text(data_dir()))
+    return HFLM(tiny_llama(tok), tok, batch_size=4)
+
+
+REQUESTS = [
+    ("Kifaa kilikuwa kimefungwa kwenye mfuko vibofu kwa sababu", " kikuwa nyepesi kuvunjika."),
+    ("Mchwa walivamia nyumba ", "kwa hiyo mchwa walikula."),  # trailing space moves to the continuation
+    ("x", "y"),
+    ("Die Antwort lautet", " 42"),
+    ("学生们", "所以他们很高兴。"),
+]
+
+
+def test_loglikelihood_matches_a_plain_forward_pass(lm):
+    ctx, cont = lm.encode_pair(*REQUESTS[1])
+    assert lm.tokenizer.decode(cont).startswith(" ")
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = F.log_softmax(lm.model(ids).logits[0].float(), -1)
+    expected = sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+    assert lm.loglikelihood([REQUESTS[1]])[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_batched_loglikelihood_equals_one_at_a_time(lm):
+    batched = lm.loglikelihood(REQUESTS)
+    lm.batch_size = 1
+    try:
+        single = lm.loglikelihood(REQUESTS)
+    finally:
+        lm.batch_size = 4
+    assert batched == pytest.approx(single, abs=1e-4)
+    assert all(x < 0 for x in batched)
+
+
+def test_batched_generation_equals_one_at_a_time(lm):
+    prompts = ["Swali: 2 + 2?\nAnswer:", "hello", "问题： 1+1?\nAnswer:"]
+    batched = lm.generate(prompts, stop=["Swali:"], max_new_tokens=12)
+    lm.batch_size = 1
+    try:
+        single = lm.generate(prompts, stop=["Swali:"], max_new_tokens=12)
+    finally:
+        lm.batch_size = 4
+    assert batched == single
+    assert all(isinstance(t, str) for t in batched)
+
+
+def test_text_bits_are_the_nll_of_every_token(lm):
+    text = "Habari ya asubuhi, rafiki yangu."
+    toks = lm.encode(text, add_special_tokens=False)
+    expected = -lm.loglikelihood_tokens([([lm.prefix_id], toks)])[0] / math.log(2)
+    assert lm.text_nll_bits([text, ""]) == pytest.approx([expected, 0.0], rel=1e-5)
+
+
+def test_long_text_is_scored_in_windows(lm):
+    text = "Kwa mabadiliko kutoka mbio za robo hadi nusu maili, kasi huwa yenye umuhimu mdogo. " * 3
+    n = len(lm.encode(text, add_special_tokens=False))
+    short = HFLM(lm.model, lm.tokenizer, batch_size=4, max_length=16)
+    bits = short.text_nll_bits([text])[0]
+    assert n > 16 and bits > 0 and math.isfinite(bits)
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("12\nSwali: next", ["Swali:", "</s>"]) == "12\n"
+    assert cut_at_stop("no stop here", ["Swali:"]) == "no stop here"

@@ -20,10 +20,11 @@ demo: $(STAMP)
 	$(PY) -m aetheris.demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks scripts
 
+# Offline: nothing here may reach the hub; data comes from ../shared/data.
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -x
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -x

@@ -88,7 +88,12 @@ class SSMMixer(nn.Module):
         xBC = xBC.transpose(1, 2)
         if cache is not None:
             xBC = cache.update_conv_state(xBC, self.layer_idx, conv_kernel_size=self.kernel)
-        xBC = F.silu(self.conv1d(xBC)[..., : xBC.shape[-1]][..., -seqlen:]).transpose(1, 2)
+        if seqlen == 1:  # decoding: one output, a dot product with the last `kernel` inputs
+            w = self.conv1d.weight[:, 0, :]
+            xBC = F.silu((xBC[..., -self.kernel :] * w).sum(-1, keepdim=True) + self.conv1d.bias[:, None])
+        else:
+            xBC = F.silu(self.conv1d(xBC)[..., : xBC.shape[-1]][..., -seqlen:])
+        xBC = xBC.transpose(1, 2)
         if mask is not None:
             xBC = xBC * mask[..., None].to(xBC.dtype)
         x, B, C = xBC.split(self.sizes[1:4], dim=-1)

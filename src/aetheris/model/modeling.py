@@ -224,7 +224,7 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
             logits = torch.tanh(logits / cap) * cap
 
         aux_loss = z_loss = loss = None
-        if out.router_logits:
+        if out.router_logits and (labels is not None or self.training):  # not needed to decode
             mask = None
             if attention_mask is not None:
                 mask = attention_mask[:, -h.shape[1] :].reshape(-1)

@@ -53,7 +53,7 @@ class MoE(nn.Module):
         counts = torch.bincount(flat_expert, minlength=len(self.experts))
         token = order // self.top_k
         groups = x[token].split(counts.tolist())
-        out = torch.cat([e(g) for e, g in zip(self.experts, groups)])
+        out = torch.cat([e(g) if len(g) else g for e, g in zip(self.experts, groups)])  # idle experts: skip
         out = out * weight.reshape(-1)[order, None].to(out.dtype)
         y = torch.zeros_like(x).index_add_(0, token, out)
         self.last_tokens_per_expert.copy_(counts)

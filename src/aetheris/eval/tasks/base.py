@@ -48,6 +48,14 @@ def resolve_language(code: str, langs: dict[str, str]) -> str:
     key = code.strip().lower()
     if key in lookup:
         return lookup[key]
+    from aetheris import languages  # the registry knows every form of a code ("zh" -> zh-Hans)
+
+    try:
+        canonical = languages.get(code).code
+    except languages.UnknownLanguageError:
+        canonical = None
+    if canonical in langs:
+        return canonical
     close = difflib.get_close_matches(key, list(lookup), n=5, cutoff=0.5)
     hint = f"; close matches: {', '.join(lookup[c] for c in close)}" if close else ""
     raise UnknownLanguageError(f"unknown language {code!r}; expected one of {', '.join(sorted(langs))}{hint}")

@@ -59,7 +59,9 @@ def test_every_tiny_aya_language_has_text_and_chats(lang):
 @pytest.mark.parametrize("lang", [lang.code for lang in tiny_aya()])
 def test_script_matches_registry(lang):
     script = get(lang).script
-    for text in _texts_of(lang):
+    texts = _texts_of(lang)
+    assert texts, f"{lang}: no text"
+    for text in texts:
         letters = _letters(text)
         wrong = [ch for ch in letters if not _in_script(ch, script)]
         # A stray foreign name or unit may appear, but the text must be written in its own script.

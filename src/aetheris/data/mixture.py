@@ -10,7 +10,7 @@ process, and the same batches follow.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ class MixtureSampler:
         self.tau, self.seed = tau, seed
         self.step = 0
         self.taken = [0] * len(self.langs)  # examples drawn so far from each language
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}  # cache: lang -> (epoch, its shuffle)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -60,7 +61,11 @@ class MixtureSampler:
         i = min(int(np.searchsorted(self.cdf, u, side="right")), len(self.langs) - 1)
         pool, k = self.pools[i], self.taken[i]
         epoch, pos = divmod(k, len(pool))
-        order = np.random.default_rng([self.seed, 1 + i, epoch]).permutation(len(pool))
+        cached = self._orders.get(i)
+        if cached is None or cached[0] != epoch:
+            cached = (epoch, np.random.default_rng([self.seed, 1 + i, epoch]).permutation(len(pool)))
+            self._orders[i] = cached
+        order = cached[1]
         self.step += 1
         self.taken[i] += 1
         return pool[int(order[pos])]

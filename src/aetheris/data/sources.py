@@ -184,6 +184,9 @@ def read_source(spec: str | Path, summary: LoadSummary | None = None) -> Iterato
         yield from read_hf(dataset_id, split or "train", summary=summary)
         return
     path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"data source {path} does not exist (expected .jsonl, .parquet, a folder "
+                                "or hf:<dataset id>)")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in {".jsonl", ".parquet"})
         if not files:
@@ -194,9 +197,6 @@ def read_source(spec: str | Path, summary: LoadSummary | None = None) -> Iterato
         yield from read_jsonl(path, summary)
     elif path.suffix == ".parquet":
         yield from read_parquet(path, summary)
-    elif not path.exists():
-        raise FileNotFoundError(f"data source {path} does not exist (expected .jsonl, .parquet, a folder "
-                                "or hf:<dataset id>)")
     else:
         raise ValueError(f"data source {path}: unsupported file type {path.suffix!r}; "
                          "expected .jsonl or .parquet")

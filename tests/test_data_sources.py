@@ -84,3 +84,15 @@ def test_embedded_corpus_kinds():
     assert len({e.lang for e in texts}) >= 70
     with pytest.raises(ValueError, match="'text' or 'chat'"):
         embedded_corpus("audio")
+
+
+def test_data_summary_command_reports_weights_and_skips(tmp_path, capsys):
+    from aetheris.data.cli import print_data_summary
+
+    _write_lines(tmp_path / "d.jsonl", [json.dumps(GOOD_TEXT).encode(), json.dumps(GOOD_TEXT).encode(),
+                                         json.dumps({"text": "hi", "lang": "en"}).encode(), b"{oops"])
+    summary = print_data_summary([tmp_path / "d.jsonl"], tau=1.0)
+    out = capsys.readouterr()
+    assert summary.kept == {"sw": 2, "en": 1}
+    assert "0.6667" in out.out and "0.3333" in out.out  # tau=1: proportional to rows
+    assert "skipped 1 x invalid_json" in out.err

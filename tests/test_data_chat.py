@@ -130,3 +130,25 @@ def test_chat_batches_over_the_embedded_chats(tok):
     assert batches[0]["langs"] == [c.lang for c in chats[:4]]
     with pytest.raises(ValueError, match="needs chat examples"):
         next(chat_batches(embedded_corpus("text")[:1], tok, batch_size=1))
+
+
+def test_prefix_method_agrees_with_generation_marks(tok):
+    # The same template with {% generation %} around each assistant turn: transformers then reports
+    # assistant tokens itself, and the prefix method must find exactly those tokens.
+    marked = CHATML_TOOLS.replace(
+        "{{- '<|im_start|>assistant\\n' + (message.content or '') }}",
+        "{{- '<|im_start|>assistant\\n' }}{%- generation %}{{- message.content or '' }}",
+    ).replace("{{- '<|im_end|>\\n' }}{%- elif message.role == 'tool' %}",
+              "{{- '<|im_end|>\\n' }}{%- endgeneration %}{%- elif message.role == 'tool' %}")
+    assert marked.count("generation %}") == 2
+    saved = tok.chat_template
+    tok.chat_template = marked
+    try:
+        ref = tok.apply_chat_template(TOOL_CHAT, tools=[WEATHER_TOOL], tokenize=True, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+        out = render_chat(tok, TOOL_CHAT, tools=[WEATHER_TOOL])
+    finally:
+        tok.chat_template = saved
+    assert out["input_ids"] == list(ref["input_ids"])
+    assert [int(t != IGNORE) for t in out["labels"]] == list(ref["assistant_masks"])
+    assert sum(ref["assistant_masks"]) > 10

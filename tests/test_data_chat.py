@@ -5,7 +5,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from aetheris.data.chat import IGNORE, ChatTemplateError, chat_batches, render_chat
-from aetheris.data.sources import embedded_corpus
+from aetheris.data.sources import LoadSummary, embedded_corpus
 
 # ChatML with tool support, in the style of Qwen2.5's template: tools listed in the system turn,
 # assistant tool calls as <tool_call> JSON, tool results fed back as a user turn.
@@ -120,14 +120,20 @@ def test_template_that_rewrites_history_is_refused(tok):
 
 
 def test_chat_batches_over_the_embedded_chats(tok):
-    chats = embedded_corpus("chat")[:10]
-    batches = list(chat_batches(chats, tok, batch_size=4, max_length=96))
+    chats = embedded_corpus("chat")[:10]  # includes tool-calling chats, rendered with their tools
+    assert any(c.tools for c in chats)
+    batches = list(chat_batches(chats, tok, batch_size=4, max_length=2048))
     assert [b["input_ids"].shape[0] for b in batches] == [4, 4, 2]
     for batch in batches:
-        assert batch["input_ids"].shape[1] <= 96
         assert bool((batch["labels"][batch["attention_mask"] == 0] == IGNORE).all())
         assert bool(((batch["labels"] != IGNORE).sum(1) > 0).all())  # every chat has a target
     assert batches[0]["langs"] == [c.lang for c in chats[:4]]
+    # cut so short that tool-calling chats (long tool definitions first) lose every target token
+    summary = LoadSummary()
+    short = list(chat_batches(chats, tok, batch_size=4, max_length=80, summary=summary))
+    assert 1 <= summary.skipped["no_target_after_truncation"] < 10
+    assert sum(b["input_ids"].shape[0] for b in short) == 10 - summary.n_skipped
+    assert all(b["input_ids"].shape[1] <= 80 for b in short)
     with pytest.raises(ValueError, match="needs chat examples"):
         next(chat_batches(embedded_corpus("text")[:1], tok, batch_size=1))
 

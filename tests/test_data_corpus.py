@@ -34,7 +34,8 @@ def _in_script(ch: str, script: str) -> bool:
 
 def _texts_of(lang: str) -> list[str]:
     out = [ex.text for ex in TEXT if ex.lang == lang]
-    out += [m["content"] for ex in CHAT if ex.lang == lang for m in ex.messages]
+    # tool results are machine data (JSON), not prose in the language
+    out += [m["content"] for ex in CHAT if ex.lang == lang for m in ex.messages if m["content"] and m["role"] != "tool"]
     return out
 
 
@@ -79,6 +80,16 @@ def test_chinese_scripts_are_not_mixed(lang, own):
 def test_script_check_can_fail():
     assert not _in_script("д", "Latn") and _in_script("д", "Cyrl") and _in_script("の", "Jpan")
     assert not _in_script("の", "Hans")
+
+
+def test_some_chats_call_tools():
+    with_tools = [ex for ex in CHAT if ex.tools]
+    assert len({ex.lang for ex in with_tools}) >= 15
+    for ex in with_tools:
+        calls = [c for m in ex.messages for c in m.get("tool_calls", [])]
+        names = {t["function"]["name"] for t in ex.tools}
+        assert calls and all(c["function"]["name"] in names for c in calls)
+        assert any(m["role"] == "tool" for m in ex.messages) and ex.messages[-1]["role"] == "assistant"
 
 
 def test_no_paragraph_is_shared_between_languages():

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from aetheris.data.sources import Example
+from aetheris.data.sources import Example, LoadSummary
 
 IGNORE = -100
 
@@ -88,8 +88,13 @@ def collate(rendered: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, 
 
 
 def chat_batches(examples: Iterable[Example], tokenizer: Any, batch_size: int,
-                 max_length: int | None = None) -> Iterator[dict[str, Any]]:
-    """Padded batches of rendered chats (each example's own `tools` passed to the template)."""
+                 max_length: int | None = None, summary: LoadSummary | None = None) -> Iterator[dict[str, Any]]:
+    """Padded batches of rendered chats (each example's own `tools` passed to the template).
+
+    A chat left without any assistant token by `max_length` teaches nothing: it is skipped and
+    counted in `summary` as "no_target_after_truncation".
+    """
+    summary = summary if summary is not None else LoadSummary()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("tokenizer has neither pad_token_id nor eos_token_id; padding needs one")
@@ -97,7 +102,11 @@ def chat_batches(examples: Iterable[Example], tokenizer: Any, batch_size: int,
     for example in examples:
         if example.messages is None:
             raise ValueError(f"chat_batches needs chat examples; got plain text in {example.lang!r}")
-        rendered.append(render_chat(tokenizer, example.messages, example.tools, max_length))
+        one = render_chat(tokenizer, example.messages, example.tools, max_length)
+        if all(label == IGNORE for label in one["labels"]):
+            summary.skip("no_target_after_truncation", f"chat in {example.lang!r}")
+            continue
+        rendered.append(one)
         langs.append(example.lang)
         if len(rendered) == batch_size:
             yield collate(rendered, pad_id) | {"langs": langs}

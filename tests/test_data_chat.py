@@ -158,3 +158,19 @@ def test_prefix_method_agrees_with_generation_marks(tok):
     assert out["input_ids"] == list(ref["input_ids"])
     assert [int(t != IGNORE) for t in out["labels"]] == list(ref["assistant_masks"])
     assert sum(ref["assistant_masks"]) > 10
+
+
+def test_chat_batches_from_a_sampler_resume_exactly(tok):
+    from aetheris.data.mixture import MixtureSampler
+
+    chats = embedded_corpus("chat")[:30]
+    sampler = MixtureSampler(chats, seed=2)
+    batches = chat_batches(sampler, tok, batch_size=2)
+    next(batches)
+    state = sampler.state_dict()  # chat_batches holds nothing between batches: this is the position
+    want = [next(batches) for _ in range(3)]
+    fresh = MixtureSampler(chats, seed=2)
+    fresh.load_state_dict(state)
+    got = [b for b, _ in zip(chat_batches(fresh, tok, batch_size=2), range(3))]
+    assert [b["langs"] for b in got] == [b["langs"] for b in want]
+    assert all(g["input_ids"].equal(w["input_ids"]) and g["labels"].equal(w["labels"]) for g, w in zip(got, want))

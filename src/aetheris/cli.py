@@ -143,3 +143,20 @@ def eval_cmd(
         for name, task in r["tasks"].items():
             scores = ", ".join(f"{k}={v['score']:.4f}" for k, v in task["languages"].items())
             typer.echo(f"  {name} ({task['metric']}): {scores}")
+
+
+@app.command("data")
+def data(
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="JSONL/Parquet files, folders, or hf:<dataset id>[:split]. Default: the embedded corpus."
+        ),
+    ] = None,
+    tau: Annotated[float, typer.Option(help="Mixture temperature: p(lang) ∝ n_lang^tau.")] = 0.3,
+    chat: Annotated[bool, typer.Option(help="With no sources: the embedded chat corpus.")] = False,
+) -> None:
+    """Rows per language, mixture weights and skipped rows (by reason) of training sources."""
+    from aetheris.data.cli import print_data_summary
+
+    print_data_summary(list(sources or []), tau=tau, chat=chat)

@@ -1,0 +1,167 @@
+"""Language-balanced, deterministic and resumable sampling, and packing into fixed-length sequences.
+
+A language is drawn with p(lang) ∝ n_lang ** tau (tau=1: proportional to data, tau=0: uniform; the
+default 0.3 lifts small languages without repeating them endlessly). Each draw is a pure function of
+(seed, step) and each language is walked through one shuffled epoch after another, so the whole
+position fits in a small dict: `state_dict()` after any batch, `load_state_dict()` in a fresh
+process, and the same batches follow.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from aetheris.data.sources import Example
+
+
+def language_weights(counts: Mapping[str, int], tau: float = 0.3) -> dict[str, float]:
+    """p(lang) ∝ n_lang ** tau over languages with at least one example."""
+    if tau < 0:
+        raise ValueError(f"tau must be >= 0, got {tau}")
+    present = {lang: n for lang, n in counts.items() if n > 0}
+    if not present:
+        raise ValueError("no language has any example")
+    raw = {lang: float(n) ** tau for lang, n in present.items()}
+    total = sum(raw.values())
+    return {lang: w / total for lang, w in raw.items()}
+
+
+class MixtureSampler:
+    """Endless iterator of examples, languages drawn by `language_weights`, resumable via state dicts."""
+
+    def __init__(self, examples: Sequence[Example], tau: float = 0.3, seed: int = 0) -> None:
+        by_lang: dict[str, list[Example]] = defaultdict(list)
+        for example in examples:
+            by_lang[example.lang].append(example)
+        self.langs = sorted(by_lang)  # sorted: the order must not depend on how examples arrived
+        self.pools = [by_lang[lang] for lang in self.langs]
+        weights = language_weights({lang: len(by_lang[lang]) for lang in self.langs}, tau)
+        self.probs = np.array([weights[lang] for lang in self.langs])
+        self.cdf = np.cumsum(self.probs)
+        self.tau, self.seed = tau, seed
+        self.step = 0
+        self.taken = [0] * len(self.langs)  # examples drawn so far from each language
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}  # cache: lang -> (epoch, its shuffle)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.langs, self.probs.tolist()))
+
+    def __iter__(self) -> MixtureSampler:
+        return self
+
+    def __next__(self) -> Example:
+        # A fresh generator per step keyed on (seed, step): no hidden RNG state to save.
+        u = np.random.default_rng([self.seed, self.step]).random()
+        i = min(int(np.searchsorted(self.cdf, u, side="right")), len(self.langs) - 1)
+        pool, k = self.pools[i], self.taken[i]
+        epoch, pos = divmod(k, len(pool))
+        cached = self._orders.get(i)
+        if cached is None or cached[0] != epoch:
+            cached = (epoch, np.random.default_rng([self.seed, 1 + i, epoch]).permutation(len(pool)))
+            self._orders[i] = cached
+        order = cached[1]
+        self.step += 1
+        self.taken[i] += 1
+        return pool[int(order[pos])]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "tau": self.tau, "step": self.step,
+                "taken": dict(zip(self.langs, self.taken))}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["seed"] != self.seed or state["tau"] != self.tau:
+            raise ValueError(f"sampler state is for seed={state['seed']}, tau={state['tau']}; this sampler "
+                             f"has seed={self.seed}, tau={self.tau}")
+        if set(state["taken"]) != set(self.langs):
+            raise ValueError("sampler state names other languages than this corpus: "
+                             f"{sorted(set(state['taken']) ^ set(self.langs))}")
+        self.step = int(state["step"])
+        self.taken = [int(state["taken"][lang]) for lang in self.langs]
+
+
+class PackedBatches:
+    """Batches of `batch_size` x `seq_len` token ids from a sampler's texts, resumable.
+
+    pack=True: documents, each followed by EOS, are concatenated and cut into full rows (no padding,
+    attention_mask all ones). pack=False: one document per row, truncated or right-padded, padding
+    masked. `labels` equal input_ids with -100 on padding. The state is the sampler's state before the
+    current document plus the token offset into it, so resuming re-tokenises one document at most.
+    """
+
+    def __init__(self, sampler: MixtureSampler, tokenizer: Any, seq_len: int, batch_size: int,
+                 pack: bool = True) -> None:
+        if seq_len < 1 or batch_size < 1:
+            raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}")
+        self.sampler, self.tokenizer = sampler, tokenizer
+        self.seq_len, self.batch_size, self.pack = seq_len, batch_size, pack
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None and not pack:
+            raise ValueError("tokenizer has neither pad_token_id nor eos_token_id; padding needs one")
+        self._doc: list[int] = []
+        self._doc_lang = ""
+        self._doc_state = sampler.state_dict()  # sampler state before the current document was drawn
+        self._offset = 0
+
+    def _draw(self) -> None:
+        self._doc_state = self.sampler.state_dict()
+        example = next(self.sampler)
+        if example.text is None:
+            raise ValueError(f"PackedBatches needs text examples; got a chat in {example.lang!r} "
+                             "(use aetheris.data.chat for conversations)")
+        ids = list(self.tokenizer(example.text, add_special_tokens=False)["input_ids"])
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        self._doc, self._doc_lang, self._offset = ids, example.lang, 0
+
+    def _packed_row(self) -> tuple[list[int], str]:
+        row: list[int] = []
+        lang = ""
+        while len(row) < self.seq_len:
+            if self._offset >= len(self._doc):
+                self._draw()
+            lang = lang or self._doc_lang  # a row is tagged with the language it starts in
+            take = self._doc[self._offset:self._offset + self.seq_len - len(row)]
+            row += take
+            self._offset += len(take)
+        return row, lang
+
+    def _padded_row(self) -> tuple[list[int], str]:
+        self._draw()
+        row = self._doc[:self.seq_len]
+        self._offset = len(self._doc)
+        return row, self._doc_lang
+
+    def __iter__(self) -> PackedBatches:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        rows, langs = [], []
+        for _ in range(self.batch_size):
+            row, lang = self._packed_row() if self.pack else self._padded_row()
+            rows.append(row)
+            langs.append(lang)
+        ids = torch.full((self.batch_size, self.seq_len), self.pad_id if self.pad_id is not None else 0)
+        mask = torch.zeros((self.batch_size, self.seq_len), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, :len(row)] = torch.tensor(row)
+            mask[r, :len(row)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "langs": langs}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self._doc_state, "offset": self._offset, "has_doc": bool(self._doc)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        if state["has_doc"]:
+            self._draw()  # re-draws and re-tokenises the current document; the sampler moves past it
+            self._offset = int(state["offset"])
+        else:
+            self._doc, self._offset = [], 0
+            self._doc_state = self.sampler.state_dict()

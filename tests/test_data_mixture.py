@@ -1,0 +1,121 @@
+"""Language-balanced sampling: the tau formula, determinism, exact resume, and packing."""
+
+import json
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from aetheris.data.mixture import MixtureSampler, PackedBatches, language_weights
+from aetheris.data.sources import Example, embedded_corpus
+
+
+def byte_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def corpus(counts: dict[str, int]) -> list[Example]:
+    return [Example(lang=lang, text=f"{lang} {i}") for lang, n in counts.items() for i in range(n)]
+
+
+def test_weights_follow_the_formula():
+    counts = {"en": 1000, "sw": 100, "wo": 10}
+    w = language_weights(counts, tau=0.3)
+    raw = {k: v ** 0.3 for k, v in counts.items()}
+    for lang in counts:
+        assert w[lang] == pytest.approx(raw[lang] / sum(raw.values()))
+    assert language_weights(counts, 1.0) == pytest.approx({"en": 1000 / 1110, "sw": 100 / 1110, "wo": 10 / 1110})
+    assert language_weights(counts, 0.0) == pytest.approx({"en": 1 / 3, "sw": 1 / 3, "wo": 1 / 3})
+    assert language_weights({"en": 5, "fr": 0}, 0.0) == {"en": 1.0}  # empty languages never drawn
+
+
+@pytest.mark.parametrize("bad, match", [({"en": 3}, "tau must be >= 0"), ({"en": 0}, "no language")])
+def test_weights_reject_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        language_weights(bad, tau=-0.5 if "tau" in match else 0.3)
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.3, 1.0])
+def test_empirical_frequencies_match_the_formula(tau):
+    counts = {"en": 400, "sw": 40, "wo": 4}
+    sampler = MixtureSampler(corpus(counts), tau=tau, seed=7)
+    draws = [next(sampler).lang for _ in range(12000)]
+    expected = language_weights(counts, tau)
+    for lang, p in expected.items():
+        # binomial standard error at n=12000 is <= 0.0046; allow four of them
+        assert draws.count(lang) / len(draws) == pytest.approx(p, abs=0.018)
+
+
+def test_each_language_is_walked_without_replacement_per_epoch():
+    sampler = MixtureSampler(corpus({"en": 5, "fr": 3}), tau=0.0, seed=1)
+    drawn = [next(sampler) for _ in range(60)]
+    fr = [e.text for e in drawn if e.lang == "fr"]
+    for start in range(0, len(fr) - 2, 3):  # every block of 3 is one full epoch
+        assert sorted(fr[start:start + 3]) == ["fr 0", "fr 1", "fr 2"]
+
+
+def test_sampler_is_deterministic_and_seed_dependent():
+    data = corpus({"en": 50, "fr": 20, "sw": 5})
+    s1, s2, s3 = MixtureSampler(data, seed=3), MixtureSampler(data[::-1], seed=3), MixtureSampler(data, seed=4)
+    seq1 = [next(s1).lang for _ in range(200)]
+    assert seq1 == [next(s2).lang for _ in range(200)]  # language order ignores input order
+    assert seq1 != [next(s3).lang for _ in range(200)]
+
+
+def test_sampler_state_round_trips_through_json():
+    data = corpus({"en": 30, "yo": 7})
+    s = MixtureSampler(data, tau=0.5, seed=11)
+    for _ in range(45):
+        next(s)
+    state = json.loads(json.dumps(s.state_dict()))
+    expected = [next(s) for _ in range(50)]
+    fresh = MixtureSampler(data, tau=0.5, seed=11)
+    fresh.load_state_dict(state)
+    assert [next(fresh) for _ in range(50)] == expected
+    with pytest.raises(ValueError, match="seed=11"):
+        MixtureSampler(data, tau=0.5, seed=12).load_state_dict(state)
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_packed_batches_resume_exactly(pack):
+    texts = embedded_corpus("text")[:120]
+    tok = byte_tokenizer([e.text for e in texts])
+
+    def make() -> PackedBatches:
+        return PackedBatches(MixtureSampler(texts, seed=5), tok, seq_len=48, batch_size=3, pack=pack)
+
+    run = make()
+    for _ in range(4):
+        next(run)
+    state = json.loads(json.dumps(run.state_dict()))  # small and JSON-serialisable
+    assert len(json.dumps(state)) < 4000
+    assert not pack or state["offset"] > 0  # the cut falls inside a document, the hard case
+    after = [next(run) for _ in range(5)]
+
+    resumed = make()
+    resumed.load_state_dict(state)
+    for want, got in zip(after, [next(resumed) for _ in range(5)]):
+        assert got["langs"] == want["langs"]
+        for key in ("input_ids", "attention_mask", "labels"):
+            assert got[key].equal(want[key])
+
+
+def test_packing_shapes_and_masks():
+    texts = embedded_corpus("text")[:60]
+    tok = byte_tokenizer([e.text for e in texts])
+    batch = next(PackedBatches(MixtureSampler(texts, seed=0), tok, seq_len=32, batch_size=4))
+    assert batch["input_ids"].shape == (4, 32) and bool(batch["attention_mask"].all())
+    assert (batch["input_ids"] == tok.eos_token_id).any()  # documents are separated by EOS
+
+    padded = next(PackedBatches(MixtureSampler(texts, seed=0), tok, seq_len=512, batch_size=4, pack=False))
+    lengths = padded["attention_mask"].sum(1)
+    assert bool((lengths < 512).all())  # one short paragraph per row, padded
+    assert bool((padded["labels"][padded["attention_mask"] == 0] == -100).all())
+    row = padded["input_ids"][0, : int(lengths[0])].tolist()
+    assert row[-1] == tok.eos_token_id and tok.decode(row[:-1]) in {e.text for e in texts}

@@ -85,7 +85,7 @@ def test_languages_are_validated_with_close_matches():
     plan = plan_languages(tasks, ["sw", "de", "zh"])
     assert plan == {"xcopa": ["sw", "zh-Hans"], "mgsm_direct": ["sw", "de", "zh-Hans"]}
     with pytest.raises(UnknownLanguageError, match="close matches: sw"):
-        plan_languages(tasks, ["swa"])
+        plan_languages(tasks, ["sww"])  # a typo: not a code of any language
 
 
 def test_garbage_generations_score_zero(lm, tmp_path):
@@ -108,6 +108,6 @@ def test_cli_end_to_end(tmp_path):
     saved = json.loads(path.read_text())
     assert set(saved["tasks"]["flores_bpb"]["languages"]) == {"sw", "zh-Hans"}
     bad = CliRunner().invoke(
-        app, ["eval", str(model), "--tasks", "xcopa", "--langs", "swh", "--out", str(out)]
+        app, ["eval", str(model), "--tasks", "xcopa", "--langs", "sww", "--out", str(out)]
     )
     assert bad.exit_code == 2 and "close matches" in bad.output

@@ -54,7 +54,7 @@ def test_xcopa_languages_and_close_matches():
     assert len(XCOPA().languages()) == 11
     assert resolve_language("ZH", XCOPA().dataset_codes()) == "zh-Hans"
     with pytest.raises(UnknownLanguageError, match="close matches: sw"):
-        resolve_language("swa", {"sw": "sw", "ta": "ta"})
+        resolve_language("sww", {"sw": "sw", "ta": "ta"})
 
 
 def test_missing_file_names_the_path_and_the_hub_id(tmp_path):
@@ -153,3 +153,9 @@ def test_flores_is_parallel_and_scored_in_bits_per_byte():
     for r, it in zip(rows, zh[:3], strict=True):
         assert r["bytes"] == len(it["text"].encode()) and r["bytes"] > len(it["text"])  # CJK: 3 bytes/char
         assert r["score"] == pytest.approx(r["bits"] / r["bytes"])
+
+
+def test_any_registry_form_of_a_code_is_accepted():
+    # ISO 639-3 and macro-language codes name the same Swahili the task knows as "sw"
+    for code in ("swh", "swa", "swh_Latn"):
+        assert resolve_language(code, XCOPA().dataset_codes()) == "sw"

@@ -1,7 +1,9 @@
 """Benchmark 1: SSM mixer forward, batch 1, at the shapes of SmolLM2-135M's attention.
 
 Aetheris's mixer with the `chunked` scan vs the same mixer with the `reference` scan vs
-transformers' Mamba2Mixer (its PyTorch path) with the same width, heads and state size.
+transformers' Mamba2Mixer (its PyTorch path) with the same width, heads and state size. The
+mixers share their projections (in_proj 576 -> 1545, out_proj 576 -> 576), so a second table
+times the scans alone: `ssd_chunked` vs `ssd_reference` vs transformers' `mamba2_chunk_scan`.
 
     python benchmarks/bench_scan.py [--lengths 512 2048 8192] [--device cpu|cuda]
 """
@@ -15,10 +17,11 @@ import statistics
 import torch
 from common import machine, median_seconds, table
 from transformers import Mamba2Config
-from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer, mamba2_chunk_scan
 
 from aetheris import AetherisConfig
 from aetheris.model.mixer import SSMMixer
+from aetheris.model.ssd import repeat_groups, ssd_chunked, ssd_reference
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM = 576, 9, 3, 64
 
@@ -73,7 +76,43 @@ def main() -> None:
                         + [hf / t["chunked"] if hf else float("nan"), t["reference"] / t["chunked"]])  # fmt: skip
     print(machine())
     print(table(["L"] + [f"{n} (ms)" for n in impls] + ["vs transformers (x)", "vs reference (x)"], rows))
-    print(json.dumps({"bench": "scan", "device": args.device, "seconds": results}))
+    scan_rows, scan_results = scans_alone(args)
+    print(table(["L", "ssd_chunked (ms)", "ssd_reference (ms)", "transformers mamba2_chunk_scan (ms)",
+                 "vs transformers (x)", "vs reference (x)"], scan_rows))  # fmt: skip
+    print(json.dumps({"bench": "scan", "device": args.device, "mixer_seconds": results, "scan_seconds": scan_results}))
+
+
+def scans_alone(args) -> tuple[list[list], dict]:
+    """The scan functions on the mixer's shapes: x at 3 groups, B at 3, C at 9 heads, d_state 64."""
+    rows, results = [], {}
+    g = torch.Generator().manual_seed(0)
+    hf_chunk = Mamba2Config().chunk_size  # transformers' default for its mixer
+    for L in args.lengths:
+        x = torch.randn(1, L, KV_HEADS, HEAD_DIM, generator=g).to(args.device)
+        dt = (torch.rand(1, L, HEADS, generator=g) * 0.1).to(args.device)
+        A = -torch.rand(HEADS, generator=g).to(args.device)
+        B = torch.randn(1, L, KV_HEADS, HEAD_DIM, generator=g).to(args.device)
+        C = torch.randn(1, L, HEADS, HEAD_DIM, generator=g).to(args.device)
+        D = torch.randn(HEADS, generator=g).to(args.device)
+        # transformers' scan wants x per head and B, C with one group count: give it per-head copies
+        xh, Bh = repeat_groups(x, HEADS), repeat_groups(B, HEADS)
+        fns = {
+            "chunked": lambda a=(x, dt, A, B, C, D): ssd_chunked(*a, chunk_size=args.chunk),
+            "reference": lambda a=(x, dt, A, B, C, D): ssd_reference(*a),
+            "hf": lambda a=(xh, dt, A, Bh, C), D=D: mamba2_chunk_scan(*a, hf_chunk, D=D),
+        }
+        samples: dict[str, list[float]] = {k: [] for k in fns}
+        with torch.no_grad():
+            for r in range(args.repeat):
+                for k, fn in fns.items():
+                    if k == "reference" and r > 0:
+                        continue
+                    samples[k].append(median_seconds(fn, repeat=1, warmup=1 if r == 0 else 0))
+        t = {k: statistics.median(v) for k, v in samples.items()}
+        results[L] = t
+        rows.append([L, t["chunked"] * 1e3, t["reference"] * 1e3, t["hf"] * 1e3,
+                     t["hf"] / t["chunked"], t["reference"] / t["chunked"]])  # fmt: skip
+    return rows, results
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class MoE(nn.Module):
         groups = x[token].split(counts.tolist())
         out = torch.cat([e(g) if len(g) else g for e, g in zip(self.experts, groups)])  # idle experts: skip
         out = out * weight.reshape(-1)[order, None].to(out.dtype)
-        y = torch.zeros_like(x).index_add_(0, token, out)
+        y = torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))  # autocast may change out's dtype
         self.last_tokens_per_expert.copy_(counts)
         return y.reshape(shape), logits
 

@@ -151,6 +151,9 @@ def find_last_checkpoint(output_dir: str | Path) -> Path | None:
 # ---------------------------------------------------------------- the loop
 
 
+_TB_WARNED = False
+
+
 class _Metrics:
     """JSONL always; TensorBoard when the package is installed (warns once otherwise)."""
 
@@ -173,7 +176,10 @@ class _Metrics:
 
             self.tb = SummaryWriter(str(output_dir / "tensorboard"))
         except ImportError:
-            warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=3)
+            global _TB_WARNED
+            if not _TB_WARNED:
+                _TB_WARNED = True
+                warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=3)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -224,7 +230,9 @@ def train(
     output_dir = Path(output_dir)
     if len(dataset) == 0:
         raise ValueError("train: the dataset is empty")
-    acc = accelerator or Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    # cpu=True where there is no GPU: that is what makes a multi-process launch on CPU use gloo
+    # (accelerate otherwise falls back to one process per launch).
+    acc = accelerator or Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
     main = acc.is_main_process
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:

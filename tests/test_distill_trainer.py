@@ -85,6 +85,8 @@ def cfg(**over) -> TrainConfig:
 
 def losses(out: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows]
+    assert len(set(steps)) == len(steps), f"a step was logged twice: {steps}"
     return {r["step"]: r["loss"] for r in rows}
 
 
@@ -171,6 +173,29 @@ def test_grad_accumulation_equals_larger_batch(tmp_path, monkeypatch):
     for (name, p), q in zip(m1.named_parameters(), m2.parameters()):
         assert torch.allclose(p, q, atol=1e-5), name
     assert not (tmp_path / "a" / "tensorboard").exists()
+
+
+def test_resume_ignores_torn_metrics_and_unfinished_checkpoints(tmp_path):
+    train(tiny_student(), Synthetic(), make_step_fn(), cfg(steps=4, checkpoint_every=2), tmp_path)
+    ref = losses(tmp_path)
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000004")
+    (tmp_path / "checkpoints" / ".tmp-step-00000004").mkdir()  # a save killed half-way
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "lo')  # a line torn by the kill
+    assert find_last_checkpoint(tmp_path).name == "step-00000002"
+    train(tiny_student(), Synthetic(), make_step_fn(), cfg(steps=4, checkpoint_every=2), tmp_path, resume=True)
+    again = losses(tmp_path)
+    assert list(again) == [1, 2, 3, 4] and all(again[s] == pytest.approx(ref[s], abs=1e-6) for s in ref)
+    assert not list((tmp_path / "checkpoints").glob(".tmp*"))
+
+
+def test_parameters_freeze_the_rest(tmp_path):
+    model = tiny_student()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ssm = [p for n, p in model.named_parameters() if n.startswith("model.layers.0.")]
+    train(model, Synthetic(), make_step_fn(), cfg(steps=2, checkpoint_every=0), tmp_path, parameters=ssm)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("model.layers.0.") for n in changed)
 
 
 @pytest.mark.slow

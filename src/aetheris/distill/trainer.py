@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -154,6 +154,14 @@ def find_last_checkpoint(output_dir: str | Path) -> Path | None:
 _TB_WARNED = False
 
 
+def _step_of(line: str) -> float:
+    """A metrics line's step; a line torn by a kill mid-write counts as past the checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 class _Metrics:
     """JSONL always; TensorBoard when the package is installed (warns once otherwise)."""
 
@@ -164,8 +172,7 @@ class _Metrics:
             return
         if keep_until is not None and self.path.exists():
             # Steps logged after the checkpoint we resume from are redone: drop their old lines.
-            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["step"] <= keep_until]
+            kept = [ln for ln in self.path.read_text().splitlines() if _step_of(ln) <= keep_until]
             tmp = self.path.with_name(".metrics.jsonl.tmp")
             tmp.write_text("".join(ln + "\n" for ln in kept))
             os.replace(tmp, self.path)
@@ -232,7 +239,12 @@ def train(
         raise ValueError("train: the dataset is empty")
     # cpu=True where there is no GPU: that is what makes a multi-process launch on CPU use gloo
     # (accelerate otherwise falls back to one process per launch).
-    acc = accelerator or Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
+    # find_unused_parameters: a stage may leave blocks out of the graph (align trains one SSM at a time).
+    acc = accelerator or Accelerator(
+        mixed_precision="bf16" if cfg.bf16 else "no",
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
     main = acc.is_main_process
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
@@ -246,7 +258,15 @@ def train(
         state = json.loads((ckpt / "trainer_state.json").read_text())
         model.load_state_dict(load_model_state(ckpt / "model.safetensors"))
 
-    params = list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    if parameters is not None:
+        params = list(parameters)
+        chosen = {id(p) for p in params}
+        for p in model.parameters():  # frozen means no gradient at all, not just no update
+            p.requires_grad_(id(p) in chosen)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train: no parameter to train (all frozen)")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]  # biases, norms, SSM scalars: no weight decay
     optimizer = torch.optim.AdamW(
@@ -257,6 +277,11 @@ def train(
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
     rank, world = acc.process_index, acc.num_processes
     if ckpt is not None:
+        if state.get("num_processes", 1) != world:
+            raise ValueError(
+                f"{ckpt}: saved by {state.get('num_processes', 1)} process(es), this run has {world}: "
+                "resume with the same number of processes (optimizer and RNG state are per process)"
+            )
         optimizer.load_state_dict(torch.load(ckpt / f"optimizer-rank{rank}.pt", weights_only=True))
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(torch.load(ckpt / f"rng-rank{rank}.pt", weights_only=True))
@@ -285,6 +310,7 @@ def train(
             _save_model(model_state, tmp / "model.safetensors")
             (tmp / "trainer_state.json").write_text(json.dumps({
                 "step": step, "samples_seen": samples_seen, "global_batch": global_batch, "stage": stage,
+                "num_processes": world,
                 "scheduler": scheduler.state_dict(), "config": cfg.model_dump(),
             }, indent=2))  # fmt: skip
         torch.save(optimizer.state_dict(), tmp / f"optimizer-rank{rank}.pt")

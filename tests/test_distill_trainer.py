@@ -6,6 +6,7 @@ Run as a script, this file is the training job the tests start in subprocesses:
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from aetheris import AetherisConfig, AetherisForCausalLM
 from aetheris.distill import trainer as trainer_module
@@ -196,6 +198,25 @@ def test_parameters_freeze_the_rest(tmp_path):
     train(model, Synthetic(), make_step_fn(), cfg(steps=2, checkpoint_every=0), tmp_path, parameters=ssm)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith("model.layers.0.") for n in changed)
+
+
+def test_bf16_autocast_and_gradient_checkpointing(tmp_path):
+    # A Llama here: the trainer takes any causal LM (the student's MoE does not run under bf16 autocast yet).
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=64))
+    seen = []
+
+    def step_fn(model, batch):
+        seen.append(torch.is_autocast_enabled(batch["input_ids"].device.type))
+        ids = batch["input_ids"]
+        logits = model(input_ids=ids).logits
+        return {"loss": F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())}
+
+    train(model, Synthetic(), step_fn, cfg(steps=2, bf16=True, gradient_checkpointing=True), tmp_path)
+    assert all(seen) and model.model.gradient_checkpointing
+    assert all(math.isfinite(v) for v in losses(tmp_path).values())
+    assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
 
 
 @pytest.mark.slow

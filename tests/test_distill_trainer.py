@@ -213,6 +213,10 @@ def test_bf16_autocast_and_gradient_checkpointing(tmp_path):
         logits = model(input_ids=ids).logits
         return {"loss": F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())}
 
+    # An fp32 stage first in the same process: accelerate's global state must not pin the precision.
+    train(model, Synthetic(), step_fn, cfg(steps=1, checkpoint_every=0), tmp_path / "fp32")
+    assert seen == [False, False]
+    seen.clear()
     train(model, Synthetic(), step_fn, cfg(steps=2, bf16=True, gradient_checkpointing=True), tmp_path)
     assert all(seen) and model.model.gradient_checkpointing
     assert all(math.isfinite(v) for v in losses(tmp_path).values())

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from rich.progress import (
     BarColumn,
@@ -239,18 +240,27 @@ def train(
         raise ValueError("train: the dataset is empty")
     # cpu=True where there is no GPU: that is what makes a multi-process launch on CPU use gloo
     # (accelerate otherwise falls back to one process per launch).
+    precision = "bf16" if cfg.bf16 else "no"
+    if accelerator is None and AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        # A later stage in the same process with another precision: accelerate keeps one global
+        # state; drop it (the process group, held by PartialState, stays).
+        AcceleratorState._reset_state(reset_partial_state=False)
     # find_unused_parameters: a stage may leave blocks out of the graph (align trains one SSM at a time).
     acc = accelerator or Accelerator(
-        mixed_precision="bf16" if cfg.bf16 else "no",
+        mixed_precision=precision,
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = acc.is_main_process
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
-        if not hasattr(model, "gradient_checkpointing_enable"):
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        elif hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
             raise ValueError(f"train: gradient_checkpointing is on but {type(model).__name__} cannot do it")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     ckpt = find_last_checkpoint(output_dir) if resume else None
     state: dict[str, Any] = {}

@@ -232,20 +232,23 @@ def train(
 
     step_fn(model, batch) returns {"loss": scalar tensor, **metrics}; it gets the prepared
     (possibly DDP/FSDP-wrapped) model and a collated micro-batch already on the device.
-    `parameters`: what to train (default: every parameter that requires grad). With resume=True
-    the newest complete checkpoint in output_dir/checkpoints is continued (fresh start if none).
+    `parameters`: what to train (default: every parameter that requires grad); all others get
+    requires_grad=False. With resume=True the newest complete checkpoint in output_dir/checkpoints
+    is continued (fresh start if none). The trained weights end up in `model` itself.
+    Metrics per logged step go to output_dir/metrics.jsonl (and TensorBoard): loss, lr, grad_norm,
+    tokens_per_s, samples_seen and the means of step_fn's other scalar outputs.
     """
     output_dir = Path(output_dir)
     if len(dataset) == 0:
         raise ValueError("train: the dataset is empty")
-    # cpu=True where there is no GPU: that is what makes a multi-process launch on CPU use gloo
-    # (accelerate otherwise falls back to one process per launch).
     precision = "bf16" if cfg.bf16 else "no"
     if accelerator is None and AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         # A later stage in the same process with another precision: accelerate keeps one global
         # state; drop it (the process group, held by PartialState, stays).
         AcceleratorState._reset_state(reset_partial_state=False)
-    # find_unused_parameters: a stage may leave blocks out of the graph (align trains one SSM at a time).
+    # cpu=True where there is no GPU: that is what makes a multi-process launch on CPU use gloo
+    # (accelerate otherwise falls back to one process per launch). find_unused_parameters: a stage
+    # may leave blocks out of the graph (align trains one SSM at a time).
     acc = accelerator or Accelerator(
         mixed_precision=precision,
         cpu=not torch.cuda.is_available(),
@@ -363,7 +366,11 @@ def train(
                         if key != "loss" and (v := _scalar(value)) is not None:
                             extra[key] = extra.get(key, 0.0) + v / accum
                 samples_seen += global_batch
-                step_loss = acc.reduce(torch.stack(losses).mean(), reduction="mean").item()
+                # Mean over micro-batches and processes; the extra metrics travel in the same reduce.
+                keys = sorted(extra)
+                local = torch.tensor([torch.stack(losses).mean().item(), *(extra[k] for k in keys)], device=acc.device)
+                reduced = acc.reduce(local, reduction="mean").tolist()
+                step_loss, extra = reduced[0], dict(zip(keys, reduced[1:]))
                 if not math.isfinite(step_loss):
                     raise NonFiniteLossError(
                         f"{stage}: step {step}: loss is {step_loss}; stopping before the update. "

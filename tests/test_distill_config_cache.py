@@ -128,7 +128,8 @@ def _args(**over):
 
 def test_cache_round_trip_matches_teacher(teacher, tmp_path):
     rows = [3, 7, 1, 0, 9, 4, 2, 8, 5, 6]
-    out = build_topk_cache(teacher, _batches(rows), tmp_path / "c", dtype=torch.float32, **_args())
+    out = build_topk_cache(teacher, _batches(rows), tmp_path / "c", dtype=torch.float32, rows_per_forward=3,
+                           positions_per_chunk=5, **_args())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["values"] == "log_probs_at_temperature" and manifest["rows"] == 10
     assert [s["file"] for s in manifest["shards"]] == [f"shard-{i:05d}.safetensors" for i in range(3)]

@@ -64,6 +64,15 @@ def _check(manifest: dict[str, Any], expected: dict[str, Any], where: Path) -> N
         )
 
 
+def _topk_log_probs(logits: torch.Tensor, k: int, temperature: float, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of log_softmax(logits / T) over the last dim, in fp32, a chunk of positions at a time."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    parts = [F.log_softmax(flat[s : s + chunk].float() / temperature, dim=-1).topk(k, dim=-1)
+             for s in range(0, flat.shape[0], chunk)]  # fmt: skip
+    shape = (*logits.shape[:-1], k)
+    return torch.cat([p.values for p in parts]).view(shape), torch.cat([p.indices for p in parts]).view(shape)
+
+
 @torch.no_grad()
 def build_topk_cache(
     teacher: torch.nn.Module,
@@ -77,16 +86,23 @@ def build_topk_cache(
     tokenizer_hash: str,
     dtype: torch.dtype = torch.float16,
     total_rows: int | None = None,
+    rows_per_forward: int = 1,
+    positions_per_chunk: int = 512,
 ) -> Path:
     """Run the teacher over `batches` ({input_ids [B, L], attention_mask?, row_ids [B]}) and store
     its top-k log-probs, one shard per batch. A finished cache with the same manifest is reused
-    as is; one for another setting raises CacheMismatchError."""
+    as is; one for another setting raises CacheMismatchError; an unfinished one is redone.
+
+    Memory: the teacher runs on `rows_per_forward` rows at a time (one row of 2048 positions
+    over a 262k vocabulary is already 1 GiB of bf16 logits), and the fp32 softmax + top-k runs
+    over `positions_per_chunk` positions at a time."""
     out_dir = Path(out_dir)
     expected = _expected(teacher_id, k, temperature, seq_len, tokenizer_hash)
     if (out_dir / MANIFEST).exists():
         _check(json.loads((out_dir / MANIFEST).read_text()), expected, out_dir)
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    teacher.eval()  # no dropout: the cache must be the teacher's distribution, reproducibly
     device = next(teacher.parameters()).device
     shards, rows_done = [], 0
     columns = (TextColumn("top-k cache"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
@@ -98,8 +114,15 @@ def build_topk_cache(
             if ids.shape[1] != seq_len:
                 raise ValueError(f"build_topk_cache: batch has length {ids.shape[1]}, manifest seq_len is {seq_len}")
             mask = batch.get("attention_mask")
-            logits = teacher(input_ids=ids.to(device), attention_mask=None if mask is None else mask.to(device)).logits
-            values, indices = F.log_softmax(logits.float() / temperature, dim=-1).topk(k, dim=-1)
+            values, indices = [], []
+            for r in range(0, ids.shape[0], rows_per_forward):
+                sub_mask = None if mask is None else mask[r : r + rows_per_forward].to(device)
+                logits = teacher(input_ids=ids[r : r + rows_per_forward].to(device), attention_mask=sub_mask).logits
+                v, i = _topk_log_probs(logits, k, temperature, positions_per_chunk)
+                values.append(v)
+                indices.append(i)
+                del logits
+            values, indices = torch.cat(values), torch.cat(indices)
             name = f"shard-{len(shards):05d}.safetensors"
             tensors = {
                 "values": values.to(dtype).cpu().contiguous(),

@@ -75,6 +75,15 @@ def test_layer_map_forms_and_layout_letters():
         parse_config(data, "x.yaml")
 
 
+def test_student_overrides_must_be_aetheris_fields():
+    data = _demo()
+    data["student"]["overrides"] = {"num_experts": 8}
+    assert parse_config(data).student.overrides == {"num_experts": 8}
+    data["student"]["overrides"] = {"num_expert": 8}
+    with pytest.raises(ConfigError, match=r"student.overrides: .*unknown AetherisConfig field\(s\) \['num_expert'\]"):
+        parse_config(data, "x.yaml")
+
+
 def test_not_yaml_and_not_a_mapping(tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("teacher: [unclosed\n")

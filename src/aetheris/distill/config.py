@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,17 @@ class StudentConfig(_Strict):
     layer_map: Literal["uniform", "block-influence"] | list[int] = "uniform"
     experts: Literal["upcycle", "split"] = "split"
 
+    @field_validator("overrides")
+    @classmethod
+    def _known_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from aetheris.model.configuration import AetherisConfig
+
+        known = set(inspect.signature(AetherisConfig.__init__).parameters) - {"self", "kwargs", "layout"}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"unknown AetherisConfig field(s) {unknown}; known: {', '.join(sorted(known))}")
+        return v
+
     @field_validator("layout")
     @classmethod
     def _layout_letters(cls, v: str) -> str:
@@ -56,6 +68,7 @@ class KDConfig(_Strict):
     top_k_cache: bool = False
     top_k: int = Field(64, gt=0)
     chunk_size: int = Field(1024, gt=0, description="positions per logits chunk")
+    cache_dir: Path | None = Field(None, description="top-k cache folder; default <output_dir>/topk-cache")
 
 
 class SFTConfig(_Strict):

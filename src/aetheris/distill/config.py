@@ -124,6 +124,8 @@ def _describe(err: dict[str, Any]) -> str:
         return "required key is missing"
     if kind == "extra_forbidden":
         return "unknown key"
+    if kind == "value_error":  # our own validators: their message already shows the value
+        return str(err["ctx"]["error"])
     for prefix, words in _TYPE_WORDS.items():
         if kind.startswith(prefix + "_") or kind == f"{prefix}_type":
             if kind.endswith(("_parsing", "_type")):

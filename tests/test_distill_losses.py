@@ -154,3 +154,10 @@ def test_logits_exist_one_chunk_at_a_time_forward_and_backward():
     assert out.n_tokens == 3 * 8 and n_forward == 6  # ceil(24 / 4) chunks
     assert len(seen) == 2 * n_forward  # the backward recomputes each chunk instead of keeping its logits
     assert max(rows for _, rows in seen) == 4
+
+
+def test_all_padding_gives_zero_loss_that_backpropagates():
+    hs, head, t_logits, labels = _setup()
+    out = kd_loss(hs, head, teacher_logits=t_logits, labels=torch.full_like(labels, -100), alpha=1.0)
+    out.loss.backward()
+    assert out.n_tokens == 0 and out.loss.item() == 0 and torch.count_nonzero(head.grad) == 0

@@ -183,3 +183,17 @@ def test_unfinished_cache_is_not_read(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         TopKCache(tmp_path / "c", **_args())
+
+
+def test_check_config_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from aetheris.cli import app
+
+    ok = CliRunner().invoke(app, ["check-config", str(CONFIGS / "demo.yaml")])
+    assert ok.exit_code == 0 and "ok (teacher gemma3-270m" in ok.output
+    data = _demo()
+    data["kd"]["temperature"] = "hot"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    bad = CliRunner().invoke(app, ["check-config", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code == 1 and "kd.temperature: expected a number, got 'hot'" in bad.output

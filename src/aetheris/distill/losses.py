@@ -31,7 +31,7 @@ TAIL_EPS = 1e-6
 class KDLoss:
     loss: torch.Tensor  # T² · kl + alpha · ce
     kl: torch.Tensor  # mean KL per counted position, at temperature T (not T²-scaled)
-    ce: torch.Tensor  # mean CE per counted position (0 when there are no labels)
+    ce: torch.Tensor  # mean CE per counted position at T = 1 (0 when there are no labels)
     n_tokens: int  # counted positions
 
 
@@ -101,7 +101,6 @@ def _chunk(
     teacher: tuple[torch.Tensor, ...],
     mode: str,
     temperature: float,
-    alpha: float,
     s_fn: LogitFn | None,
     t_fn: LogitFn | None,
 ) -> torch.Tensor:
@@ -115,7 +114,8 @@ def _chunk(
         kl = _kl_full(s_logits, t_logits, temperature)
     else:
         kl = _kl_topk(s_logits, teacher[0], teacher[1], temperature)
-    ce = F.cross_entropy(s_logits, targets, reduction="sum") if targets is not None and alpha else kl * 0
+    # CE is reported whenever there are labels (a useful metric), weighted by alpha in the loss.
+    ce = F.cross_entropy(s_logits, targets, reduction="sum") if targets is not None else kl * 0
     return torch.stack([kl, ce])
 
 
@@ -182,7 +182,7 @@ def kd_loss(
         )  # teacher_head is shared, not per position
         args = (
             flat_h[rows], student_head, None if targets is None else targets[start : start + chunk_size],
-            t_parts, mode, temperature, alpha, student_logit_fn, teacher_logit_fn,
+            t_parts, mode, temperature, student_logit_fn, teacher_logit_fn,
         )  # fmt: skip
         part = checkpoint(_chunk, *args, use_reentrant=False) if use_ckpt else _chunk(*args)
         total = total + part

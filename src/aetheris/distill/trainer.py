@@ -4,6 +4,10 @@ Each stage supplies `step_fn(model, batch) -> {"loss": tensor, **metrics}`; the 
 rest: AdamW, cosine schedule with warmup, gradient accumulation and clipping, checkpoints that
 resume bit-for-bit, a stop on a non-finite loss, a progress bar and metrics (JSONL, TensorBoard).
 
+Launch: `python stage.py` (one process, CPU or GPU); `accelerate launch --multi_gpu --num_processes N
+stage.py` (N GPUs with DDP, or N CPU processes with gloo on a machine without GPUs);
+`accelerate launch --config_file fsdp.yaml stage.py` (FSDP; resuming needs the same process count).
+
 Data order is a pure function of (seed, sample offset): epoch e is a permutation drawn with seed
 + e, and optimizer step s takes the global samples [s·G, (s+1)·G), G = batch_size · grad_accum ·
 processes. Micro-batch j of process r is the slice [(j·P + r)·b, (j·P + r + 1)·b) of that

@@ -160,3 +160,16 @@ def data(
     from aetheris.data.cli import print_data_summary
 
     print_data_summary(list(sources or []), tau=tau, chat=chat)
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="Run config (YAML).")]) -> None:
+    """Validate a distillation run config; every bad key is named."""
+    from aetheris.distill.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{path}: ok (teacher {cfg.teacher.name}, student {cfg.student.layout}, output {cfg.output_dir})")

@@ -1,0 +1,165 @@
+"""One YAML file per distillation run, validated into `RunConfig` with errors that name the key."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be used: the message names the file and every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherConfig(_Strict):
+    name: str = Field(description="hub id, local model folder or .gguf file")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class StudentConfig(_Strict):
+    layout: str = "SM" * 12
+    overrides: dict[str, Any] = Field(default_factory=dict, description="extra AetherisConfig fields")
+    # Which teacher layer feeds each student block pair: evenly spaced, explicit, or ShortGPT's
+    # block influence on calibration text.
+    layer_map: Literal["uniform", "block-influence"] | list[int] = "uniform"
+    experts: Literal["upcycle", "split"] = "split"
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from aetheris.model.configuration import AetherisConfig
+
+        known = set(inspect.signature(AetherisConfig.__init__).parameters) - {"self", "kwargs", "layout"}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"unknown AetherisConfig field(s) {unknown}; known: {', '.join(sorted(known))}")
+        return v
+
+    @field_validator("layout")
+    @classmethod
+    def _layout_letters(cls, v: str) -> str:
+        if not v or set(v) - set("SMA"):
+            raise ValueError(f"expected a non-empty string of the letters S, M, A, got {v!r}")
+        return v
+
+
+class DataConfig(_Strict):
+    train: list[str] = Field(min_length=1, description="paths or hub ids")
+    eval: list[str] = Field(default_factory=list)
+    tau: float = Field(0.3, gt=0, le=1, description="language sampling p_i ∝ n_i^tau")
+    seq_len: int = Field(gt=0)
+
+
+class AlignConfig(_Strict):
+    loss: Literal["mse", "cosine"] = "mse"
+    calibration_samples: int = Field(256, gt=0)
+
+
+class KDConfig(_Strict):
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(0.0, ge=0, description="weight of the CE on labels")
+    top_k_cache: bool = False
+    top_k: int = Field(64, gt=0)
+    chunk_size: int = Field(1024, gt=0, description="positions per logits chunk")
+    cache_dir: Path | None = Field(None, description="top-k cache folder; default <output_dir>/topk-cache")
+
+
+class SFTConfig(_Strict):
+    kl_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) beside the CE")
+    assistant_only: bool = True
+
+
+class TrainConfig(_Strict):
+    """One stage's optimisation budget. `steps` counts optimizer steps."""
+
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0, description="per process, per micro-batch")
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    clip: float | None = Field(1.0, gt=0, description="max gradient norm; null = no clipping")
+    weight_decay: float = Field(0.0, ge=0)
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
+    keep_checkpoints: int = Field(2, gt=0)
+    seed: int = 0
+    log_every: int = Field(10, gt=0)
+
+
+class StageBudgets(_Strict):
+    align: TrainConfig
+    kd: TrainConfig
+    sft: TrainConfig
+
+
+class RunConfig(_Strict):
+    teacher: TeacherConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    data: DataConfig
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    train: StageBudgets
+    output_dir: Path
+
+
+_TYPE_WORDS = {
+    "float": "a number", "int": "an integer", "bool": "true or false", "string": "a string",
+    "list": "a list", "dict": "a mapping", "model": "a mapping",
+}  # fmt: skip
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    got = f", got {err['input']!r}" if "input" in err and kind != "missing" else ""
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "value_error":  # our own validators: their message already shows the value
+        return str(err["ctx"]["error"])
+    for prefix, words in _TYPE_WORDS.items():
+        if kind.startswith(prefix + "_") or kind == f"{prefix}_type":
+            if kind.endswith(("_parsing", "_type")):
+                return f"expected {words}{got}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}{got}"
+
+
+def _format(errors: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for err in errors:
+        # Union members add their type name to the location; the reader wants only the key path.
+        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("list[int]",)))]
+        lines.append(f"{'.'.join(loc) or '<top level>'}: {_describe(err)}")
+    return sorted(set(lines), key=lines.index)
+
+
+def parse_config(data: Any, source: str = "<config>") -> RunConfig:
+    """Validate an already-parsed mapping; errors name `source` and each bad key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = _format(exc.errors())
+        raise ConfigError(f"{source}: {len(lines)} problem(s)\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate one run config (YAML)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path))

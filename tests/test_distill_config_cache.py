@@ -1,0 +1,199 @@
+"""Run configs (shipped files validate, bad ones fail naming the key) and the top-k teacher cache."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from aetheris.distill.config import ConfigError, RunConfig, load_config, parse_config
+from aetheris.distill.losses import kd_loss
+from aetheris.distill.topk_cache import CacheMismatchError, TopKCache, build_topk_cache, tokenizer_fingerprint
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "tiny-aya.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(CONFIGS / name)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.data.tau == 0.3 and cfg.train.kd.steps > 0
+
+
+def test_shipped_configs_say_what_they_are_for():
+    demo, aya = load_config(CONFIGS / "demo.yaml"), load_config(CONFIGS / "tiny-aya.yaml")
+    assert demo.teacher.name == "gemma3-270m" and not demo.train.kd.bf16
+    assert aya.teacher.name == "CohereLabs/tiny-aya-global" and aya.train.kd.bf16 and aya.teacher.dtype == "bfloat16"
+    assert aya.train.kd.steps >= 100 * demo.train.kd.steps
+
+
+def _demo() -> dict:
+    return yaml.safe_load((CONFIGS / "demo.yaml").read_text())
+
+
+def _error(data, tmp_path) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(path) in str(exc.value)
+    return str(exc.value)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    data = _demo()
+    data["kd"]["temperature"] = "hot"
+    assert "kd.temperature: expected a number, got 'hot'" in _error(data, tmp_path)
+
+
+def test_unknown_key_is_refused(tmp_path):
+    data = _demo()
+    data["train"]["kd"]["learning_rate"] = 1e-3
+    assert "train.kd.learning_rate: unknown key" in _error(data, tmp_path)
+
+
+def test_missing_and_out_of_range_keys(tmp_path):
+    data = _demo()
+    del data["data"]["seq_len"]
+    data["data"]["tau"] = 1.5
+    data["student"]["experts"] = "clone"
+    msg = _error(data, tmp_path)
+    assert "data.seq_len: required key is missing" in msg
+    assert "data.tau:" in msg and "1.5" in msg
+    assert "student.experts:" in msg and "'clone'" in msg
+
+
+def test_layer_map_forms_and_layout_letters():
+    data = _demo()
+    data["student"]["layer_map"] = [0, 5, 10, 17]
+    assert parse_config(data).student.layer_map == [0, 5, 10, 17]
+    data["student"]["layout"] = "SMX"
+    with pytest.raises(ConfigError, match="student.layout"):
+        parse_config(data, "x.yaml")
+
+
+def test_student_overrides_must_be_aetheris_fields():
+    data = _demo()
+    data["student"]["overrides"] = {"num_experts": 8}
+    assert parse_config(data).student.overrides == {"num_experts": 8}
+    data["student"]["overrides"] = {"num_expert": 8}
+    with pytest.raises(ConfigError, match=r"student.overrides: .*unknown AetherisConfig field\(s\) \['num_expert'\]"):
+        parse_config(data, "x.yaml")
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("teacher: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+# ---------------------------------------------------------------- top-k cache
+
+VOCAB, SEQ = 50, 6
+
+
+class _Tok:
+    """Just enough tokenizer for the fingerprint."""
+
+    def __init__(self, extra=""):
+        self.vocab = {f"t{i}{extra}": i for i in range(VOCAB)}
+        self.all_special_tokens = ["<s>"]
+
+    def get_vocab(self):
+        return self.vocab
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _batches(rows):
+    g = torch.Generator().manual_seed(1)
+    data = torch.randint(0, VOCAB, (10, SEQ), generator=g)
+    for start in range(0, len(rows), 4):
+        r = rows[start : start + 4]
+        yield {"input_ids": data[r], "attention_mask": torch.ones(len(r), SEQ, dtype=torch.long),
+               "row_ids": torch.tensor(r)}
+
+
+def _args(**over):
+    args = {"teacher_id": "tiny-llama", "k": 8, "temperature": 2.0, "seq_len": SEQ,
+            "tokenizer_hash": tokenizer_fingerprint(_Tok())}
+    return {**args, **over}
+
+
+def test_cache_round_trip_matches_teacher(teacher, tmp_path):
+    rows = [3, 7, 1, 0, 9, 4, 2, 8, 5, 6]
+    out = build_topk_cache(teacher, _batches(rows), tmp_path / "c", dtype=torch.float32, rows_per_forward=3,
+                           positions_per_chunk=5, **_args())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["values"] == "log_probs_at_temperature" and manifest["rows"] == 10
+    assert [s["file"] for s in manifest["shards"]] == [f"shard-{i:05d}.safetensors" for i in range(3)]
+    assert not list(out.glob(".*tmp*"))
+
+    cache = TopKCache(out, **_args())
+    data = torch.randint(0, VOCAB, (10, SEQ), generator=torch.Generator().manual_seed(1))
+    ask = torch.tensor([6, 0, 3])  # rows from different shards, in batch order
+    vals, ids = cache.lookup(ask)
+    with torch.no_grad():
+        ref_vals, ref_ids = F.log_softmax(teacher(data[ask]).logits / 2.0, -1).topk(8, -1)
+    assert torch.allclose(vals, ref_vals, atol=1e-6) and torch.equal(ids, ref_ids)
+    # The cached rows feed the top-k loss directly.
+    hs, head = torch.randn(3, SEQ, 4), torch.randn(VOCAB, 4)
+    out_loss = kd_loss(hs, head, teacher_topk_logprobs=vals, teacher_topk_ids=ids, temperature=2.0)
+    assert torch.isfinite(out_loss.loss)
+    with pytest.raises(KeyError, match="not in the top-k cache"):
+        cache.lookup([42])
+
+
+def test_cache_is_reused_and_mismatch_refused(teacher, tmp_path):
+    out = build_topk_cache(teacher, _batches(list(range(10))), tmp_path / "c", **_args())
+    stamp = (out / "shard-00000.safetensors").stat().st_mtime_ns
+
+    def boom():
+        raise AssertionError("a matching cache must not run the teacher again")
+        yield
+
+    build_topk_cache(teacher, boom(), out, **_args())
+    assert (out / "shard-00000.safetensors").stat().st_mtime_ns == stamp
+    assert TopKCache(out, **_args()).lookup([0])[0].dtype == torch.float32  # fp16 on disk, fp32 out
+    for over, key in [({"temperature": 1.0}, "temperature"), ({"k": 4}, "k"),
+                      ({"tokenizer_hash": tokenizer_fingerprint(_Tok("x"))}, "tokenizer_hash"),
+                      ({"teacher_id": "other"}, "teacher_id"), ({"seq_len": 12}, "seq_len")]:
+        with pytest.raises(CacheMismatchError, match=key):
+            TopKCache(out, **_args(**over))
+        with pytest.raises(CacheMismatchError, match=key):
+            build_topk_cache(teacher, boom(), out, **_args(**over))
+
+
+def test_unfinished_cache_is_not_read(tmp_path):
+    (tmp_path / "c").mkdir()
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        TopKCache(tmp_path / "c", **_args())
+
+
+def test_check_config_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from aetheris.cli import app
+
+    ok = CliRunner().invoke(app, ["check-config", str(CONFIGS / "demo.yaml")])
+    assert ok.exit_code == 0 and "ok (teacher gemma3-270m" in ok.output
+    data = _demo()
+    data["kd"]["temperature"] = "hot"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    bad = CliRunner().invoke(app, ["check-config", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code == 1 and "kd.temperature: expected a number, got 'hot'" in bad.output

@@ -1,0 +1,163 @@
+"""KD losses: chunking is exact, KL properties hold, the top-k tail bucket is right, padding is ignored."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aetheris.distill.losses import counted_positions, kd_loss, logit_transform
+
+V, H = 23, 8
+
+
+def _setup(seed=0, batch=2, length=7):
+    g = torch.Generator().manual_seed(seed)
+    hs = torch.randn(batch, length, H, generator=g, requires_grad=True)
+    head = torch.randn(V, H, generator=g, requires_grad=True)
+    t_logits = torch.randn(batch, length, V, generator=g) * 2
+    labels = torch.randint(0, V, (batch, length), generator=g)
+    return hs, head, t_logits, labels
+
+
+def _reference(hs, head, t_logits, labels, mask, temperature, alpha, fn=None):
+    """The plain formula over full logits, shifted by hand."""
+    s = hs @ head.t()
+    if fn is not None:
+        s = fn(s)
+    s, t, y = s[:, :-1], t_logits[:, :-1], labels[:, 1:]
+    keep = (y != -100) & mask[:, :-1].bool() & mask[:, 1:].bool()
+    s, t, y = s[keep], t[keep], y[keep]
+    kl = (F.softmax(t / temperature, -1) * (F.log_softmax(t / temperature, -1) - F.log_softmax(s / temperature, -1))).sum(-1).mean()
+    ce = F.cross_entropy(s, y)
+    return temperature**2 * kl + alpha * ce, kl, ce
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 1000])
+def test_chunked_equals_unchunked_values_and_grads(chunk):
+    hs, head, t_logits, labels = _setup()
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    labels[0, 2] = -100
+    fn = logit_transform(logit_scale=0.7, softcap=5.0)
+    out = kd_loss(hs, head, teacher_logits=t_logits, labels=labels, attention_mask=mask,
+                  temperature=2.0, alpha=0.3, chunk_size=chunk, student_logit_fn=fn)
+    g_out = torch.autograd.grad(out.loss, (hs, head))
+    ref, kl, ce = _reference(hs, head, t_logits, labels, mask, 2.0, 0.3, fn)
+    g_ref = torch.autograd.grad(ref, (hs, head))
+    assert torch.allclose(out.loss, ref, atol=1e-6) and torch.allclose(out.kl, kl, atol=1e-6)
+    assert torch.allclose(out.ce, ce, atol=1e-6)
+    for a, b in zip(g_out, g_ref):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_teacher_hidden_form_equals_logits_form():
+    hs, head, _, labels = _setup()
+    g = torch.Generator().manual_seed(5)
+    t_hidden, t_head = torch.randn(2, 7, 12, generator=g), torch.randn(V, 12, generator=g)
+    t_fn = logit_transform(softcap=3.0)
+    a = kd_loss(hs, head, teacher_hidden=t_hidden, teacher_head=t_head, teacher_logit_fn=t_fn, chunk_size=4)
+    b = kd_loss(hs, head, teacher_logits=t_fn(t_hidden @ t_head.t()))
+    assert torch.allclose(a.loss, b.loss, atol=1e-6)
+
+
+def test_kl_zero_when_student_is_teacher():
+    hs, head, _, labels = _setup()
+    t_logits = (hs @ head.t()).detach()
+    out = kd_loss(hs, head, teacher_logits=t_logits, temperature=3.0, chunk_size=4)
+    assert abs(out.loss.item()) < 1e-6
+
+
+def test_topk_with_k_equal_vocab_is_full_kl():
+    hs, head, t_logits, labels = _setup()
+    t_lp = F.log_softmax(t_logits / 2.0, -1)
+    vals, ids = t_lp.topk(V, -1)
+    full = kd_loss(hs, head, teacher_logits=t_logits, temperature=2.0)
+    topk = kd_loss(hs, head, teacher_topk_logprobs=vals, teacher_topk_ids=ids, temperature=2.0, chunk_size=3)
+    assert torch.allclose(full.loss, topk.loss, atol=1e-5)
+    g1, g2 = torch.autograd.grad(full.loss, head), torch.autograd.grad(topk.loss, head)
+    assert torch.allclose(g1[0], g2[0], atol=1e-5) and torch.isfinite(g2[0]).all()
+
+
+def test_topk_tail_bucket_by_hand():
+    # One position, vocabulary 4, k = 2. Teacher p = (.5, .3, .1, .1), student q = (.25, .25, .25, .25).
+    p = torch.tensor([0.5, 0.3, 0.1, 0.1])
+    hs = torch.zeros(1, 2, 1)
+    head = torch.zeros(4, 1, requires_grad=True)  # student logits all 0 -> uniform
+    vals, ids = p.log()[:2].view(1, 1, 2).expand(1, 2, 2), torch.tensor([0, 1]).view(1, 1, 2).expand(1, 2, 2)
+    out = kd_loss(hs, head, teacher_topk_logprobs=vals, teacher_topk_ids=ids)
+    # buckets: {0}: .5 vs .25, {1}: .3 vs .25, tail: .2 vs .5
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.3 * math.log(0.3 / 0.25) + 0.2 * math.log(0.2 / 0.5)
+    assert out.n_tokens == 1 and out.kl.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_full_kl_numeric_by_hand():
+    # Two-token vocabulary: teacher logits (ln 3, 0) -> p = (.75, .25); student logits 0 -> q = (.5, .5).
+    hs = torch.tensor([[[1.0], [0.0]]])
+    head = torch.tensor([[0.0], [0.0]], requires_grad=True)
+    t = torch.tensor([[[math.log(3.0), 0.0], [0.0, 0.0]]])
+    labels = torch.tensor([[0, 0]])
+    out = kd_loss(hs, head, teacher_logits=t, labels=labels, alpha=0.5)
+    kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    assert out.kl.item() == pytest.approx(kl, abs=1e-6)
+    assert out.ce.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert out.loss.item() == pytest.approx(kl + 0.5 * math.log(2), abs=1e-6)
+
+
+def test_temperature_squared_scaling():
+    hs, head, t_logits, _ = _setup()
+    for temperature in (1.0, 2.0, 4.0):
+        out = kd_loss(hs, head, teacher_logits=t_logits, temperature=temperature)
+        _, kl, _ = _reference(hs, head, t_logits, torch.zeros(2, 7, dtype=torch.long), torch.ones(2, 7), temperature, 0)
+        assert out.loss.item() == pytest.approx(temperature**2 * kl.item(), rel=1e-5)
+        assert out.kl.item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+def test_padding_positions_are_ignored():
+    hs, head, t_logits, labels = _setup()
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, 4:] = 0
+    base = kd_loss(hs, head, teacher_logits=t_logits, labels=labels, attention_mask=mask, alpha=1.0)
+    hs2, t2, labels2 = hs.detach().clone(), t_logits.clone(), labels.clone()
+    hs2[0, 4:] = 1e3  # garbage in padded positions must not change anything
+    t2[0, 4:] = -1e3
+    labels2[0, 4:] = 3
+    other = kd_loss(hs2, head, teacher_logits=t2, labels=labels2, attention_mask=mask, alpha=1.0)
+    assert torch.allclose(base.loss, other.loss) and base.n_tokens == other.n_tokens == 3 + 6
+
+
+def test_counted_positions_rules():
+    labels = torch.tensor([[5, 6, -100, 7]])
+    idx, targets = counted_positions((1, 4), labels, torch.tensor([[1, 1, 1, 1]]), "cpu")
+    assert idx.tolist() == [0, 2] and targets.tolist() == [6, 7]
+
+
+def test_bad_teacher_forms_are_refused():
+    hs, head, t_logits, _ = _setup()
+    with pytest.raises(ValueError, match="exactly one form"):
+        kd_loss(hs, head)
+    with pytest.raises(ValueError, match="alpha > 0 needs labels"):
+        kd_loss(hs, head, teacher_logits=t_logits, alpha=1.0)
+
+
+def test_logits_exist_one_chunk_at_a_time_forward_and_backward():
+    hs, head, t_logits, labels = _setup(batch=3, length=9)
+    seen = []
+
+    def spy(logits):
+        seen.append((torch.is_grad_enabled(), logits.shape[0]))
+        return logits
+
+    out = kd_loss(hs, head, teacher_logits=t_logits, chunk_size=4, student_logit_fn=spy)
+    n_forward = len(seen)
+    out.loss.backward()
+    assert out.n_tokens == 3 * 8 and n_forward == 6  # ceil(24 / 4) chunks
+    assert len(seen) == 2 * n_forward  # the backward recomputes each chunk instead of keeping its logits
+    assert max(rows for _, rows in seen) == 4
+
+
+def test_all_padding_gives_zero_loss_that_backpropagates():
+    hs, head, t_logits, labels = _setup()
+    out = kd_loss(hs, head, teacher_logits=t_logits, labels=torch.full_like(labels, -100), alpha=1.0)
+    out.loss.backward()
+    assert out.n_tokens == 0 and out.loss.item() == 0 and torch.count_nonzero(head.grad) == 0

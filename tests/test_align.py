@@ -5,6 +5,7 @@ import torch
 from tiny_teachers import tiny_model
 
 from aetheris.distill.align import align_student, attention_pairs
+from aetheris.distill.config import TrainConfig
 from aetheris.distill.init import init_student, student_config
 from aetheris.teacher import introspect
 
@@ -14,14 +15,16 @@ def calibration(n=8, t=24, seed=0):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "cohere2"])
-def test_alignment_halves_every_layers_loss(arch):
+def test_alignment_halves_every_layers_loss(arch, tmp_path):
     teacher = tiny_model(arch)
     spec = introspect(teacher)
     student = init_student(spec, student_config(spec, layout="SM" * spec.num_layers))
-    report = align_student(student, teacher, calibration(), spec=spec, steps=60, lr=1e-2, progress=False)
+    cfg = TrainConfig(steps=60, batch_size=4, lr=1e-2, checkpoint_every=0, log_every=20)
+    report = align_student(student, teacher, calibration(), cfg, tmp_path, spec=spec)
     assert len(report) == spec.num_layers
     for r in report:
         assert r.loss_after <= 0.5 * r.loss_before, r
+    assert (tmp_path / "block-00" / "metrics.jsonl").exists()
 
 
 def test_attention_pairs_capture_layer_input_and_attention_output():

@@ -2,17 +2,20 @@
 
 The teacher runs once over calibration text; for every mapped layer we keep its input residual
 stream x and its attention output y. The student block sees the same x and is trained on the
-normalised MSE ||mixer(norm(x)) - y||² / ||y||², one block at a time, so only one layer's
-activations and optimizer state are in memory at once.
+normalised MSE ||mixer(norm(x)) - y||² / ||y||², one block at a time through the shared training
+loop, so only one layer's activations and optimizer state are in memory at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from aetheris.distill.config import TrainConfig
+from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
 from aetheris.teacher.spec import NormSpec, TeacherSpec
 
@@ -74,31 +77,25 @@ def align_block(
     block: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    steps: int = 100,
-    lr: float = 1e-3,
-    batch_size: int = 8,
-    seed: int = 0,
+    mask: torch.Tensor | None,
+    cfg: TrainConfig,
+    output_dir: str | Path,
+    resume: bool = False,
 ) -> tuple[float, float]:
-    """Fit `block.mixer(block.norm(x))` to `y` with AdamW; returns (loss before, loss after) on all of x."""
-    params = [p for p in block.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
+    """Fit `block.mixer(block.norm(x))` to `y` with the shared training loop; returns the loss on
+    all of x before and after."""
+    mask = torch.ones(x.shape[:2]) if mask is None else mask.float()
 
     def full_loss() -> float:
         with torch.no_grad():
             return float(normalised_mse(block.mixer(block.norm(x), mask), y, mask))
 
+    def step_fn(model, batch):
+        return {"loss": normalised_mse(model.mixer(model.norm(batch["x"]), batch["mask"]), batch["y"], batch["mask"])}
+
+    rows = [{"x": x[i], "y": y[i], "mask": mask[i]} for i in range(x.shape[0])]
     before = full_loss()
-    block.train()
-    for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=g)
-        m = None if mask is None else mask[idx]
-        loss = normalised_mse(block.mixer(block.norm(x[idx]), m), y[idx], m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+    train(block, rows, step_fn, cfg, output_dir, resume=resume, stage="align")
     block.eval()
     return before, full_loss()
 
@@ -107,34 +104,25 @@ def align_student(
     student: AetherisForCausalLM,
     teacher: nn.Module,
     input_ids: torch.Tensor,
+    cfg: TrainConfig,
+    output_dir: str | Path,
     attention_mask: torch.Tensor | None = None,
     spec: TeacherSpec | None = None,
-    steps: int = 100,
-    lr: float = 1e-3,
-    batch_size: int = 8,
-    progress: bool = True,
+    resume: bool = False,
 ) -> list[LayerAlignment]:
-    """Align every SSM block of `student` to its mapped teacher attention layer."""
-    from rich.progress import Progress
-
+    """Align every SSM block of `student` to its mapped teacher attention layer, one at a time."""
     layout, mapping = student.config.layout, student.config.distillation["layer_map"]
-    ssm_blocks = [
-        (i, mapping[layout[:i].count("S") + layout[:i].count("A")]) for i, c in enumerate(layout) if c == "S"
-    ]
+    ssm_blocks = [(i, mapping[layout[:i].count("S") + layout[:i].count("A")]) for i, c in enumerate(layout) if c == "S"]
     pairs = attention_pairs(teacher, input_ids, [t for _, t in ssm_blocks], attention_mask)
-    mask = None if attention_mask is None else attention_mask.float()
     report = []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("align", total=len(ssm_blocks))
-        for block_idx, t in ssm_blocks:
-            x, y = pairs[t]
-            if (
-                spec is not None and spec.layers[t].attn_out_norm is not None
-            ):  # Gemma: what joins the residual
-                with torch.no_grad():
-                    y = apply_norm(spec.layers[t].attn_out_norm, y)
-            block = student.model.layers[block_idx]
-            before, after = align_block(block, x.to(block.norm.weight.dtype), y, mask, steps, lr, batch_size)
-            report.append(LayerAlignment(block_idx, t, before, after, steps))
-            bar.update(task, advance=1, description=f"align block {block_idx}: {before:.3f} -> {after:.3f}")
+    for block_idx, t in ssm_blocks:
+        x, y = pairs[t]
+        if spec is not None and spec.layers[t].attn_out_norm is not None:  # Gemma: what joins the residual
+            with torch.no_grad():
+                y = apply_norm(spec.layers[t].attn_out_norm, y)
+        block = student.model.layers[block_idx]
+        out = Path(output_dir) / f"block-{block_idx:02d}"
+        before, after = align_block(block, x.to(block.norm.weight.dtype), y, attention_mask, cfg, out, resume)
+        report.append(LayerAlignment(block_idx, t, before, after, cfg.steps))
+        print(f"align block {block_idx} <- teacher layer {t}: loss {before:.4f} -> {after:.4f}")
     return report

@@ -174,3 +174,26 @@ def test_chat_batches_from_a_sampler_resume_exactly(tok):
     got = [b for b, _ in zip(chat_batches(fresh, tok, batch_size=2), range(3))]
     assert [b["langs"] for b in got] == [b["langs"] for b in want]
     assert all(g["input_ids"].equal(w["input_ids"]) and g["labels"].equal(w["labels"]) for g, w in zip(got, want))
+
+
+def test_fallback_template_renders_tools_and_calls_for_the_checker():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from aetheris.data.chat import ensure_chat_template, render_chat
+    from aetheris.toolcall.checker import parse_calls
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[UNK]")
+    assert ensure_chat_template(tok) and not ensure_chat_template(tok)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    msgs = [{"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                "name": "get_weather", "arguments": {"city": "Oslo"}}}]}]  # fmt: skip
+    text = tok.apply_chat_template(msgs, tools=tools, tokenize=False)
+    assert "get_weather" in text.split("<|user|>")[0]  # tools listed before the conversation
+    reply = text.split("<|assistant|>\n")[1]
+    assert parse_calls(reply)[0].name == "get_weather"
+    out = render_chat(tok, msgs, tools=tools)
+    assert any(label != -100 for label in out["labels"])

@@ -172,4 +172,24 @@ def check_config(path: Annotated[Path, typer.Argument(help="Run config (YAML).")
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{path}: ok (teacher {cfg.teacher.name}, student {cfg.student.layout}, output {cfg.output_dir})")
+    typer.echo(
+        f"{path}: ok (teacher {cfg.teacher.name}, student {cfg.student.layout}, output {cfg.output_dir})"
+    )
+
+
+@app.command("distill")
+def distill(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
+    stage: Annotated[str, typer.Option(help="init, align, kd, sft or all.")] = "all",
+    resume: Annotated[bool, typer.Option(help="Continue a killed stage from its last checkpoint.")] = False,
+) -> None:
+    """Distil a teacher into an Aetheris student: init -> align -> kd -> sft."""
+    from aetheris.distill.config import ConfigError, load_config
+    from aetheris.distill.pipeline import run_stages
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"student written to {run_stages(cfg, stage=stage, resume=resume)}")

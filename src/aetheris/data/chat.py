@@ -20,6 +20,30 @@ from aetheris.data.sources import Example, LoadSummary
 IGNORE = -100
 
 
+# For tokenizers that ship none (base models, e.g. Gemma 3 270M): plain role markers, tools listed
+# as JSON in a system turn, tool calls as <tool_call>{"name", "arguments"}</tool_call> — the same
+# format the tool-calling checker parses and its fallback prompt asks for.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% if tools %}<|system|>\nYou can call these functions. To call one, answer with "
+    "<tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>.\n"
+    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|end|>\n{% endif %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n"
+    "{% if m['role'] == 'assistant' and m.get('tool_calls') %}"
+    "{% for c in m['tool_calls'] %}<tool_call>{{ {'name': c['function']['name'], "
+    "'arguments': c['function']['arguments']} | tojson }}</tool_call>{% endfor %}"
+    "{% else %}{{ m['content'] }}{% endif %}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def ensure_chat_template(tokenizer: Any) -> bool:
+    """Give `tokenizer` the fallback template when it has none; True when it was added."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return True
+
+
 class ChatTemplateError(ValueError):
     """The template cannot be labelled by prefixes (a later turn rewrites an earlier one)."""
 

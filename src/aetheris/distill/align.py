@@ -91,7 +91,11 @@ def align_block(
             return float(normalised_mse(block.mixer(block.norm(x), mask), y, mask))
 
     def step_fn(model, batch):
-        return {"loss": normalised_mse(model.mixer(model.norm(batch["x"]), batch["mask"]), batch["y"], batch["mask"])}
+        return {
+            "loss": normalised_mse(
+                model.mixer(model.norm(batch["x"]), batch["mask"]), batch["y"], batch["mask"]
+            )
+        }
 
     rows = [{"x": x[i], "y": y[i], "mask": mask[i]} for i in range(x.shape[0])]
     before = full_loss()
@@ -112,7 +116,9 @@ def align_student(
 ) -> list[LayerAlignment]:
     """Align every SSM block of `student` to its mapped teacher attention layer, one at a time."""
     layout, mapping = student.config.layout, student.config.distillation["layer_map"]
-    ssm_blocks = [(i, mapping[layout[:i].count("S") + layout[:i].count("A")]) for i, c in enumerate(layout) if c == "S"]
+    ssm_blocks = [
+        (i, mapping[layout[:i].count("S") + layout[:i].count("A")]) for i, c in enumerate(layout) if c == "S"
+    ]
     pairs = attention_pairs(teacher, input_ids, [t for _, t in ssm_blocks], attention_mask)
     report = []
     for block_idx, t in ssm_blocks:

@@ -74,6 +74,7 @@ class KDConfig(_Strict):
 class SFTConfig(_Strict):
     kl_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) beside the CE")
     assistant_only: bool = True
+    max_length: int = Field(1024, gt=0, description="tokens per conversation (tool definitions included)")
 
 
 class TrainConfig(_Strict):
@@ -145,7 +146,9 @@ def _format(errors: list[dict[str, Any]]) -> list[str]:
 def parse_config(data: Any, source: str = "<config>") -> RunConfig:
     """Validate an already-parsed mapping; errors name `source` and each bad key path."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}"
+        )
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

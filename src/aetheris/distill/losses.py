@@ -78,7 +78,9 @@ def _kl_full(s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float)
     return F.kl_div(s_lp, t_lp, log_target=True, reduction="sum")
 
 
-def _kl_topk(s_logits: torch.Tensor, t_lp: torch.Tensor, t_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+def _kl_topk(
+    s_logits: torch.Tensor, t_lp: torch.Tensor, t_ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """KL over k+1 buckets: the teacher's top-k ids, and everything else as one tail bucket."""
     s_lp = F.log_softmax(s_logits / temperature, dim=-1)
     t_lp = t_lp.float()
@@ -153,7 +155,9 @@ def kd_loss(
         "topk": teacher_topk_logprobs is not None or teacher_topk_ids is not None,
     }
     if sum(forms.values()) != 1:
-        raise ValueError(f"kd_loss: give the teacher in exactly one form, got {[k for k, v in forms.items() if v]}")
+        raise ValueError(
+            f"kd_loss: give the teacher in exactly one form, got {[k for k, v in forms.items() if v]}"
+        )
     mode = next(k for k, v in forms.items() if v)
     if mode == "hidden" and (teacher_hidden is None or teacher_head is None):
         raise ValueError("kd_loss: teacher_hidden needs teacher_head (and vice versa)")

@@ -47,7 +47,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _expected(teacher_id: str, k: int, temperature: float, seq_len: int, tokenizer_hash: str) -> dict[str, Any]:
+def _expected(
+    teacher_id: str, k: int, temperature: float, seq_len: int, tokenizer_hash: str
+) -> dict[str, Any]:
     return {
         "format": FORMAT, "values": VALUES, "teacher_id": teacher_id, "k": k,
         "temperature": float(temperature), "seq_len": seq_len, "tokenizer_hash": tokenizer_hash,
@@ -64,7 +66,9 @@ def _check(manifest: dict[str, Any], expected: dict[str, Any], where: Path) -> N
         )
 
 
-def _topk_log_probs(logits: torch.Tensor, k: int, temperature: float, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_log_probs(
+    logits: torch.Tensor, k: int, temperature: float, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of log_softmax(logits / T) over the last dim, in fp32, a chunk of positions at a time."""
     flat = logits.reshape(-1, logits.shape[-1])
     parts = [F.log_softmax(flat[s : s + chunk].float() / temperature, dim=-1).topk(k, dim=-1)
@@ -112,12 +116,16 @@ def build_topk_cache(
         for batch in batches:
             ids = batch["input_ids"]
             if ids.shape[1] != seq_len:
-                raise ValueError(f"build_topk_cache: batch has length {ids.shape[1]}, manifest seq_len is {seq_len}")
+                raise ValueError(
+                    f"build_topk_cache: batch has length {ids.shape[1]}, manifest seq_len is {seq_len}"
+                )
             mask = batch.get("attention_mask")
             values, indices = [], []
             for r in range(0, ids.shape[0], rows_per_forward):
                 sub_mask = None if mask is None else mask[r : r + rows_per_forward].to(device)
-                logits = teacher(input_ids=ids[r : r + rows_per_forward].to(device), attention_mask=sub_mask).logits
+                logits = teacher(
+                    input_ids=ids[r : r + rows_per_forward].to(device), attention_mask=sub_mask
+                ).logits
                 v, i = _topk_log_probs(logits, k, temperature, positions_per_chunk)
                 values.append(v)
                 indices.append(i)
@@ -144,12 +152,21 @@ class TopKCache:
     """Reads a finished cache; `lookup(row_ids)` returns the rows of a batch, in batch order."""
 
     def __init__(
-        self, path: str | Path, *, teacher_id: str, k: int, temperature: float, seq_len: int, tokenizer_hash: str
+        self,
+        path: str | Path,
+        *,
+        teacher_id: str,
+        k: int,
+        temperature: float,
+        seq_len: int,
+        tokenizer_hash: str,
     ) -> None:
         self.path = Path(path)
         manifest_path = self.path / MANIFEST
         if not manifest_path.exists():
-            raise FileNotFoundError(f"{self.path}: no {MANIFEST} (not a top-k cache, or its build did not finish)")
+            raise FileNotFoundError(
+                f"{self.path}: no {MANIFEST} (not a top-k cache, or its build did not finish)"
+            )
         self.manifest = json.loads(manifest_path.read_text())
         _check(self.manifest, _expected(teacher_id, k, temperature, seq_len, tokenizer_hash), self.path)
         self._where: dict[int, tuple[str, int]] = {}

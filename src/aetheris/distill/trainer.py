@@ -93,7 +93,11 @@ def default_collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for key in examples[0]:
         vals = [e[key] for e in examples]
-        out[key] = torch.stack([torch.as_tensor(v) for v in vals]) if isinstance(vals[0], torch.Tensor | int | float) else vals
+        out[key] = (
+            torch.stack([torch.as_tensor(v) for v in vals])
+            if isinstance(vals[0], torch.Tensor | int | float)
+            else vals
+        )
     return out
 
 
@@ -140,7 +144,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -246,7 +252,11 @@ def train(
     if len(dataset) == 0:
         raise ValueError("train: the dataset is empty")
     precision = "bf16" if cfg.bf16 else "no"
-    if accelerator is None and AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+    if (
+        accelerator is None
+        and AcceleratorState._shared_state
+        and AcceleratorState().mixed_precision != precision
+    ):
         # A later stage in the same process with another precision: accelerate keeps one global
         # state; drop it (the process group, held by PartialState, stays).
         AcceleratorState._reset_state(reset_partial_state=False)
@@ -287,7 +297,8 @@ def train(
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]  # biases, norms, SSM scalars: no weight decay
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
     )
     model, optimizer = acc.prepare(model, optimizer)
     # Not acc.prepare'd: accelerate would step it once per process per step.
@@ -335,7 +346,9 @@ def train(
         acc.wait_for_everyone()
         if main:
             os.replace(tmp, final)  # a killed save leaves only a .tmp folder, never a half checkpoint
-            for old in sorted(p for p in root.glob("step-*") if CKPT_RE.match(p.name))[: -cfg.keep_checkpoints]:
+            for old in sorted(p for p in root.glob("step-*") if CKPT_RE.match(p.name))[
+                : -cfg.keep_checkpoints
+            ]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         return final
@@ -357,8 +370,11 @@ def train(
                 for j in range(accum):
                     first = window + (j * world + rank) * b
                     batch = collate_fn([dataset[order(first + i)] for i in range(b)])
-                    n_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else (
-                        int(batch["input_ids"].numel()) if "input_ids" in batch else b)
+                    n_tokens += (
+                        int(batch["attention_mask"].sum())
+                        if "attention_mask" in batch
+                        else (int(batch["input_ids"].numel()) if "input_ids" in batch else b)
+                    )
                     batch = _to_device(batch, acc.device)
                     sync = contextlib.nullcontext() if j == accum - 1 else acc.no_sync(model)
                     with sync, acc.autocast():
@@ -372,7 +388,9 @@ def train(
                 samples_seen += global_batch
                 # Mean over micro-batches and processes; the extra metrics travel in the same reduce.
                 keys = sorted(extra)
-                local = torch.tensor([torch.stack(losses).mean().item(), *(extra[k] for k in keys)], device=acc.device)
+                local = torch.tensor(
+                    [torch.stack(losses).mean().item(), *(extra[k] for k in keys)], device=acc.device
+                )
                 reduced = acc.reduce(local, reduction="mean").tolist()
                 step_loss, extra = reduced[0], dict(zip(keys, reduced[1:]))
                 if not math.isfinite(step_loss):

@@ -1,0 +1,368 @@
+"""The distillation recipe: one run config, four stages, each reading the last one's output.
+
+    output_dir/init/     student built from the teacher (stage 1a)
+    output_dir/align/    SSM blocks aligned to their teacher attention (stage 1b)
+    output_dir/kd/       after KL distillation on the multilingual corpus (stage 2)
+    output_dir/sft/      after chat + tool-calling SFT (stage 3)
+    output_dir/student/  the final HF model directory, tokenizer, chat template and model card
+
+Each stage writes its model directory atomically (temp + rename) and trains through the one
+loop in `trainer.py`, so `--resume` continues a killed stage from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aetheris.data.chat import ensure_chat_template, render_chat
+from aetheris.data.mixture import MixtureSampler, PackedBatches
+from aetheris.data.sources import Example, LoadSummary, embedded_corpus, read_sources
+from aetheris.distill.align import align_student
+from aetheris.distill.calibration import influence_scores, mlp_inputs
+from aetheris.distill.config import RunConfig
+from aetheris.distill.init import init_student, student_config
+from aetheris.distill.losses import kd_loss, logit_transform
+from aetheris.distill.topk_cache import TopKCache, build_topk_cache, tokenizer_fingerprint
+from aetheris.distill.trainer import train
+from aetheris.model import AetherisForCausalLM
+from aetheris.teacher import introspect, load_teacher
+
+STAGES = ("init", "align", "kd", "sft")
+NO_LOGITS = torch.empty(0, dtype=torch.long)
+
+
+class Run:
+    """What every stage shares: the config, the teacher (loaded once), the data."""
+
+    def __init__(self, cfg: RunConfig, resume: bool = False) -> None:
+        self.cfg, self.resume = cfg, resume
+        self.out = Path(cfg.output_dir)
+        self.summary = LoadSummary()
+        self._teacher = None
+        self.log: dict[str, Any] = {}
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            self._teacher = load_teacher(self.cfg.teacher.name, dtype=self.cfg.teacher.dtype)
+            if self._teacher.tokenizer is None:
+                raise ValueError(f"teacher {self.cfg.teacher.name!r} has no tokenizer: the student needs one")
+            if ensure_chat_template(self._teacher.tokenizer):  # base models ship none; SFT needs one
+                print(
+                    "teacher tokenizer has no chat template: using aetheris.data.chat.FALLBACK_CHAT_TEMPLATE"
+                )
+            print(f"teacher {self.cfg.teacher.name} loaded in {self._teacher.seconds:.0f}s")
+        return self._teacher
+
+    def examples(self, specs: list[str], kind: str = "text") -> list[Example]:
+        """`embedded` names the built-in corpus; anything else is a file, folder or hf: id."""
+        out: list[Example] = []
+        for spec in specs:
+            if spec in ("embedded", f"embedded:{kind}"):
+                out += embedded_corpus(kind, self.summary)
+            else:
+                out += [
+                    e
+                    for e in read_sources([spec], self.summary)
+                    if (e.text if kind == "text" else e.messages)
+                ]
+        if not out:
+            raise ValueError(f"data: no usable {kind} rows in {specs} (skipped: {self.summary.as_dict()})")
+        return out
+
+    def packed(self, specs: list[str], rows: int, seed: int) -> list[dict[str, torch.Tensor]]:
+        """`rows` packed sequences of seq_len tokens, languages balanced by tau."""
+        tok = self.teacher.tokenizer
+        sampler = MixtureSampler(self.examples(specs), tau=self.cfg.data.tau, seed=seed)
+        batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1)
+        return [
+            {k: v[0] for k, v in next(batches).items() if isinstance(v, torch.Tensor)} for _ in range(rows)
+        ]
+
+    def load_stage(self, stage: str) -> AetherisForCausalLM:
+        path = self.out / stage
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: stage '{stage}' has not been run (run the stages in order)")
+        return AetherisForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+    def save_stage(self, model: AetherisForCausalLM, stage: str, note: dict[str, Any]) -> Path:
+        """Write the model directory to a temp folder and rename it into place."""
+        final = self.out / stage
+        tmp = self.out / f".tmp-{stage}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        if self.teacher.tokenizer is not None:
+            self.teacher.tokenizer.save_pretrained(tmp)
+        (tmp / "stage.json").write_text(json.dumps(note, indent=1, default=str))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        self.log[stage] = note
+        return final
+
+
+def stage_init(run: Run) -> Path:
+    cfg, t = run.cfg, run.teacher
+    spec = introspect(t.model)
+    calib = run.packed(cfg.data.train, cfg.align.calibration_samples, seed=cfg.train.align.seed)
+    ids = torch.stack([r["input_ids"] for r in calib])
+    mask = torch.stack([r["attention_mask"] for r in calib])
+    influence = influence_scores(t.model, ids, mask) if cfg.student.layer_map == "block-influence" else None
+    config = student_config(spec, layout=cfg.student.layout, layer_map=cfg.student.layer_map,
+                            experts=cfg.student.experts, influence=influence, **cfg.student.overrides)  # fmt: skip
+    config.distillation["teacher"] = cfg.teacher.name
+    calibration = (
+        mlp_inputs(t.model, ids, config.distillation["layer_map"], mask)
+        if cfg.student.experts == "split"
+        else None
+    )
+    student = init_student(spec, config, calibration, seed=cfg.train.align.seed)
+    note = {"layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
+            "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
+            "teacher_parameters": spec.num_parameters()}  # fmt: skip
+    print(f"init: {note}")
+    return run.save_stage(student, "init", note)
+
+
+def stage_align(run: Run) -> Path:
+    cfg, t = run.cfg, run.teacher
+    student = run.load_stage("init")
+    calib = run.packed(cfg.data.train, cfg.align.calibration_samples, seed=cfg.train.align.seed)
+    ids = torch.stack([r["input_ids"] for r in calib])
+    mask = torch.stack([r["attention_mask"] for r in calib])
+    report = align_student(student, t.model, ids, cfg.train.align, run.out / "runs" / "align", mask,
+                           introspect(t.model), resume=run.resume)  # fmt: skip
+    note = {"layers": [vars(r) for r in report]}
+    return run.save_stage(student, "align", note)
+
+
+def _student_kd(
+    model, batch, teacher_fn: Callable[[dict], dict], cfg: RunConfig, kl_only_labels: bool = False
+):
+    student = getattr(model, "module", model)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
+                logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
+    res = kd_loss(out.hidden_states[-1], student.lm_head.weight, labels=batch["labels"],
+                  attention_mask=batch["attention_mask"], temperature=cfg.kd.temperature, alpha=cfg.kd.alpha,
+                  chunk_size=cfg.kd.chunk_size, **teacher_fn(batch),
+                  student_logit_fn=logit_transform(student.config.logit_scale, student.config.final_logit_softcapping))  # fmt: skip
+    return res
+
+
+def _teacher_hidden(teacher) -> Callable[[dict], dict]:
+    """Online teacher: its last hidden state and head, so its logits are also built in chunks."""
+    head = teacher.get_output_embeddings().weight
+    cfg = teacher.config
+    fn = logit_transform(
+        getattr(cfg, "logit_scale", 1.0) or 1.0, getattr(cfg, "final_logit_softcapping", None)
+    )
+
+    def get(batch: dict) -> dict:
+        with torch.no_grad():
+            out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          output_hidden_states=True, logits_to_keep=NO_LOGITS)  # fmt: skip
+        return {"teacher_hidden": out.hidden_states[-1], "teacher_head": head, "teacher_logit_fn": fn}
+
+    return get
+
+
+@torch.no_grad()
+def held_out_kl(student, rows: list[dict], teacher_fn, cfg: RunConfig) -> float:
+    student.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(rows), 2):
+        batch = {
+            k: torch.stack([r[k] for r in rows[i : i + 2]]) for k in ("input_ids", "attention_mask", "labels")
+        }
+        res = _student_kd(student, batch, teacher_fn, cfg)
+        total += float(res.kl) * int(res.n_tokens)
+        n += int(res.n_tokens)
+    return total / max(n, 1)
+
+
+def stage_kd(run: Run) -> Path:
+    cfg, t = run.cfg, run.teacher
+    student = run.load_stage("align")
+    budget = cfg.train.kd
+    n_rows = budget.steps * budget.batch_size * budget.grad_accum
+    rows = run.packed(cfg.data.train, n_rows, seed=budget.seed)
+    for i, r in enumerate(rows):
+        r["row_id"] = torch.tensor(i)
+    held_out = run.packed(cfg.data.eval or cfg.data.train, 8, seed=budget.seed + 1)
+    online = _teacher_hidden(t.model)
+    teacher_fn = online
+    if cfg.kd.top_k_cache:
+        key = dict(teacher_id=cfg.teacher.name, k=cfg.kd.top_k, temperature=cfg.kd.temperature,
+                   seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_fingerprint(t.tokenizer))  # fmt: skip
+        path = cfg.kd.cache_dir or run.out / "topk-cache"
+        batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
+                    "row_ids": r["row_id"][None]} for r in rows)  # fmt: skip
+        build_topk_cache(t.model, batches, path, total_rows=len(rows), **key)
+        cache = TopKCache(path, **key)
+
+        def teacher_fn(batch: dict) -> dict:
+            lp, ids = cache.lookup(batch["row_id"])
+            return {"teacher_topk_logprobs": lp, "teacher_topk_ids": ids}
+
+    before = held_out_kl(student, held_out, online, cfg)
+
+    def step_fn(model, batch):
+        res = _student_kd(model, batch, teacher_fn, cfg)
+        return {"loss": res.loss, "kl": res.kl, "ce": res.ce}
+
+    started = time.perf_counter()
+    train(student, rows, step_fn, budget, run.out / "runs" / "kd", resume=run.resume, stage="kd")
+    after = held_out_kl(student, held_out, online, cfg)
+    tokens = int(sum(int(r["attention_mask"].sum()) for r in rows))
+    note = {"held_out_kl_before": before, "held_out_kl_after": after, "tokens": tokens,
+            "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache}  # fmt: skip
+    print(f"kd: held-out KL {before:.4f} -> {after:.4f} over {tokens} tokens")
+    return run.save_stage(student, "kd", note)
+
+
+def _tool_chats() -> list[Example]:
+    """The tool-calling training split as conversations whose answer is the gold call."""
+    from importlib import resources
+
+    from aetheris.toolcall.format import read_items
+
+    with resources.as_file(resources.files("aetheris") / "data" / "toolcall" / "train.jsonl") as p:
+        items = read_items(p)
+    chats = []
+    for item in items:
+        calls = [{"type": "function", "function": {"name": g.name, "arguments": {
+            k: v[0] for k, v in g.arguments.items() if v and v[0] != ""}}} for g in item.gold]  # fmt: skip
+        answer = {"role": "assistant", "tool_calls": calls} if calls else {
+            "role": "assistant", "content": "None of the available tools can do this."}  # fmt: skip
+        messages = [m.model_dump(exclude_none=True) for m in item.messages] + [answer]
+        chats.append(
+            Example(lang=item.lang, messages=tuple(messages), tools=tuple(t.model_dump() for t in item.tools))
+        )
+    return chats
+
+
+def stage_sft(run: Run) -> Path:
+    cfg, t = run.cfg, run.teacher
+    tok = t.tokenizer
+    student = run.load_stage("kd")
+    budget = cfg.train.sft
+    chats = embedded_corpus("chat", run.summary) + _tool_chats()
+    sampler = MixtureSampler(chats, tau=cfg.data.tau, seed=budget.seed)
+    rows, skipped, wanted = [], 0, budget.steps * budget.batch_size * budget.grad_accum
+    for _ in range(50 * wanted):
+        if len(rows) == wanted:
+            break
+        ex = next(sampler)
+        try:
+            r = render_chat(tok, list(ex.messages), tools=list(ex.tools) if ex.tools else None,
+                            max_length=cfg.sft.max_length)  # fmt: skip
+        except Exception:  # a template that cannot render this chat: counted, not fatal
+            skipped += 1
+            continue
+        if any(label != -100 for label in r["labels"]):  # else the answer was cut off by max_length
+            rows.append({k: torch.tensor(v) for k, v in r.items()})
+        else:
+            skipped += 1
+    if len(rows) < wanted:
+        raise RuntimeError(
+            f"sft: only {len(rows)} of {wanted} conversations fit sft.max_length={cfg.sft.max_length} "
+            f"with an assistant turn left ({skipped} skipped); raise sft.max_length"
+        )
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    def collate(batch: list[dict]) -> dict:
+        width = max(len(r["input_ids"]) for r in batch)
+        out = {}
+        for key, fill in (("input_ids", pad), ("attention_mask", 0), ("labels", -100)):
+            out[key] = torch.stack(
+                [torch.nn.functional.pad(r[key], (0, width - len(r[key])), value=fill) for r in batch]
+            )
+        return out
+
+    online = _teacher_hidden(t.model)
+
+    def step_fn(model, batch):
+        # CE on assistant tokens (alpha = 1), plus kl_weight * KL to the teacher on the same batch.
+        res = kd_loss(*_hidden_and_head(model, batch), labels=batch["labels"], attention_mask=batch["attention_mask"],
+                      temperature=1.0, alpha=1.0, chunk_size=cfg.kd.chunk_size, **online(batch),
+                      student_logit_fn=_logit_fn(model))  # fmt: skip
+        loss = res.ce + cfg.sft.kl_weight * res.kl
+        return {"loss": loss, "ce": res.ce, "kl": res.kl}
+
+    train(
+        student,
+        rows,
+        step_fn,
+        budget,
+        run.out / "runs" / "sft",
+        resume=run.resume,
+        collate_fn=collate,
+        stage="sft",
+    )
+    note = {"conversations": len(rows), "unrenderable_skipped": skipped}
+    return run.save_stage(student, "sft", note)
+
+
+def _hidden_and_head(model, batch):
+    student = getattr(model, "module", model)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
+                logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
+    return out.hidden_states[-1], student.lm_head.weight
+
+
+def _logit_fn(model):
+    c = getattr(model, "module", model).config
+    return logit_transform(c.logit_scale, c.final_logit_softcapping)
+
+
+def write_final(run: Run, last: str) -> Path:
+    """Copy the last stage to output_dir/student and write its model card."""
+    src, dst = run.out / last, run.out / "student"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    notes = {
+        s: json.loads((run.out / s / "stage.json").read_text())
+        for s in STAGES
+        if (run.out / s / "stage.json").exists()
+    }
+    card = [f"# Aetheris student of {run.cfg.teacher.name}", "",
+            f"- layout: `{run.cfg.student.layout}`; experts: `{run.cfg.student.experts}`; "
+            f"layer map: `{notes.get('init', {}).get('layer_map')}`",
+            f"- parameters: {notes.get('init', {}).get('parameters')} "
+            f"(active per token: {notes.get('init', {}).get('active_parameters')}; teacher: "
+            f"{notes.get('init', {}).get('teacher_parameters')})", ""]  # fmt: skip
+    if "align" in notes:
+        card += ["## Alignment (normalised MSE, before -> after)", ""]
+        card += [f"- block {r['block']} <- teacher layer {r['teacher_layer']}: {r['loss_before']:.4f} -> {r['loss_after']:.4f}"
+                 for r in notes["align"]["layers"]] + [""]  # fmt: skip
+    if "kd" in notes:
+        kd = notes["kd"]
+        card += ["## KL distillation", "", f"- tokens: {kd['tokens']}; held-out KL {kd['held_out_kl_before']:.4f} -> "
+                 f"{kd['held_out_kl_after']:.4f}", ""]  # fmt: skip
+    if "sft" in notes:
+        card += ["## SFT", "", f"- conversations: {notes['sft']['conversations']}", ""]
+    card += [f"Data rows kept/skipped: {run.summary.as_dict()}", ""]
+    (dst / "README.md").write_text("\n".join(card))
+    return dst
+
+
+def run_stages(cfg: RunConfig, stage: str = "all", resume: bool = False) -> Path:
+    if stage != "all" and stage not in STAGES:
+        raise ValueError(f"--stage {stage!r}: expected one of {', '.join(STAGES)} or all")
+    run = Run(cfg, resume)
+    todo = STAGES if stage == "all" else (stage,)
+    fns = {"init": stage_init, "align": stage_align, "kd": stage_kd, "sft": stage_sft}
+    last = None
+    for name in todo:
+        started = time.perf_counter()
+        last = fns[name](run)
+        print(f"stage {name} done in {time.perf_counter() - started:.0f}s -> {last}")
+    run.summary.report()
+    return write_final(run, todo[-1])

@@ -1,6 +1,7 @@
 """Benchmark 2: decoding latency and cache size after long prompts.
 
-A 24-block Aetheris ("SM" * 12) vs a 12-layer LlamaForCausalLM and a 12-layer transformers
+A 24-block Aetheris ("SM" * 12; experts of the MLP's width, and `split` experts of a quarter
+of it) vs a 12-layer LlamaForCausalLM and a 12-layer transformers
 Mamba2ForCausalLM, all at SmolLM2-135M's width (576, 9 query / 3 KV heads, head_dim 64, vocab
 49152). After a prompt of N tokens, the median time of one decoding step and the bytes the cache
 holds. Aetheris and Mamba2 really read the prompt (in pieces of 2048 tokens through the cache);
@@ -61,6 +62,9 @@ def main() -> None:
     torch.manual_seed(0)
     aetheris = AetherisForCausalLM(AetherisConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_attention_heads=HEADS,
                                                   num_key_value_heads=KV, moe_intermediate_size=FFN)).eval()
+    # `split` experts (MoEfication of the same MLP): a quarter of the width each
+    split = AetherisForCausalLM(AetherisConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_attention_heads=HEADS,
+                                               num_key_value_heads=KV, moe_intermediate_size=FFN // 4)).eval()
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_attention_heads=HEADS,
                                          num_key_value_heads=KV, intermediate_size=FFN, num_hidden_layers=12,
                                          max_position_embeddings=32768, tie_word_embeddings=True)).eval()
@@ -78,6 +82,10 @@ def main() -> None:
             r["aetheris_bytes"] = cache_bytes(cache)
             r["aetheris_step_s"] = decode_step_seconds(aetheris, cache, args.steps, cache_arg="past_key_values")
 
+            cache = DynamicCache(config=split.config)
+            prefill(split, cache, n, "past_key_values")
+            r["split_step_s"] = decode_step_seconds(split, cache, args.steps, cache_arg="past_key_values")
+
             cache = DynamicCache(config=mamba2.config)
             prefill(mamba2, cache, n, "cache_params")
             r["mamba2_bytes"] = cache_bytes(cache)
@@ -89,14 +97,16 @@ def main() -> None:
             r["llama_bytes"] = cache_bytes(cache)
             r["llama_step_s"] = decode_step_seconds(llama, cache, args.steps, cache_arg="past_key_values")
             results[n] = r
-            rows.append([n, r["aetheris_step_s"] * 1e3, r["mamba2_step_s"] * 1e3, r["llama_step_s"] * 1e3,
-                         r["llama_step_s"] / r["aetheris_step_s"], r["mamba2_step_s"] / r["aetheris_step_s"],
+            rows.append([n, r["aetheris_step_s"] * 1e3, r["split_step_s"] * 1e3, r["mamba2_step_s"] * 1e3,
+                         r["llama_step_s"] * 1e3, r["llama_step_s"] / r["aetheris_step_s"],
+                         r["mamba2_step_s"] / r["aetheris_step_s"], r["mamba2_step_s"] / r["split_step_s"],
                          r["aetheris_bytes"], r["mamba2_bytes"], r["llama_bytes"]])
             print(rows[-1], flush=True)
     first, last = results[args.lengths[0]], results[args.lengths[-1]]
     print(machine())
-    print(table(["prompt", "Aetheris ms/token", "Mamba2 ms/token", "Llama ms/token", "Llama/Aetheris (x)",
-                 "Mamba2/Aetheris (x)", "Aetheris cache B", "Mamba2 cache B", "Llama cache B"], rows))
+    print(table(["prompt", "Aetheris ms/token", "Aetheris split ms/token", "Mamba2 ms/token", "Llama ms/token",
+                 "Llama/Aetheris (x)", "Mamba2/Aetheris (x)", "Mamba2/Aetheris split (x)", "Aetheris cache B",
+                 "Mamba2 cache B", "Llama cache B"], rows))
     print(f"Aetheris latency {args.lengths[-1]}/{args.lengths[0]}: "
           f"{last['aetheris_step_s'] / first['aetheris_step_s']:.3f}x")
     print(json.dumps({"bench": "decode", "results": results}))

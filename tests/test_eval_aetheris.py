@@ -37,3 +37,17 @@ def test_student_runs_every_task_and_feeds_equity(student_lm, tmp_path):
     # the same file is a valid teacher/student input to the equity computation
     report = compare(load_results(result["path"]), load_results(result["path"]), n_boot=50, n_perm=50)
     assert report is not None
+
+
+def test_cli_prints_tool_failure_categories(tmp_path):
+    from eval_tiny import save_tiny_model
+    from typer.testing import CliRunner
+
+    from aetheris.cli import app
+
+    model = save_tiny_model(tmp_path / "tiny", data_dir())
+    args = ["eval", str(model), "--tasks", "tools", "--langs", "sw,ja", "--limit", "3", "--max-new-tokens", "8",
+            "--out", str(tmp_path / "out"), "--batch-size", "3"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "failures: " in res.output and "no_call" in res.output  # garbage replies call nothing

@@ -1,5 +1,6 @@
 """The `aetheris` command. Each subcommand lives beside the code it drives."""
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -143,6 +144,11 @@ def eval_cmd(
         for name, task in r["tasks"].items():
             scores = ", ".join(f"{k}={v['score']:.4f}" for k, v in task["languages"].items())
             typer.echo(f"  {name} ({task['metric']}): {scores}")
+            failures = Counter(
+                i["category"] for v in task["languages"].values() for i in v["items"] if i.get("category")
+            )
+            if failures:  # tool calling: why the calls failed, over all languages
+                typer.echo("    failures: " + ", ".join(f"{c}={n}" for c, n in failures.most_common()))
 
 
 @app.command("data")

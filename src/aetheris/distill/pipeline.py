@@ -62,12 +62,15 @@ class Run:
             print(f"teacher {self.cfg.teacher.name} loaded in {self._teacher.seconds:.0f}s")
         return self._teacher
 
-    def examples(self, specs: list[str], kind: str = "text") -> list[Example]:
-        """`embedded` names the built-in corpus; anything else is a file, folder or hf: id."""
+    def examples(self, specs: list[str], kind: str = "text", held_out: bool = False) -> list[Example]:
+        """`embedded` names the built-in corpus (its last paragraph per language is held out for
+        evaluation, the rest trains); anything else is a file, folder or hf: id."""
         out: list[Example] = []
         for spec in specs:
             if spec in ("embedded", f"embedded:{kind}"):
-                out += embedded_corpus(kind, self.summary)
+                rows = embedded_corpus(kind, self.summary)
+                last = {e.lang: i for i, e in enumerate(rows)}  # index of each language's last row
+                out += [e for i, e in enumerate(rows) if (last[e.lang] == i) == held_out]
             else:
                 out += [
                     e
@@ -78,10 +81,12 @@ class Run:
             raise ValueError(f"data: no usable {kind} rows in {specs} (skipped: {self.summary.as_dict()})")
         return out
 
-    def packed(self, specs: list[str], rows: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    def packed(
+        self, specs: list[str], rows: int, seed: int, held_out: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
         """`rows` packed sequences of seq_len tokens, languages balanced by tau."""
         tok = self.teacher.tokenizer
-        sampler = MixtureSampler(self.examples(specs), tau=self.cfg.data.tau, seed=seed)
+        sampler = MixtureSampler(self.examples(specs, held_out=held_out), tau=self.cfg.data.tau, seed=seed)
         batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1)
         return [
             {k: v[0] for k, v in next(batches).items() if isinstance(v, torch.Tensor)} for _ in range(rows)
@@ -195,7 +200,7 @@ def stage_kd(run: Run) -> Path:
     rows = run.packed(cfg.data.train, n_rows, seed=budget.seed)
     for i, r in enumerate(rows):
         r["row_id"] = torch.tensor(i)
-    held_out = run.packed(cfg.data.eval or cfg.data.train, 8, seed=budget.seed + 1)
+    held_out = run.packed(cfg.data.eval or cfg.data.train, 8, seed=budget.seed + 1, held_out=True)
     online = _teacher_hidden(t.model)
     teacher_fn = online
     if cfg.kd.top_k_cache:

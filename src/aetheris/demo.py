@@ -49,7 +49,7 @@ def main() -> None:
     for name, res in zip(
         ("teacher", "student"), (merged[str(teacher_dir)], merged[str(student)]), strict=True
     ):
-        res["model_name"] = f"{name}: {Path(res['model']).name}"
+        res["model_name"] = cfg.teacher.name if name == "teacher" else f"student of {cfg.teacher.name}"
         paths.append(results_dir / f"{name}.json")
         paths[-1].write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
     teacher_file = paths[0]

@@ -148,17 +148,12 @@ def stage_align(run: Run) -> Path:
     return run.save_stage(student, "align", note)
 
 
-def _student_kd(
-    model, batch, teacher_fn: Callable[[dict], dict], cfg: RunConfig, kl_only_labels: bool = False
-):
-    student = getattr(model, "module", model)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
-                logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
-    res = kd_loss(out.hidden_states[-1], student.lm_head.weight, labels=batch["labels"],
-                  attention_mask=batch["attention_mask"], temperature=cfg.kd.temperature, alpha=cfg.kd.alpha,
-                  chunk_size=cfg.kd.chunk_size, **teacher_fn(batch),
-                  student_logit_fn=logit_transform(student.config.logit_scale, student.config.final_logit_softcapping))  # fmt: skip
-    return res
+def _student_kd(model, batch, teacher_fn: Callable[[dict], dict], cfg: RunConfig):
+    """T²·KL(teacher ‖ student) + α·CE on one batch, logits built chunk by chunk."""
+    hidden, head = _hidden_and_head(model, batch)
+    return kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
+                   temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
+                   **teacher_fn(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
 
 
 def _teacher_hidden(teacher) -> Callable[[dict], dict]:

@@ -4,8 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from exact_tokenizers import CharTokenizer, byte_tokenizer
 
 from aetheris.fertility import by_script, flores_sentences, measure, script_of, tokens_per_char
 
@@ -19,28 +18,15 @@ def data_dir() -> Path:
     return root
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE with no merges: exactly one token per UTF-8 byte."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok)
-
-
-class CharTokenizer:
-    """One token per Unicode code point."""
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) for c in text]
-
-
 def raw_counts(code: str) -> tuple[int, int, int]:
     """(sentences, chars, UTF-8 bytes) straight from the TSV lines, independently of the loader."""
     n = chars = nbytes = 0
     for split in ("train", "dev", "test"):
-        lines = (data_dir() / "flores_sib200" / "annotated" / code / f"{split}.tsv").read_text(
-            encoding="utf-8").splitlines()[1:]
+        lines = (
+            (data_dir() / "flores_sib200" / "annotated" / code / f"{split}.tsv")
+            .read_text(encoding="utf-8")
+            .splitlines()[1:]
+        )
         for line in lines:
             text = line.split("\t", 2)[2]
             n, chars, nbytes = n + 1, chars + len(text), nbytes + len(text.encode("utf-8"))

@@ -9,20 +9,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exact_tokenizers import CharTokenizer, byte_tokenizer
 from matplotlib.image import imread
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from aetheris.cli import app
 from aetheris.equity import compare
 from aetheris.report import build_report
 
-FAMILY = {"sw": "Niger-Congo", "yo": "Niger-Congo", "de": "Indo-European", "hi": "Indo-European",
-          "zh": "Sino-Tibetan", "ar": "Afro-Asiatic"}
+FAMILY = {
+    "sw": "Niger-Congo",
+    "yo": "Niger-Congo",
+    "de": "Indo-European",
+    "hi": "Indo-European",
+    "zh": "Sino-Tibetan",
+    "ar": "Afro-Asiatic",
+}
 TIER = {"sw": 2, "yo": 2, "de": 5, "hi": 4, "zh": 5, "ar": 5}
-FLORES = {"sw": "swh_Latn", "yo": "yor_Latn", "de": "deu_Latn", "hi": "hin_Deva", "zh": "zho_Hans",
-          "ar": "arb_Arab"}
+FLORES = {
+    "sw": "swh_Latn",
+    "yo": "yor_Latn",
+    "de": "deu_Latn",
+    "hi": "hin_Deva",
+    "zh": "zho_Hans",
+    "ar": "arb_Arab",
+}
 
 
 def data_dir() -> Path:
@@ -34,8 +45,10 @@ def synthetic(name: str, acc_loss: dict[str, float], bpb_gain: dict[str, float],
     """Results in the aetheris.results/1 schema; the same item ids in every model (paired)."""
     rng = np.random.default_rng(seed)
     base = np.random.default_rng(0)  # shared item difficulty, so teacher and students correlate
-    tasks = {"xcopa": {"metric": "acc", "higher_is_better": True, "languages": {}},
-             "flores_bpb": {"metric": "bits_per_byte", "higher_is_better": False, "languages": {}}}
+    tasks = {
+        "xcopa": {"metric": "acc", "higher_is_better": True, "languages": {}},
+        "flores_bpb": {"metric": "bits_per_byte", "higher_is_better": False, "languages": {}},
+    }
     for lang in FAMILY:
         p = np.clip(base.uniform(0.55, 0.9, 80) - acc_loss[lang], 0, 1)
         scores = (rng.uniform(size=80) < p).astype(float)
@@ -43,12 +56,22 @@ def synthetic(name: str, acc_loss: dict[str, float], bpb_gain: dict[str, float],
         tasks["xcopa"]["languages"][lang] = {"score": float(scores.mean()), "n": 80, "items": items}
         nbytes = base.integers(80, 200, 50)
         bits = nbytes * (base.uniform(0.9, 1.6, 50) + bpb_gain[lang] + rng.normal(0, 0.02, 50))
-        items = [{"id": str(i), "score": float(b / n), "bits": float(b), "bytes": int(n)}
-                 for i, (b, n) in enumerate(zip(bits, nbytes, strict=True))]
+        items = [
+            {"id": str(i), "score": float(b / n), "bits": float(b), "bytes": int(n)}
+            for i, (b, n) in enumerate(zip(bits, nbytes, strict=True))
+        ]
         tasks["flores_bpb"]["languages"][lang] = {
-            "score": float(bits.sum() / nbytes.sum()), "n": 50, "items": items}
-    return {"schema": "aetheris.results/1", "model": f"runs/{name}", "model_name": name,
-            "created": "2026-11-23T10:00:00Z", "tasks": tasks}
+            "score": float(bits.sum() / nbytes.sum()),
+            "n": 50,
+            "items": items,
+        }
+    return {
+        "schema": "aetheris.results/1",
+        "model": f"runs/{name}",
+        "model_name": name,
+        "created": "2026-11-23T10:00:00Z",
+        "tasks": tasks,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,33 +82,32 @@ def files(tmp_path_factory) -> list[Path]:
     fair = dict.fromkeys(FAMILY, 0.05)
     skewed = {"sw": 0.3, "yo": 0.35, "de": 0.02, "hi": 0.08, "zh": 0.05, "ar": 0.1}
     out = []
-    for name, loss, gain, seed in [("teacher", zero, zero, 1), ("fair", fair, fair, 2),
-                                   ("skewed", skewed, skewed, 3)]:
+    for name, loss, gain, seed in [
+        ("teacher", zero, zero, 1),
+        ("fair", fair, fair, 2),
+        ("skewed", skewed, skewed, 3),
+    ]:
         path = d / f"{name}.json"
         path.write_text(json.dumps(synthetic(name, loss, gain, seed)))
         out.append(path)
     return out
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok)
-
-
-class CharTokenizer:
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) for c in text]
-
-
 @pytest.fixture(scope="module")
 def report_dir(files, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    build_report(files, out, family_of=FAMILY, tier_of=TIER, flores_of=FLORES, data_dir=data_dir(),
-                 tokenizers={"bytes": byte_tokenizer(), "chars": CharTokenizer()},
-                 n_boot=200, n_perm=500, seed=0)
+    build_report(
+        files,
+        out,
+        family_of=FAMILY,
+        tier_of=TIER,
+        flores_of=FLORES,
+        data_dir=data_dir(),
+        tokenizers={"bytes": byte_tokenizer(), "chars": CharTokenizer()},
+        n_boot=200,
+        n_perm=500,
+        seed=0,
+    )
     return out
 
 
@@ -110,8 +132,14 @@ def test_results_json_matches_equity(files, report_dir):
 def test_markdown_and_html_are_complete_and_offline(report_dir):
     md = (report_dir / "report.md").read_text()
     figures = re.findall(r"\]\(figures/([^)]+)\)", md)
-    assert set(figures) == {"des.png", "xcopa_families.png", "xcopa_scatter.png", "flores_bpb_families.png",
-                            "flores_bpb_scatter.png", "fertility_by_script.png"}
+    assert set(figures) == {
+        "des.png",
+        "xcopa_families.png",
+        "xcopa_scatter.png",
+        "flores_bpb_families.png",
+        "flores_bpb_scatter.png",
+        "fertility_by_script.png",
+    }
     for name in figures:
         assert (report_dir / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Task: xcopa" in md and "| Niger-Congo |" in md and "Degradation Equity Score" in md
@@ -122,8 +150,9 @@ def test_markdown_and_html_are_complete_and_offline(report_dir):
 
 
 def test_teacher_option_picks_the_teacher(files, tmp_path):
-    data = build_report([files[1], files[0], files[2]], tmp_path, teacher=files[0], family_of=FAMILY,
-                        n_boot=50, n_perm=50)
+    data = build_report(
+        [files[1], files[0], files[2]], tmp_path, teacher=files[0], family_of=FAMILY, n_boot=50, n_perm=50
+    )
     assert data.teacher == "teacher" and data.students == ["fair", "skewed"]
     with pytest.raises(ValueError, match="at least one student"):
         build_report([files[0]], tmp_path, family_of=FAMILY)
@@ -138,8 +167,21 @@ def test_cli_reports_bad_input(tmp_path):
 
 def test_cli_with_registry_maps(files, tmp_path):
     pytest.importorskip("aetheris.languages")
-    res = CliRunner().invoke(app, ["report", *map(str, files), "-o", str(tmp_path), "--n-boot", "50",
-                                   "--n-perm", "50", "--level", "group"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "report",
+            *map(str, files),
+            "-o",
+            str(tmp_path),
+            "--n-boot",
+            "50",
+            "--n-perm",
+            "50",
+            "--level",
+            "group",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "results.json").read_text())["level"] == "group"
 
@@ -148,11 +190,24 @@ def test_cli_with_registry_maps(files, tmp_path):
 def test_html_renders_in_headless_chromium(report_dir, tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
-         (report_dir / "report.html").resolve().as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            (report_dir / "report.html").resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     img = imread(shot)[..., :3]
     assert img.shape[:2] == (1600, 1200)

@@ -75,11 +75,8 @@ def lm_eval_choices(item: Item) -> list[str]:
     return [c[0].lower() + c[1:] for c in (item["choice1"], item["choice2"])]
 
 
-class XCOPA:
-    name = "xcopa"
-    metric = "acc"
-    higher_is_better = True
-    version = "lm-eval-0.4.13"
+class _XCOPAItems:
+    """What both XCOPA variants share: the 11 languages and their items."""
 
     def languages(self) -> list[str]:
         return list(LANGS)
@@ -89,6 +86,13 @@ class XCOPA:
 
     def load(self, lang: str, data_dir: Path | None, limit: int | None) -> list[Item]:
         return load_xcopa(lang, data_dir, limit)
+
+
+class XCOPA(_XCOPAItems):
+    name = "xcopa"
+    metric = "acc"
+    higher_is_better = True
+    version = "lm-eval-0.4.13"
 
     def score(self, lm, items: Sequence[Item]) -> list[Item]:
         # lm-eval's target_delimiter " " joins context and choice.
@@ -139,21 +143,12 @@ def parse_choice(output: str, item: Item) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
-class XCOPAGen:
+class XCOPAGen(_XCOPAItems):
     name = "xcopa_gen"
     metric = "acc"
     higher_is_better = True
     version = "1"
     max_new_tokens = 16
-
-    def languages(self) -> list[str]:
-        return list(LANGS)
-
-    def dataset_codes(self) -> dict[str, str]:
-        return dict(LANGS)
-
-    def load(self, lang: str, data_dir: Path | None, limit: int | None) -> list[Item]:
-        return load_xcopa(lang, data_dir, limit)
 
     def score(self, lm, items: Sequence[Item]) -> list[Item]:
         outputs = lm.generate(

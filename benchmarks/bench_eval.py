@@ -1,9 +1,11 @@
 """Items/s of XCOPA and FLORES bits-per-byte, batched vs one item at a time.
 
-A tiny random Llama (hidden 256, 4 layers) with a byte-level tokenizer (256 bytes + 3 specials):
-the numbers measure the scorer's batching and padding, not a model.
+`--model tiny` (default): a random Llama (hidden 256, 4 layers) with a byte-level tokenizer
+(256 bytes + 3 specials), so the numbers measure the scorer's batching and padding, not a model.
+`--model tiny --hidden 64 --layers 2` is smaller still (per-call overhead dominates);
+`--model gemma3-270m` (or `smollm2-135m`) is an embedded teacher with its own tokenizer.
 
-    PYTHONPATH=src python benchmarks/bench_eval.py [--items 64] [--batch-size 16] [--device cpu]
+    PYTHONPATH=src python benchmarks/bench_eval.py [--model tiny] [--items 64] [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -37,15 +39,15 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def tiny_model(vocab: int) -> LlamaForCausalLM:
+def tiny_model(vocab: int, hidden: int = 256, layers: int = 4) -> LlamaForCausalLM:
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=256,
-        num_hidden_layers=4,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        intermediate_size=512,
+        intermediate_size=2 * hidden,
         max_position_embeddings=2048,
     )
     return LlamaForCausalLM(cfg).eval()
@@ -89,6 +91,9 @@ def compare(task, lm: HFLM, items: list, batch: int, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny", help="tiny, or an embedded teacher name")
+    ap.add_argument("--hidden", type=int, default=256, help="tiny model width")
+    ap.add_argument("--layers", type=int, default=4, help="tiny model depth")
     ap.add_argument("--items", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lang", default="sw")
@@ -100,9 +105,18 @@ def main() -> None:
         or str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"),
     )
     args = ap.parse_args()
-    tok = byte_tokenizer()
-    lm = HFLM(tiny_model(len(tok)).to(args.device), tok)
-    report = {"device": args.device, "threads": torch.get_num_threads(), "items": args.items, "tasks": {}}
+    if args.model == "tiny":
+        tok = byte_tokenizer()
+        model = tiny_model(len(tok), args.hidden, args.layers)
+        name = f"tiny Llama {args.hidden}x{args.layers}, byte tokenizer"
+    else:
+        from aetheris.teacher import load_teacher
+
+        loaded = load_teacher(args.model)
+        model, tok, name = loaded.model, loaded.tokenizer, args.model
+    lm = HFLM(model.to(args.device), tok)
+    report = {"model": name, "parameters": model.num_parameters(), "device": args.device,
+              "threads": torch.get_num_threads(), "items": args.items, "lang": args.lang, "tasks": {}}  # fmt: skip
     for task in (XCOPA(), FloresBPB()):
         items = task.load(args.lang, Path(args.data_dir), args.items)
         report["tasks"][task.name] = compare(task, lm, items, args.batch_size, args.repeats)

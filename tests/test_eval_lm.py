@@ -46,6 +46,40 @@ def test_batched_loglikelihood_equals_one_at_a_time(lm):
     assert all(x < 0 for x in batched)
 
 
+def _plain_loglikelihood(model, ctx: list[int], cont: list[int]) -> float:
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([ctx + cont])).logits[0].float(), -1)
+    return sum(float(logp[len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+
+
+class _FullLogitsOnly(torch.nn.Module):
+    """A causal LM whose forward has no `logits_to_keep`: the scorer must slice full logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_only_continuation_logits_are_computed_and_offsets_line_up(lm):
+    """Contexts of very different lengths share a batch; the head runs on the tail only."""
+    pairs = [lm.encode_pair(c, x) for c, x in REQUESTS]
+    expected = [_plain_loglikelihood(lm.model, c, x) for c, x in pairs]
+    seen = []
+    hook = lm.model.lm_head.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    try:
+        got = lm.loglikelihood_tokens(pairs)
+    finally:
+        hook.remove()
+    assert got == pytest.approx(expected, abs=1e-4)
+    widths = [len(c) + len(x) - 1 for c, x in pairs]
+    assert max(seen) < max(widths)  # the longest context's head positions were skipped
+    plain = HFLM(_FullLogitsOnly(lm.model), lm.tokenizer, batch_size=4, max_length=lm.max_length)
+    assert plain.loglikelihood_tokens(pairs) == pytest.approx(expected, abs=1e-4)
+
+
 def test_batched_generation_equals_one_at_a_time(lm):
     prompts = ["Swali: 2 + 2?\nAnswer:", "hello", "问题： 1+1?\nAnswer:"]
     batched = lm.generate(prompts, stop=["Swali:"], max_new_tokens=12)

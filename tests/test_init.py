@@ -115,6 +115,30 @@ def test_hybrid_keeps_teacher_attention_exactly():
     torch.testing.assert_close(a(x, pos), ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_post_norms_follow_the_teacher_and_an_upcycled_block_is_its_mlp_half(arch):
+    """Gemma's sandwich norms become block post-norms; other teachers get none. With them the
+    upcycled MoE block equals the teacher's whole residual MLP step, norms included."""
+    teacher = tiny_model(arch)
+    spec = introspect(teacher)
+    cfg = student_config(spec, layout="SM" * spec.num_layers, experts="upcycle")
+    student = init_student(spec, cfg).eval()
+    sandwich = spec.layers[0].attn_out_norm is not None
+    assert cfg.post_norm == sandwich == (arch == "gemma3")
+    for k, layer in enumerate(spec.layers):
+        ssm, moe = student.model.layers[2 * k], student.model.layers[2 * k + 1]
+        assert (ssm.post_norm is None) == (moe.post_norm is None) == (not sandwich)
+        if not sandwich or layer.parallel:
+            continue
+        assert torch.equal(ssm.post_norm.weight, layer.attn_out_norm.scale())
+        h = torch.randn(2, 5, spec.hidden_size)
+        t = teacher.model.layers[k]
+        expected = h + t.post_feedforward_layernorm(t.mlp(t.pre_feedforward_layernorm(h)))
+        with torch.no_grad():
+            got, _ = moe(h)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_init_requests_are_named():
     spec = introspect(tiny_model("llama"))
     with pytest.raises(ValueError, match="experts='moefy'"):

@@ -75,3 +75,30 @@ def test_cli_rejects_a_bad_config(tmp_path):
     bad.write_text("teacher: {name: x}\nkd: {temperature: hot}\n")
     res = CliRunner().invoke(app, ["distill", str(bad)])
     assert res.exit_code == 2 and "kd.temperature" in res.output
+
+
+def test_kd_loss_trains_the_routers_balance_too(teacher_dir, tmp_path):
+    """In training the KD loss carries the load-balancing and z-losses; the held-out KL does not."""
+    from aetheris.distill.init import init_student, student_config
+    from aetheris.distill.losses import kd_loss
+    from aetheris.distill.pipeline import _student_kd, _teacher_hidden
+    from aetheris.teacher import introspect
+
+    cfg = config(teacher_dir, tmp_path)
+    teacher = LlamaForCausalLM.from_pretrained(teacher_dir).eval()
+    spec = introspect(teacher)
+    student = init_student(spec, student_config(spec, layout="SMSM", experts="upcycle"))
+    ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    teacher_fn = _teacher_hidden(teacher)
+    student.train()
+    res = _student_kd(student, batch, teacher_fn, cfg)
+    out = student(input_ids=ids, output_hidden_states=True)
+    c = student.config
+    plain = kd_loss(out.hidden_states[-1], student.lm_head.weight, labels=ids, attention_mask=batch["attention_mask"],
+                    temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size, **teacher_fn(batch))  # fmt: skip
+    router = c.router_aux_loss_coef * out.aux_loss + c.router_z_loss_coef * out.z_loss
+    assert float(router) > 0
+    torch.testing.assert_close(res.loss, plain.loss + router)
+    student.eval()
+    assert float(_student_kd(student, batch, teacher_fn, cfg).loss) == pytest.approx(float(plain.loss), rel=1e-5)

@@ -73,6 +73,12 @@ def normalised_mse(
     return err.sum() / ref.sum().clamp(min=1e-12)
 
 
+def residual_branch(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What an SSM block adds to the residual stream."""
+    y = block.mixer(block.norm(x), mask)
+    return y if block.post_norm is None else block.post_norm(y)
+
+
 def align_block(
     block: nn.Module,
     x: torch.Tensor,
@@ -82,20 +88,16 @@ def align_block(
     output_dir: str | Path,
     resume: bool = False,
 ) -> tuple[float, float]:
-    """Fit `block.mixer(block.norm(x))` to `y` with the shared training loop; returns the loss on
-    all of x before and after."""
+    """Fit the block's residual branch (norm -> mixer -> post-norm, if any) to `y` with the shared
+    training loop; returns the loss on all of x before and after."""
     mask = torch.ones(x.shape[:2]) if mask is None else mask.float()
 
     def full_loss() -> float:
         with torch.no_grad():
-            return float(normalised_mse(block.mixer(block.norm(x), mask), y, mask))
+            return float(normalised_mse(residual_branch(block, x, mask), y, mask))
 
     def step_fn(model, batch):
-        return {
-            "loss": normalised_mse(
-                model.mixer(model.norm(batch["x"]), batch["mask"]), batch["y"], batch["mask"]
-            )
-        }
+        return {"loss": normalised_mse(residual_branch(model, batch["x"], batch["mask"]), batch["y"], batch["mask"])}
 
     rows = [{"x": x[i], "y": y[i], "mask": mask[i]} for i in range(x.shape[0])]
     before = full_loss()

@@ -11,8 +11,9 @@ come from the teacher MLP:
   experts' outputs sum to the MLP's, each token runs 1/E of it; the router is fitted to predict
   which group is most active.
 
-What the student cannot copy (LayerNorm mean-centring, QK-norm and RoPE inside replaced
-attention, Gemma's post-norms) is left to the alignment stage.
+Gemma's sandwich norms (on the attention and MLP outputs) become the student's per-block
+post-norms. What the student cannot copy (LayerNorm mean-centring, QK-norm and RoPE inside
+replaced attention) is left to the alignment stage.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def student_config(
         final_logit_softcapping=spec.final_logit_softcap,
         rope_theta=attn.rope.theta if attn.rope is not None else 10000.0,
         qk_norm=attn.q_norm is not None,
+        post_norm=spec.layers[0].attn_out_norm is not None,
         sliding_window=next((w for w in sliding_windows if w), None),
         attn_sliding=[w is not None for w in sliding_windows],
         tie_word_embeddings=True,
@@ -117,6 +119,10 @@ def init_student(
         else:
             norm = layer.attn_norm if layer.parallel else layer.mlp_norm
             block.norm.weight.copy_(norm.scale())
+        if block.post_norm is not None:
+            out_norm = layer.mlp_out_norm if block.kind == "M" else layer.attn_out_norm
+            block.post_norm.weight.copy_(out_norm.scale())
+        if block.kind == "M":
             if experts == "upcycle":
                 for expert in block.mixer.experts:
                     _copy_mlp(expert, layer.mlp, torch.arange(layer.mlp.intermediate_size))

@@ -149,11 +149,14 @@ def stage_align(run: Run) -> Path:
 
 
 def _student_kd(model, batch, teacher_fn: Callable[[dict], dict], cfg: RunConfig):
-    """T²·KL(teacher ‖ student) + α·CE on one batch, logits built chunk by chunk."""
-    hidden, head = _hidden_and_head(model, batch)
-    return kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
-                   temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
-                   **teacher_fn(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
+    """T²·KL(teacher ‖ student) + α·CE on one batch, logits built chunk by chunk; in training the
+    routers' load-balancing and z-losses are added to `loss`, as the model adds them to its CE."""
+    hidden, head, router = _hidden_and_head(model, batch)
+    res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
+                  temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
+                  **teacher_fn(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
+    res.loss = res.loss + router
+    return res
 
 
 def _teacher_hidden(teacher) -> Callable[[dict], dict]:
@@ -290,10 +293,11 @@ def stage_sft(run: Run) -> Path:
 
     def step_fn(model, batch):
         # CE on assistant tokens (alpha = 1), plus kl_weight * KL to the teacher on the same batch.
-        res = kd_loss(*_hidden_and_head(model, batch), labels=batch["labels"], attention_mask=batch["attention_mask"],
+        hidden, head, router = _hidden_and_head(model, batch)
+        res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
                       temperature=1.0, alpha=1.0, chunk_size=cfg.kd.chunk_size, **online(batch),
                       student_logit_fn=_logit_fn(model))  # fmt: skip
-        loss = res.ce + cfg.sft.kl_weight * res.kl
+        loss = res.ce + cfg.sft.kl_weight * res.kl + router
         return {"loss": loss, "ce": res.ce, "kl": res.kl}
 
     train(
@@ -314,7 +318,11 @@ def _hidden_and_head(model, batch):
     student = getattr(model, "module", model)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
                 logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
-    return out.hidden_states[-1], student.lm_head.weight
+    c = student.config
+    router = 0.0  # aux losses exist only in training mode and with MoE blocks
+    if out.aux_loss is not None:
+        router = c.router_aux_loss_coef * out.aux_loss + c.router_z_loss_coef * out.z_loss
+    return out.hidden_states[-1], student.lm_head.weight, router
 
 
 def _logit_fn(model):

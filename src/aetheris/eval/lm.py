@@ -7,6 +7,7 @@ into the continuation, and the continuation taken from the encoding of context +
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +35,7 @@ class HFLM:
         self.chat_template = chat_template and bool(getattr(tokenizer, "chat_template", None))
         # Padding id only fills positions that attention masks out; any valid id works.
         self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
     def load(
@@ -109,11 +111,16 @@ class HFLM:
                 n = len(rows[i][0])
                 ids[b, :n] = torch.tensor(rows[i][0])
                 mask[b, :n] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            # Only continuation positions are scored: with a large vocabulary the head over the
+            # context would cost as much as the rest of the model.
+            first = max(0, min(len(rows[i][0]) - len(rows[i][1]) for i in idx))
+            kwargs = {"logits_to_keep": width - first} if self._keeps_logits else {}
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs).logits
+            offset = width - logits.shape[1]  # positions before `offset` were not computed
             for b, i in enumerate(idx):
                 inp, cont = rows[i]
                 n, k = len(inp), len(cont)
-                logp = F.log_softmax(logits[b, n - k : n].float(), dim=-1)
+                logp = F.log_softmax(logits[b, n - k - offset : n - offset].float(), dim=-1)
                 target = torch.tensor(cont, device=logp.device)
                 out[i] = float(logp.gather(1, target[:, None]).sum())
         return out

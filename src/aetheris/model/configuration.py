@@ -47,6 +47,7 @@ class AetherisConfig(PretrainedConfig):
         sliding_window: int | None = None,
         attn_sliding: list[bool] | None = None,
         qk_norm: bool = False,
+        post_norm: bool = False,
         attention_bias: bool = False,
         rms_norm_eps: float = 1e-6,
         embed_scale: float = 1.0,
@@ -81,6 +82,8 @@ class AetherisConfig(PretrainedConfig):
         self.sliding_window = sliding_window
         self.attn_sliding = attn_sliding if attn_sliding is not None else [False] * layout.count("A")
         self.qk_norm = qk_norm
+        # Gemma's sandwich layout: an RMSNorm on each block's output before the residual add.
+        self.post_norm = post_norm
         self.attention_bias = attention_bias
         self.rms_norm_eps = rms_norm_eps
         self.embed_scale = embed_scale

@@ -67,6 +67,7 @@ class AetherisBlock(GradientCheckpointingLayer):
         else:
             sliding = config.attn_sliding[config.layout[:layer_idx].count("A")]
             self.mixer = Attention(config, layer_idx, sliding)
+        self.post_norm = RMSNorm(config.hidden_size, config.rms_norm_eps) if config.post_norm else None
 
     def forward(
         self,
@@ -84,6 +85,8 @@ class AetherisBlock(GradientCheckpointingLayer):
             h, router_logits = self.mixer(h)
         else:
             h = self.mixer(h, positions, attention_mask, past_key_values)
+        if self.post_norm is not None:
+            h = self.post_norm(h)
         return hidden_states + h, router_logits
 
 

@@ -66,6 +66,15 @@ def test_missing_and_out_of_range_keys(tmp_path):
     assert "student.experts:" in msg and "'clone'" in msg
 
 
+def test_student_init_is_teacher_or_random(tmp_path):
+    data = _demo()
+    assert parse_config(data).student.init == "teacher"  # the default: today's copy from the teacher
+    data["student"]["init"] = "random"
+    assert parse_config(data).student.init == "random"
+    data["student"]["init"] = "zeros"
+    assert "student.init: input should be 'teacher' or 'random', got 'zeros'" in _error(data, tmp_path)
+
+
 def test_layer_map_forms_and_layout_letters():
     data = _demo()
     data["student"]["layer_map"] = [0, 5, 10, 17]

@@ -13,6 +13,7 @@ from aetheris.cli import app
 from aetheris.data.sources import embedded_corpus
 from aetheris.distill.config import parse_config
 from aetheris.distill.pipeline import run_stages
+from aetheris.distill.topk_cache import CacheMismatchError
 from aetheris.model import AetherisForCausalLM
 
 
@@ -123,3 +124,21 @@ def test_random_init_student_has_the_same_shapes_copies_nothing_and_distils(gemm
     assert trained.generate(torch.tensor([[1, 5, 9]]), max_new_tokens=3, do_sample=False).shape == (1, 6)
     assert "init: `random`" in (final / "README.md").read_text()
     assert "init: `teacher`" in (by_teacher / "student" / "README.md").read_text()
+
+
+def test_runs_over_the_same_rows_share_one_topk_cache(teacher_dir, tmp_path):
+    shared = tmp_path / "shared-cache"
+    a = config(teacher_dir, tmp_path / "a")
+    b = config(teacher_dir, tmp_path / "b", experts="upcycle", init="random")  # other student, same rows
+    for cfg in (a, b):
+        cfg.kd.cache_dir = shared
+    for stage in ("init", "align", "kd"):
+        run_stages(a, stage)
+    stamps = {p.name: p.stat().st_mtime_ns for p in shared.iterdir()}
+    for stage in ("init", "align", "kd"):
+        run_stages(b, stage)
+    assert {p.name: p.stat().st_mtime_ns for p in shared.iterdir()} == stamps  # reused, not rebuilt
+    assert not (tmp_path / "b" / "topk-cache").exists()
+    b.train.kd.seed = 1  # other rows: the cache's row ids would point at other text
+    with pytest.raises(CacheMismatchError, match="rows_hash"):
+        run_stages(b, "kd")

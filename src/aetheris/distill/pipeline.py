@@ -30,7 +30,7 @@ from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.config import RunConfig
 from aetheris.distill.init import init_student, student_config
 from aetheris.distill.losses import kd_loss, logit_transform
-from aetheris.distill.topk_cache import TopKCache, build_topk_cache, tokenizer_fingerprint
+from aetheris.distill.topk_cache import TopKCache, build_topk_cache, rows_fingerprint, tokenizer_fingerprint
 from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
 from aetheris.teacher import introspect, load_teacher
@@ -203,8 +203,10 @@ def stage_kd(run: Run) -> Path:
     online = _teacher_hidden(t.model)
     teacher_fn = online
     if cfg.kd.top_k_cache:
+        # rows_hash: a cache folder shared by runs (kd.cache_dir) serves only runs over these rows
         key = dict(teacher_id=cfg.teacher.name, k=cfg.kd.top_k, temperature=cfg.kd.temperature,
-                   seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_fingerprint(t.tokenizer))  # fmt: skip
+                   seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_fingerprint(t.tokenizer),
+                   rows_hash=rows_fingerprint(rows))  # fmt: skip
         path = cfg.kd.cache_dir or run.out / "topk-cache"
         batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
                     "row_ids": r["row_id"][None]} for r in rows)  # fmt: skip

@@ -152,7 +152,7 @@ def test_random_init_has_the_teacher_init_shapes_but_no_teacher_weight(arch):
     assert weight_rows(by_teacher.parameters()) & teacher_rows  # the check sees what teacher init copies
     assert not weight_rows(random.parameters()) & teacher_rows
     assert not torch.equal(random.model.embed_tokens.weight, spec.embed_tokens)
-    std = float(random.model.embed_tokens.weight.std())  # the model's own init: N(0, initializer_range)
+    std = float(random.model.embed_tokens.weight.detach().std())  # the model's own init: N(0, initializer_range)
     assert abs(std - cfg_r.initializer_range) < 0.2 * cfg_r.initializer_range
     again = init_student(spec, cfg_r)
     assert all(torch.equal(a, b) for a, b in zip(random.parameters(), again.parameters()))  # seeded
@@ -165,7 +165,7 @@ def test_random_init_has_the_teacher_init_shapes_but_no_teacher_weight(arch):
     losses = []
     for _ in range(6):
         loss = random(IDS, labels=IDS).loss
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -11,7 +11,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from aetheris.distill.config import ConfigError, RunConfig, load_config, parse_config
 from aetheris.distill.losses import kd_loss
-from aetheris.distill.topk_cache import CacheMismatchError, TopKCache, build_topk_cache, tokenizer_fingerprint
+from aetheris.distill.topk_cache import (
+    CacheMismatchError,
+    TopKCache,
+    build_topk_cache,
+    rows_fingerprint,
+    tokenizer_fingerprint,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -64,6 +70,15 @@ def test_missing_and_out_of_range_keys(tmp_path):
     assert "data.seq_len: required key is missing" in msg
     assert "data.tau:" in msg and "1.5" in msg
     assert "student.experts:" in msg and "'clone'" in msg
+
+
+def test_student_init_is_teacher_or_random(tmp_path):
+    data = _demo()
+    assert parse_config(data).student.init == "teacher"  # the default: today's copy from the teacher
+    data["student"]["init"] = "random"
+    assert parse_config(data).student.init == "random"
+    data["student"]["init"] = "zeros"
+    assert "student.init: input should be 'teacher' or 'random', got 'zeros'" in _error(data, tmp_path)
 
 
 def test_layer_map_forms_and_layout_letters():
@@ -172,11 +187,31 @@ def test_cache_is_reused_and_mismatch_refused(teacher, tmp_path):
     assert TopKCache(out, **_args()).lookup([0])[0].dtype == torch.float32  # fp16 on disk, fp32 out
     for over, key in [({"temperature": 1.0}, "temperature"), ({"k": 4}, "k"),
                       ({"tokenizer_hash": tokenizer_fingerprint(_Tok("x"))}, "tokenizer_hash"),
-                      ({"teacher_id": "other"}, "teacher_id"), ({"seq_len": 12}, "seq_len")]:
+                      ({"teacher_id": "other"}, "teacher_id"), ({"seq_len": 12}, "seq_len"),
+                      ({"rows_hash": "0" * 64}, "rows_hash")]:
         with pytest.raises(CacheMismatchError, match=key):
             TopKCache(out, **_args(**over))
         with pytest.raises(CacheMismatchError, match=key):
             build_topk_cache(teacher, boom(), out, **_args(**over))
+
+
+def test_cache_is_tied_to_its_rows(teacher, tmp_path):
+    """Runs may share a cache folder only over the same rows: same ids, same row order."""
+    rows = [{"input_ids": torch.randint(0, VOCAB, (SEQ,), generator=torch.Generator().manual_seed(i)),
+             "attention_mask": torch.ones(SEQ, dtype=torch.long)} for i in range(4)]  # fmt: skip
+    same = [{k: v.clone() for k, v in r.items()} for r in rows]
+    assert rows_fingerprint(rows) == rows_fingerprint(same)
+    assert rows_fingerprint(rows) != rows_fingerprint(rows[::-1])  # row ids point elsewhere
+    assert rows_fingerprint(rows) != rows_fingerprint(rows[:3])
+    padded = [{**rows[0], "attention_mask": torch.tensor([1] * (SEQ - 1) + [0])}, *rows[1:]]
+    assert rows_fingerprint(rows) != rows_fingerprint(padded)
+    batches = ({"input_ids": r["input_ids"][None], "row_ids": torch.tensor([i])} for i, r in enumerate(rows))
+    out = build_topk_cache(teacher, batches, tmp_path / "c", **_args(rows_hash=rows_fingerprint(rows)))
+    assert len(TopKCache(out, **_args(rows_hash=rows_fingerprint(same)))) == 4  # a second run reuses it
+    with pytest.raises(CacheMismatchError, match="rows_hash"):
+        TopKCache(out, **_args(rows_hash=rows_fingerprint(rows[::-1])))
+    with pytest.raises(CacheMismatchError, match="rows_hash"):
+        TopKCache(out, **_args())  # a cache that names its rows serves no run that does not
 
 
 def test_unfinished_cache_is_not_read(tmp_path):

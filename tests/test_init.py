@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_teachers import ARCHS, tiny_model
+from tiny_teachers import ARCHS, teacher_tensors, tiny_model, weight_rows
 
 from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.init import init_student, split_mlp, student_config
@@ -146,3 +146,59 @@ def test_bad_init_requests_are_named():
     cfg = student_config(spec, layout="SMSM", experts="split")
     with pytest.raises(ValueError, match="calibration"):
         init_student(spec, cfg)
+    with pytest.raises(ValueError, match=r"init='zeros': expected one of \('teacher', 'random'\)"):
+        student_config(spec, layout="SMSM", init="zeros")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_random_init_has_the_teacher_init_shapes_but_no_teacher_weight(arch):
+    # Teacher seed 1, student seed 0: a tiny random teacher made under the student's own seed
+    # would draw the same numbers as the student's initialisation.
+    teacher = tiny_model(arch, seed=1)
+    spec = introspect(teacher)
+    layout = "SM" * spec.num_layers
+    cfg_t = student_config(spec, layout=layout, experts="split")
+    cfg_r = student_config(spec, layout=layout, experts="split", init="random")
+    assert cfg_r.distillation.pop("init") == "random" and cfg_t.distillation.pop("init") == "teacher"
+    assert cfg_r.to_dict() == cfg_t.to_dict()  # the same model but for where its weights come from
+    cfg_r.distillation["init"], cfg_t.distillation["init"] = "random", "teacher"
+    calib = mlp_inputs(teacher, IDS, cfg_t.distillation["layer_map"])
+    by_teacher = init_student(spec, cfg_t, calibration=calib)
+    random = init_student(spec, cfg_r)  # split needs no calibration when nothing is copied
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}
+    assert shapes(random) == shapes(by_teacher)
+    assert random.num_parameters() == by_teacher.num_parameters()
+    assert random.active_parameters() == by_teacher.active_parameters()
+    width = spec.layers[0].mlp.intermediate_size // 4  # split's expert width, though nothing is split
+    assert random.model.layers[1].mixer.experts[0].gate_proj.weight.shape[0] == width
+
+    teacher_rows = weight_rows(teacher_tensors(teacher))
+    assert weight_rows(by_teacher.parameters()) & teacher_rows  # the check sees what teacher init copies
+    assert not weight_rows(random.parameters()) & teacher_rows
+    assert not torch.equal(random.model.embed_tokens.weight, spec.embed_tokens)
+    std = float(random.model.embed_tokens.weight.detach().std())  # the model's own init: N(0, initializer_range)
+    assert abs(std - cfg_r.initializer_range) < 0.2 * cfg_r.initializer_range
+    again = init_student(spec, cfg_r)
+    assert all(torch.equal(a, b) for a, b in zip(random.parameters(), again.parameters()))  # seeded
+
+    # it runs, generates and trains
+    out = random.generate(IDS[:, :5], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (2, 9)
+    random.train()
+    opt = torch.optim.AdamW(random.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(6):
+        loss = random(IDS, labels=IDS).loss
+        losses.append(float(loss.detach()))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert losses[-1] < losses[0]
+
+
+def test_random_init_with_upcycle_keeps_the_full_expert_width():
+    spec = introspect(tiny_model("llama"))
+    student = init_student(spec, student_config(spec, layout="SMSM", experts="upcycle", init="random"))
+    experts = student.model.layers[1].mixer.experts
+    assert experts[0].gate_proj.weight.shape[0] == spec.layers[0].mlp.intermediate_size
+    assert not torch.equal(experts[0].gate_proj.weight, experts[1].gate_proj.weight)  # not copies either

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from eval_tiny import tiny_tokenizer
+from tiny_teachers import teacher_tensors, tiny_model, weight_rows
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
@@ -12,6 +13,8 @@ from aetheris.cli import app
 from aetheris.data.sources import embedded_corpus
 from aetheris.distill.config import parse_config
 from aetheris.distill.pipeline import run_stages
+from aetheris.distill.topk_cache import CacheMismatchError
+from aetheris.model import AetherisForCausalLM
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +30,22 @@ def teacher_dir(tmp_path_factory):
     return path
 
 
-def config(teacher_dir, out, top_k_cache=True, experts="split"):
+@pytest.fixture(scope="module")
+def gemma_dir(tmp_path_factory):
+    """The tiny Gemma 3 of tiny_teachers (embedding scale, soft cap, QK-norm) with a tokenizer."""
+    path = tmp_path_factory.mktemp("gemma3")
+    tok = tiny_tokenizer([e.text for e in embedded_corpus()][:200], vocab_size=400)
+    # seed 1: a random teacher made under the student's seed (0) would hold the student's own init
+    tiny_model("gemma3", seed=1, vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def config(teacher_dir, out, top_k_cache=True, experts="split", init="teacher"):
     budget = {"steps": 4, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1}
     return parse_config({
         "teacher": {"name": str(teacher_dir)},
-        "student": {"layout": "SMSM", "experts": experts, "overrides": {"ssm_chunk_size": 16}},
+        "student": {"layout": "SMSM", "experts": experts, "init": init, "overrides": {"ssm_chunk_size": 16}},
         "data": {"train": ["embedded"], "eval": ["embedded"], "seq_len": 32},
         "align": {"calibration_samples": 4},
         "kd": {"top_k_cache": top_k_cache, "top_k": 8, "chunk_size": 16},
@@ -102,3 +116,56 @@ def test_kd_loss_trains_the_routers_balance_too(teacher_dir, tmp_path):
     torch.testing.assert_close(res.loss, plain.loss + router)
     student.eval()
     assert float(_student_kd(student, batch, teacher_fn, cfg).loss) == pytest.approx(float(plain.loss), rel=1e-5)
+
+
+def test_random_init_student_has_the_same_shapes_copies_nothing_and_distils(gemma_dir, tmp_path):
+    by_teacher, random = tmp_path / "teacher", tmp_path / "random"
+    run_stages(config(gemma_dir, by_teacher, top_k_cache=False), "init")
+    cfg = config(gemma_dir, random, top_k_cache=False, init="random")
+    for stage in ("init", "align", "kd"):
+        final = run_stages(cfg, stage)
+    note = json.loads((random / "init" / "stage.json").read_text())
+    assert note["init"] == "random" and note["experts"] == "split"
+    assert json.loads((by_teacher / "init" / "stage.json").read_text())["init"] == "teacher"
+    assert {k: v for k, v in note.items() if k != "init"} == {
+        k: v for k, v in json.loads((by_teacher / "init" / "stage.json").read_text()).items() if k != "init"
+    }  # same layer map, parameters and active parameters
+    configs = [json.loads((d / "init" / "config.json").read_text()) for d in (random, by_teacher)]
+    assert [c["distillation"].pop("init") for c in configs] == ["random", "teacher"]
+    assert configs[0] == configs[1]
+
+    student = AetherisForCausalLM.from_pretrained(random / "init")
+    copied = AetherisForCausalLM.from_pretrained(by_teacher / "init")
+    assert {k: v.shape for k, v in student.state_dict().items()} == {
+        k: v.shape for k, v in copied.state_dict().items()
+    }
+    teacher = AutoModelForCausalLM.from_pretrained(gemma_dir)
+    assert not torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
+    rows = weight_rows(teacher_tensors(teacher))
+    assert weight_rows(copied.parameters()) & rows and not weight_rows(student.parameters()) & rows
+
+    kd = json.loads((random / "kd" / "stage.json").read_text())
+    assert kd["held_out_kl_after"] < kd["held_out_kl_before"]  # it trains
+    trained = AetherisForCausalLM.from_pretrained(random / "kd")
+    assert not torch.equal(trained.model.embed_tokens.weight, student.model.embed_tokens.weight)
+    assert trained.generate(torch.tensor([[1, 5, 9]]), max_new_tokens=3, do_sample=False).shape == (1, 6)
+    assert "init: `random`" in (final / "README.md").read_text()
+    assert "init: `teacher`" in (by_teacher / "student" / "README.md").read_text()
+
+
+def test_runs_over_the_same_rows_share_one_topk_cache(teacher_dir, tmp_path):
+    shared = tmp_path / "shared-cache"
+    a = config(teacher_dir, tmp_path / "a")
+    b = config(teacher_dir, tmp_path / "b", experts="upcycle", init="random")  # other student, same rows
+    for cfg in (a, b):
+        cfg.kd.cache_dir = shared
+    for stage in ("init", "align", "kd"):
+        run_stages(a, stage)
+    stamps = {p.name: p.stat().st_mtime_ns for p in shared.iterdir()}
+    for stage in ("init", "align", "kd"):
+        run_stages(b, stage)
+    assert {p.name: p.stat().st_mtime_ns for p in shared.iterdir()} == stamps  # reused, not rebuilt
+    assert not (tmp_path / "b" / "topk-cache").exists()
+    b.train.kd.seed = 1  # other rows: the cache's row ids would point at other text
+    with pytest.raises(CacheMismatchError, match="rows_hash"):
+        run_stages(b, "kd")

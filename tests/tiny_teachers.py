@@ -29,9 +29,12 @@ def _config(arch: str):
 ARCHS = ["llama", "qwen3", "gemma3", "cohere2"]
 
 
-def tiny_model(arch: str, seed: int = 0):
+def tiny_model(arch: str, seed: int = 0, **overrides):
+    """`overrides` set config fields (e.g. vocab_size to fit a tokenizer)."""
     torch.manual_seed(seed)
     config = _config(arch)
+    for key, value in overrides.items():
+        setattr(config, key, value)
     config._attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():  # move norms off their init values so that offsets matter
@@ -39,3 +42,24 @@ def tiny_model(arch: str, seed: int = 0):
             if "norm" in name:
                 p.add_(0.2 * torch.randn_like(p))
     return model
+
+
+def weight_rows(tensors) -> set[bytes]:
+    """Every non-constant row and column of 2-D tensors and every non-constant 1-D tensor, as bytes:
+    a weight copied whole, or a split expert's rows/columns, shows up as a shared entry."""
+    out = set()
+    for t in tensors:
+        t = t.detach().float()
+        for v in [t] if t.dim() == 1 else [*t, *t.T] if t.dim() == 2 else []:
+            if v.numel() > 1 and not torch.all(v == v[0]):
+                out.add(v.contiguous().numpy().tobytes())
+    return out
+
+
+def teacher_tensors(teacher) -> list[torch.Tensor]:
+    """The teacher's parameters and the norm scales a student may copy (Gemma's are 1 + weight)."""
+    from aetheris.teacher import introspect
+
+    spec = introspect(teacher)
+    norms = [spec.final_norm] + [n for layer in spec.layers for n in (layer.attn_norm, layer.mlp_norm) if n]
+    return [*teacher.parameters(), spec.embed_tokens, *(n.scale() for n in norms)]

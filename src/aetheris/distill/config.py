@@ -30,6 +30,10 @@ class StudentConfig(_Strict):
     # block influence on calibration text.
     layer_map: Literal["uniform", "block-influence"] | list[int] = "uniform"
     experts: Literal["upcycle", "split"] = "split"
+    # Where the weights come from: the teacher (MambaInLlama attention -> SSM, MLP -> experts,
+    # embeddings copied), or the model's own random initialisation with the same config and shapes
+    # (the baseline that shows what init-from-teacher buys; `experts` then only sets the width).
+    init: Literal["teacher", "random"] = "teacher"
 
     @field_validator("overrides")
     @classmethod

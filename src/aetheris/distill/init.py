@@ -14,6 +14,10 @@ come from the teacher MLP:
 Gemma's sandwich norms (on the attention and MLP outputs) become the student's per-block
 post-norms. What the student cannot copy (LayerNorm mean-centring, QK-norm and RoPE inside
 replaced attention) is left to the alignment stage.
+
+`init="random"` is the baseline: the same config and shapes (widths, layer map and expert width
+from the teacher), but every weight, embeddings included, from the model's own random
+initialisation; nothing is copied.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from aetheris.model import AetherisConfig, AetherisForCausalLM
 from aetheris.teacher.spec import LayerSpec, MLPSpec, TeacherSpec
 
 EXPERT_STRATEGIES = ("upcycle", "split")
+INIT_SOURCES = ("teacher", "random")
 
 
 def student_config(
@@ -36,11 +41,14 @@ def student_config(
     experts: str = "upcycle",
     num_experts: int = 4,
     influence: Sequence[float] | None = None,
+    init: str = "teacher",
     **overrides,
 ) -> AetherisConfig:
-    """The student's config: widths from the teacher, the layer map recorded."""
+    """The student's config: widths from the teacher, the layer map and weight source recorded."""
     if experts not in EXPERT_STRATEGIES:
         raise ValueError(f"experts={experts!r}: expected one of {EXPERT_STRATEGIES}")
+    if init not in INIT_SOURCES:
+        raise ValueError(f"init={init!r}: expected one of {INIT_SOURCES}")
     attn = spec.layers[0].attention
     inter = spec.layers[0].mlp.intermediate_size
     if experts == "split" and inter % num_experts:
@@ -77,6 +85,7 @@ def student_config(
             "layer_map": mapping,
             "layer_map_strategy": layer_map if isinstance(layer_map, str) else "explicit",
             "experts": experts,
+            "init": init,
         },
     )
     if spec.config is not None:
@@ -101,10 +110,17 @@ def init_student(
 ) -> AetherisForCausalLM:
     """A student whose weights come from the teacher's, as `config.distillation` says.
 
-    `calibration` (teacher layer -> MLP inputs (tokens, hidden)) is needed for `split`.
+    `calibration` (teacher layer -> MLP inputs (tokens, hidden)) is needed for `split`. With
+    `config.distillation["init"] == "random"` nothing is copied: the model's own initialisation
+    under `seed`, in the teacher's dtype.
     """
     torch.manual_seed(seed)
     student = AetherisForCausalLM(config).to(spec.dtype)
+    init = config.distillation.get("init", "teacher")
+    if init == "random":
+        return student
+    if init != "teacher":
+        raise ValueError(f"init={init!r}: expected one of {INIT_SOURCES}")
     mapping = config.distillation["layer_map"]
     experts = config.distillation["experts"]
     m = student.model

@@ -30,7 +30,7 @@ from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.config import RunConfig
 from aetheris.distill.init import init_student, student_config
 from aetheris.distill.losses import kd_loss, logit_transform
-from aetheris.distill.topk_cache import TopKCache, build_topk_cache, tokenizer_fingerprint
+from aetheris.distill.topk_cache import TopKCache, build_topk_cache, rows_fingerprint, tokenizer_fingerprint
 from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
 from aetheris.teacher import introspect, load_teacher
@@ -116,20 +116,24 @@ class Run:
 def stage_init(run: Run) -> Path:
     cfg, t = run.cfg, run.teacher
     spec = introspect(t.model)
-    calib = run.packed(cfg.data.train, cfg.align.calibration_samples, seed=cfg.train.align.seed)
-    ids = torch.stack([r["input_ids"] for r in calib])
-    mask = torch.stack([r["attention_mask"] for r in calib])
-    influence = influence_scores(t.model, ids, mask) if cfg.student.layer_map == "block-influence" else None
+    # Calibration text feeds the block-influence layer map (which the align stage follows for any
+    # init) and the split's k-means (teacher init only: a random student copies nothing).
+    want_influence = cfg.student.layer_map == "block-influence"
+    want_split = cfg.student.experts == "split" and cfg.student.init == "teacher"
+    influence = calibration = None
+    if want_influence or want_split:
+        calib = run.packed(cfg.data.train, cfg.align.calibration_samples, seed=cfg.train.align.seed)
+        ids = torch.stack([r["input_ids"] for r in calib])
+        mask = torch.stack([r["attention_mask"] for r in calib])
+        influence = influence_scores(t.model, ids, mask) if want_influence else None
     config = student_config(spec, layout=cfg.student.layout, layer_map=cfg.student.layer_map,
-                            experts=cfg.student.experts, influence=influence, **cfg.student.overrides)  # fmt: skip
+                            experts=cfg.student.experts, influence=influence, init=cfg.student.init,
+                            **cfg.student.overrides)  # fmt: skip
     config.distillation["teacher"] = cfg.teacher.name
-    calibration = (
-        mlp_inputs(t.model, ids, config.distillation["layer_map"], mask)
-        if cfg.student.experts == "split"
-        else None
-    )
+    if want_split:
+        calibration = mlp_inputs(t.model, ids, config.distillation["layer_map"], mask)
     student = init_student(spec, config, calibration, seed=cfg.train.align.seed)
-    note = {"layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
+    note = {"init": cfg.student.init, "layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
             "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
             "teacher_parameters": spec.num_parameters()}  # fmt: skip
     print(f"init: {note}")
@@ -202,8 +206,10 @@ def stage_kd(run: Run) -> Path:
     online = _teacher_hidden(t.model)
     teacher_fn = online
     if cfg.kd.top_k_cache:
+        # rows_hash: a cache folder shared by runs (kd.cache_dir) serves only runs over these rows
         key = dict(teacher_id=cfg.teacher.name, k=cfg.kd.top_k, temperature=cfg.kd.temperature,
-                   seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_fingerprint(t.tokenizer))  # fmt: skip
+                   seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_fingerprint(t.tokenizer),
+                   rows_hash=rows_fingerprint(rows))  # fmt: skip
         path = cfg.kd.cache_dir or run.out / "topk-cache"
         batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
                     "row_ids": r["row_id"][None]} for r in rows)  # fmt: skip
@@ -340,9 +346,14 @@ def write_final(run: Run, last: str) -> Path:
         for s in STAGES
         if (run.out / s / "stage.json").exists()
     }
+    init = notes.get("init", {}).get("init", run.cfg.student.init)  # what stage init did
+    source = {"teacher": "weights from the teacher (MambaInLlama attention -> SSM, MLP -> experts)",
+              "random": "random, nothing copied from the teacher (embeddings included); "
+                        "the expert strategy only sets the expert width"}[init]  # fmt: skip
     card = [f"# Aetheris student of {run.cfg.teacher.name}", "",
             f"- layout: `{run.cfg.student.layout}`; experts: `{run.cfg.student.experts}`; "
             f"layer map: `{notes.get('init', {}).get('layer_map')}`",
+            f"- init: `{init}`: {source}",
             f"- parameters: {notes.get('init', {}).get('parameters')} "
             f"(active per token: {notes.get('init', {}).get('active_parameters')}; teacher: "
             f"{notes.get('init', {}).get('teacher_parameters')})", ""]  # fmt: skip

@@ -9,6 +9,12 @@ temperature**, log_softmax(logits / T), top-k by value. Raw logits would be temp
 but the tail bucket of the top-k loss needs the teacher's mass outside the top-k, which top-k
 raw logits alone cannot give; log-probs at T give it exactly (1 - Σ exp(values)). A run at
 another temperature therefore needs another cache, and the reader refuses a mismatch.
+
+Entries are found by dataset row id, so a cache is only valid for the rows it was built over.
+`rows_hash` (`rows_fingerprint`: the token ids and masks of every row, in row-id order) is part of
+the key: several runs may share one cache folder when they train on exactly the same rows (same
+data, tau, seed, sequence length and number of rows), and a run over other rows is refused
+instead of being handed another text's teacher distribution.
 """
 
 from __future__ import annotations
@@ -41,6 +47,16 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def rows_fingerprint(rows: Iterable[dict[str, torch.Tensor]]) -> str:
+    """sha256 of the rows a cache covers: each row's input_ids and attention_mask, in row-id order."""
+    h = hashlib.sha256()
+    for r in rows:
+        for key in ("input_ids", "attention_mask"):
+            h.update(key.encode())
+            h.update(r[key].to(torch.int64).contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(data)
@@ -48,11 +64,12 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _expected(
-    teacher_id: str, k: int, temperature: float, seq_len: int, tokenizer_hash: str
+    teacher_id: str, k: int, temperature: float, seq_len: int, tokenizer_hash: str, rows_hash: str | None
 ) -> dict[str, Any]:
     return {
         "format": FORMAT, "values": VALUES, "teacher_id": teacher_id, "k": k,
         "temperature": float(temperature), "seq_len": seq_len, "tokenizer_hash": tokenizer_hash,
+        "rows_hash": rows_hash,
     }  # fmt: skip
 
 
@@ -88,6 +105,7 @@ def build_topk_cache(
     temperature: float,
     seq_len: int,
     tokenizer_hash: str,
+    rows_hash: str | None = None,
     dtype: torch.dtype = torch.float16,
     total_rows: int | None = None,
     rows_per_forward: int = 1,
@@ -96,12 +114,13 @@ def build_topk_cache(
     """Run the teacher over `batches` ({input_ids [B, L], attention_mask?, row_ids [B]}) and store
     its top-k log-probs, one shard per batch. A finished cache with the same manifest is reused
     as is; one for another setting raises CacheMismatchError; an unfinished one is redone.
+    `rows_hash` (`rows_fingerprint` of the rows in `batches`) ties the cache to those rows.
 
     Memory: the teacher runs on `rows_per_forward` rows at a time (one row of 2048 positions
     over a 262k vocabulary is already 1 GiB of bf16 logits), and the fp32 softmax + top-k runs
     over `positions_per_chunk` positions at a time."""
     out_dir = Path(out_dir)
-    expected = _expected(teacher_id, k, temperature, seq_len, tokenizer_hash)
+    expected = _expected(teacher_id, k, temperature, seq_len, tokenizer_hash, rows_hash)
     if (out_dir / MANIFEST).exists():
         _check(json.loads((out_dir / MANIFEST).read_text()), expected, out_dir)
         return out_dir
@@ -160,6 +179,7 @@ class TopKCache:
         temperature: float,
         seq_len: int,
         tokenizer_hash: str,
+        rows_hash: str | None = None,
     ) -> None:
         self.path = Path(path)
         manifest_path = self.path / MANIFEST
@@ -168,7 +188,7 @@ class TopKCache:
                 f"{self.path}: no {MANIFEST} (not a top-k cache, or its build did not finish)"
             )
         self.manifest = json.loads(manifest_path.read_text())
-        _check(self.manifest, _expected(teacher_id, k, temperature, seq_len, tokenizer_hash), self.path)
+        _check(self.manifest, _expected(teacher_id, k, temperature, seq_len, tokenizer_hash, rows_hash), self.path)
         self._where: dict[int, tuple[str, int]] = {}
         for shard in self.manifest["shards"]:
             with safe_open(self.path / shard["file"], framework="pt") as f:

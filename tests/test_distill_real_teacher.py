@@ -96,3 +96,26 @@ def test_real_gemma3_270m_init_align_kd(tmp_path, monkeypatch):
     out = student.generate(ids, max_new_tokens=4, do_sample=False)
     assert out.shape == (1, ids.shape[1] + 4) and torch.equal(out[:, : ids.shape[1]], ids)
     assert isinstance(tok.decode(out[0]), str)
+
+
+@pytest.mark.slow
+def test_real_gemma3_270m_teacher_shaped_student_reproduces_the_teacher():
+    """Layout "AM" x 18 with upcycled experts keeps every teacher weight, sandwich norms included:
+    its next-token distributions must be the teacher's. (Before post-norms existed, the SSM
+    student's logits were ~9x the teacher's scale.)"""
+    if not _installed("gemma3-270m"):
+        pytest.skip(EMBEDDED_TEACHERS["gemma3-270m"].install + " not run")
+    from aetheris.distill.init import init_student, student_config
+
+    teacher = load_teacher("gemma3-270m")
+    spec = introspect(teacher.model)
+    text = "The quick brown fox jumps over the lazy dog. Habari ya asubuhi, rafiki yangu. 今天天气很好。"
+    ids = teacher.tokenizer(text, return_tensors="pt").input_ids
+    student = init_student(spec, student_config(spec, layout="AM" * spec.num_layers, experts="upcycle")).eval()
+    assert student.config.post_norm
+    with torch.no_grad():
+        t = torch.log_softmax(teacher.model(ids).logits.float(), -1)
+        s = torch.log_softmax(student(ids).logits.float(), -1)
+    kl = (t.exp() * (t - s)).sum(-1)
+    assert float(kl.mean()) < 1e-3, kl
+    assert (t.argmax(-1) == s.argmax(-1)).float().mean() > 0.9

@@ -7,6 +7,7 @@ from tiny_teachers import ARCHS, teacher_tensors, tiny_model, weight_rows
 from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.init import init_student, split_mlp, student_config
 from aetheris.distill.layer_map import resolve_layer_map, uniform_map
+from aetheris.model import AetherisForCausalLM
 from aetheris.model.moe import SwiGLU
 from aetheris.teacher import introspect
 
@@ -137,6 +138,23 @@ def test_post_norms_follow_the_teacher_and_an_upcycled_block_is_its_mlp_half(arc
         with torch.no_grad():
             got, _ = moe(h)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_teacher_shaped_student_reproduces_the_teacher(arch, tmp_path):
+    """Layout "AM" per teacher layer with upcycled experts keeps every teacher weight and setting
+    (RoPE base per layer, attention scaling, sliding windows, QK- and sandwich norms): its logits
+    are the teacher's. (Cohere2's parallel blocks have no sequential equivalent.)"""
+    teacher = tiny_model(arch)
+    spec = introspect(teacher)
+    student = init_student(spec, student_config(spec, layout="AM" * spec.num_layers, experts="upcycle")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(student(IDS).logits, teacher(IDS).logits, rtol=1e-4, atol=1e-4)
+    assert student.config.tie_word_embeddings == spec.tied_embeddings  # Llama's head is its own here
+    student.save_pretrained(tmp_path)
+    reloaded = AetherisForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(IDS).logits, student(IDS).logits)
 
 
 def test_bad_init_requests_are_named():

@@ -57,7 +57,8 @@ def student_config(
         )
     mapping = resolve_layer_map(layer_map, spec.num_layers, layout, influence)
     a_blocks = [i for i, c in enumerate(layout) if c == "A"]
-    sliding_windows = [spec.layers[mapping[_slot(layout, i)]].attention.sliding_window for i in a_blocks]
+    a_attn = [spec.layers[mapping[_slot(layout, i)]].attention for i in a_blocks]
+    sliding_windows = [a.sliding_window for a in a_attn]
     args = dict(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
@@ -78,7 +79,9 @@ def student_config(
         post_norm=spec.layers[0].attn_out_norm is not None,
         sliding_window=next((w for w in sliding_windows if w), None),
         attn_sliding=[w is not None for w in sliding_windows],
-        tie_word_embeddings=True,
+        attn_rope_theta=[a.rope.theta if a.rope is not None else None for a in a_attn],
+        attn_scaling=a_attn[0].scaling if a_attn else None,
+        tie_word_embeddings=spec.tied_embeddings,  # an untied teacher head is copied, not replaced
         distillation={
             "teacher_model_type": spec.model_type,
             "teacher_layers": spec.num_layers,
@@ -125,6 +128,8 @@ def init_student(
     experts = config.distillation["experts"]
     m = student.model
     m.embed_tokens.weight.copy_(spec.embed_tokens)
+    if not config.tie_word_embeddings:
+        student.lm_head.weight.copy_(spec.lm_head)
     m.norm.weight.copy_(spec.final_norm.scale())
     for i, block in enumerate(m.layers):
         layer = spec.layers[mapping[_slot(config.layout, i)]]

@@ -29,7 +29,8 @@ class Attention(nn.Module):
             config.num_attention_heads, config.num_key_value_heads, config.head_dim,
         )  # fmt: skip
         self.window = config.sliding_window if sliding else None
-        self.theta = config.rope_theta
+        self.scaling = config.attn_scaling
+        self.theta = config.attn_rope_theta[config.layout[:layer_idx].count("A")]  # None: no RoPE
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=bias)
@@ -52,8 +53,9 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, seqlen, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q = rope(q.transpose(1, 2), positions, self.theta)
-        k = rope(k.transpose(1, 2), positions, self.theta)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        if self.theta is not None:
+            q, k = rope(q, positions, self.theta), rope(k, positions, self.theta)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
             seen = cache.layers[self.layer_idx].get_seq_length()
@@ -73,5 +75,7 @@ class Attention(nn.Module):
             allowed = allowed & mask[:, None, None, k_pos].bool()
             # A padded query sees nothing; let it see itself so softmax stays finite.
             allowed = allowed | (k_pos[None, :] == q_pos[:, None])[None, None]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=self.kv_heads != self.heads)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, scale=self.scaling, enable_gqa=self.kv_heads != self.heads
+        )
         return self.o_proj(y.transpose(1, 2).reshape(b, seqlen, -1))

@@ -46,6 +46,8 @@ class AetherisConfig(PretrainedConfig):
         max_position_embeddings: int = 8192,
         sliding_window: int | None = None,
         attn_sliding: list[bool] | None = None,
+        attn_rope_theta: list[float | None] | None = None,
+        attn_scaling: float | None = None,
         qk_norm: bool = False,
         post_norm: bool = False,
         attention_bias: bool = False,
@@ -81,6 +83,9 @@ class AetherisConfig(PretrainedConfig):
         self.max_position_embeddings = max_position_embeddings
         self.sliding_window = sliding_window
         self.attn_sliding = attn_sliding if attn_sliding is not None else [False] * layout.count("A")
+        # Per A block (Gemma 3: local layers 10k, global 1M; Cohere2 global layers: None, no RoPE).
+        self.attn_scaling = attn_scaling  # q·k multiplier; None: 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar)
+        self.attn_rope_theta = attn_rope_theta if attn_rope_theta is not None else [rope_theta] * layout.count("A")
         self.qk_norm = qk_norm
         # Gemma's sandwich layout: an RMSNorm on each block's output before the residual add.
         self.post_norm = post_norm
@@ -137,6 +142,11 @@ class AetherisConfig(PretrainedConfig):
             )
         if self.ssm_impl not in SCAN_IMPLS:
             raise ValueError(f"AetherisConfig.ssm_impl={self.ssm_impl!r}: expected one of {SCAN_IMPLS}")
+        if len(self.attn_rope_theta) != self.layout.count("A"):
+            raise ValueError(
+                f"AetherisConfig.attn_rope_theta has {len(self.attn_rope_theta)} entries: expected one per 'A' "
+                f"block of layout {self.layout!r} ({self.layout.count('A')}), each a number or null (no RoPE)"
+            )
         if len(self.attn_sliding) != self.layout.count("A"):
             raise ValueError(
                 f"AetherisConfig.attn_sliding has {len(self.attn_sliding)} entries: expected one per 'A' block "

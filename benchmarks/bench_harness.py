@@ -66,7 +66,7 @@ def main() -> None:
         n_full = sum(len(task.load(lang, data_dir, None)) for lang in langs)
         sample = [lang for lang in SAMPLE.get(task.name, langs[:2]) if lang in langs]
         items = [it for lang in sample for it in task.load(lang, data_dir, args.items)]
-        score_all(task, lm, items[: lm.batch_size])  # first call: thread pools, allocator
+        score_all(task, lm, items[:1])  # first call: thread pools, allocator
         seconds = score_all(task, lm, items)
         per_item = seconds / len(items)
         projected = per_item * n_full

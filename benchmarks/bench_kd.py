@@ -129,12 +129,13 @@ def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str) -> dict[s
     teacher_out = teacher_fn(batch)
     _sync()
     marks.append(time.perf_counter())
-    hidden, head = _hidden_and_head(model, batch)
+    hidden, head, router = _hidden_and_head(model, batch)
     _sync()
     marks.append(time.perf_counter())
     res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
                   temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
                   **teacher_out, student_logit_fn=_logit_fn(model))  # fmt: skip
+    res.loss = res.loss + router
     _sync()
     marks.append(time.perf_counter())
     at_hidden = []

@@ -1,7 +1,6 @@
 """The recipe's first three stages on the real gemma3-270m (262k vocabulary), through the public API."""
 
 import functools
-import importlib.metadata as md
 import json
 import math
 
@@ -16,17 +15,9 @@ from aetheris.distill.pipeline import run_stages
 from aetheris.teacher import EMBEDDED_TEACHERS, introspect, load_teacher
 
 
-def _installed(name: str) -> bool:
-    try:
-        md.distribution(EMBEDDED_TEACHERS[name].distribution)
-        return True
-    except md.PackageNotFoundError:
-        return False
-
-
 @pytest.mark.slow
 def test_real_gemma3_270m_init_align_kd(tmp_path, monkeypatch):
-    if not _installed("gemma3-270m"):
+    if not EMBEDDED_TEACHERS["gemma3-270m"].installed:
         pytest.skip(EMBEDDED_TEACHERS["gemma3-270m"].install + " not run")
     # Each run_stages call starts a new Run and would load the teacher again (~10 s each from the
     # safetensors cache): load it once. The stages still hand the student on through their folders.
@@ -106,7 +97,7 @@ def test_real_gemma3_270m_teacher_shaped_student_reproduces_the_teacher():
     """Layout "AM" x 18 with upcycled experts keeps every teacher weight, sandwich norms included:
     its next-token distributions must be the teacher's. (Before post-norms existed, the SSM
     student's logits were ~9x the teacher's scale.)"""
-    if not _installed("gemma3-270m"):
+    if not EMBEDDED_TEACHERS["gemma3-270m"].installed:
         pytest.skip(EMBEDDED_TEACHERS["gemma3-270m"].install + " not run")
     from aetheris.distill.init import init_student, student_config
 

@@ -7,7 +7,6 @@ layout, parallel blocks, sliding windows, logit scale and soft-capping) correctl
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import shutil
 import time
 
@@ -361,17 +360,9 @@ def test_missing_embedded_package_names_pip_command(monkeypatch):
         load_teacher("absent")
 
 
-def _installed(name: str) -> bool:
-    try:
-        md.distribution(EMBEDDED_TEACHERS[name].distribution)
-        return True
-    except md.PackageNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize("name", sorted(EMBEDDED_TEACHERS))
 def test_installed_embedded_files_match_shipped_checksum(name):
-    if not _installed(name):
+    if not EMBEDDED_TEACHERS[name].installed:
         pytest.skip(f"{EMBEDDED_TEACHERS[name].install} not run")
     located = EMBEDDED_TEACHERS[name].locate()
     assert located.name.endswith(".gguf") and all(p.is_file() for p in located.parts)
@@ -392,7 +383,7 @@ def test_cli_teacher_info(tmp_path):
 
 @pytest.mark.slow
 def test_real_gemma3_270m_loads_and_runs():
-    if not _installed("gemma3-270m"):
+    if not EMBEDDED_TEACHERS["gemma3-270m"].installed:
         pytest.skip(EMBEDDED_TEACHERS["gemma3-270m"].install + " not run")
     start = time.perf_counter()
     loaded = load_teacher("gemma3-270m")

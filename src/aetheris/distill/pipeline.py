@@ -324,10 +324,7 @@ def _hidden_and_head(model, batch):
     student = getattr(model, "module", model)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
                 logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
-    c = student.config
-    router = 0.0  # aux losses exist only in training mode and with MoE blocks
-    if out.aux_loss is not None:
-        router = c.router_aux_loss_coef * out.aux_loss + c.router_z_loss_coef * out.z_loss
+    router = out.router_loss if out.router_loss is not None else 0.0  # training mode, MoE blocks only
     return out.hidden_states[-1], student.lm_head.weight, router
 
 

@@ -28,7 +28,8 @@ class AetherisModelOutput(ModelOutput):
 
 @dataclass
 class AetherisCausalLMOutput(ModelOutput):
-    """`loss` = cross-entropy + router_aux_loss_coef * aux_loss + router_z_loss_coef * z_loss."""
+    """`loss` = cross-entropy + `router_loss`, where `router_loss` = router_aux_loss_coef * aux_loss
+    + router_z_loss_coef * z_loss (set in training or with labels; other losses add it the same way)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -37,6 +38,7 @@ class AetherisCausalLMOutput(ModelOutput):
     router_logits: tuple[torch.Tensor, ...] | None = None
     aux_loss: torch.Tensor | None = None
     z_loss: torch.Tensor | None = None
+    router_loss: torch.Tensor | None = None
 
 
 class AetherisCache(DynamicCache):
@@ -226,22 +228,19 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
             cap = self.config.final_logit_softcapping
             logits = torch.tanh(logits / cap) * cap
 
-        aux_loss = z_loss = loss = None
+        aux_loss = z_loss = router_loss = loss = None
         if out.router_logits and (labels is not None or self.training):  # not needed to decode
             mask = None
             if attention_mask is not None:
                 mask = attention_mask[:, -h.shape[1] :].reshape(-1)
             aux_loss, z_loss = router_losses(list(out.router_logits), self.config.num_experts_per_tok, mask)
+            router_loss = self.config.router_aux_loss_coef * aux_loss + self.config.router_z_loss_coef * z_loss
         if labels is not None:
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
-            if aux_loss is not None:
-                loss = (
-                    loss
-                    + self.config.router_aux_loss_coef * aux_loss
-                    + self.config.router_z_loss_coef * z_loss
-                )
+            if router_loss is not None:
+                loss = loss + router_loss
         return AetherisCausalLMOutput(
             loss=loss,
             logits=logits,
@@ -250,6 +249,7 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
             router_logits=out.router_logits,
             aux_loss=aux_loss,
             z_loss=z_loss,
+            router_loss=router_loss,
         )
 
     def expert_utilisation(self) -> dict[int, list[float]]:

@@ -35,14 +35,20 @@ class EmbeddedTeacher:
     description: str
     _locate: Callable[[str], GGUFParts]
 
-    def locate(self) -> GGUFParts:
+    @property
+    def installed(self) -> bool:
         try:
             md.distribution(self.distribution)
+            return True
         except md.PackageNotFoundError:
+            return False
+
+    def locate(self) -> GGUFParts:
+        if not self.installed:
             raise EmbeddedTeacherMissing(
                 f"Embedded teacher {self.name!r} needs the package {self.distribution!r}; "
                 f"install it with: {self.install}"
-            ) from None
+            )
         return self._locate(self.distribution)
 
 

@@ -59,11 +59,14 @@ from aetheris.eval.runner import evaluate_model, plan_languages, resolve_tasks
 from aetheris.paths import REPO_ROOT, shared_data_dir
 from aetheris.report.plots import COLORS, _png
 
-VARIANTS = {  # name -> (student.init, student.experts)
-    "teacher+split": ("teacher", "split"),
-    "teacher+upcycle": ("teacher", "upcycle"),
-    "random+split": ("random", "split"),
-    "random+upcycle": ("random", "upcycle"),
+VARIANTS = {  # name -> (student.init, student.experts, align.moe)
+    "teacher+split": ("teacher", "split", True),
+    "teacher+upcycle": ("teacher", "upcycle", True),
+    "random+split": ("random", "split", True),
+    "random+upcycle": ("random", "upcycle", True),
+    # align stage fitting the SSM blocks only (the pipeline before MoE blocks were aligned too)
+    "teacher+split-ssm-align": ("teacher", "split", False),
+    "random+split-ssm-align": ("random", "split", False),
 }
 DEFAULT_VARIANTS = ["teacher+split", "teacher+upcycle", "random+split"]
 # Eight languages, six families, seven scripts; in this order so that `--langs N` keeps variety.
@@ -133,7 +136,7 @@ def kd_steps(args: argparse.Namespace) -> int:
 
 def variant_config(args: argparse.Namespace, variant: str) -> dict:
     """The run config (a plain mapping, as a YAML file would hold it) of one variant."""
-    init, experts = VARIANTS[variant]
+    init, experts, moe_align = VARIANTS[variant]
     steps = kd_steps(args)
     every = args.checkpoint_every or max(1, math.ceil(steps / 4))
     align = {"steps": args.align_steps, "batch_size": min(4, args.calibration_samples), "lr": args.align_lr,
@@ -146,7 +149,7 @@ def variant_config(args: argparse.Namespace, variant: str) -> dict:
         "teacher": {"name": args.teacher, "dtype": "float32"},
         "student": {"layout": args.layout, "layer_map": "uniform", "experts": experts, "init": init},
         "data": {"train": ["embedded"], "eval": ["embedded"], "tau": 0.3, "seq_len": args.seq_len},
-        "align": {"loss": "mse", "calibration_samples": args.calibration_samples},
+        "align": {"loss": "mse", "calibration_samples": args.calibration_samples, "moe": moe_align},
         "kd": {
             "temperature": args.temperature,
             "alpha": args.alpha,
@@ -258,7 +261,7 @@ def summarise(args: argparse.Namespace, trained: dict, scores: dict, teacher: di
     rows = []
     for variant, tr in trained.items():
         init_note, kd_note = tr["notes"]["init"], tr["notes"]["kd"]
-        init, experts = VARIANTS[variant]
+        init, experts, _ = VARIANTS[variant]
         rows.append({
             "variant": variant, "init": init, "experts": experts,
             "parameters": init_note["parameters"], "active_parameters": init_note["active_parameters"],
@@ -268,7 +271,7 @@ def summarise(args: argparse.Namespace, trained: dict, scores: dict, teacher: di
             # a resumed KD stage's seconds cover only the part after the kill: its tokens/s is too high
             "kd_resumed": tr["stage_seconds"].get("attempts", {}).get("kd", 1) > 1,
             "held_out_kl_before": kd_note["held_out_kl_before"], "held_out_kl_after": kd_note["held_out_kl_after"],
-            "align": [{k: r[k] for k in ("block", "teacher_layer", "loss_before", "loss_after")}
+            "align": [{"kind": r.get("kind", "S"), **{k: r[k] for k in ("block", "teacher_layer", "loss_before", "loss_after")}}
                       for r in tr["notes"]["align"]["layers"]],
             "mean_bpb": mean(scores[variant]["bpb"].values()), "bpb": scores[variant]["bpb"],
             "eval": scores[variant], "stage_seconds": tr["stage_seconds"], "config": tr["config"],

@@ -6,9 +6,9 @@ import torch
 from aetheris.model.ssd import ssd_chunked, ssd_reference, ssd_scan, ssd_step
 
 
-def make_inputs(b, seqlen, h, gB, gC, p, n, dtype, seed=0, requires_grad=False):
+def make_inputs(b, seqlen, h, gB, gC, p, n, dtype, seed=0, requires_grad=False, gx=None):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, seqlen, h, p, generator=g, dtype=dtype)
+    x = torch.randn(b, seqlen, gx or h, p, generator=g, dtype=dtype)
     dt = torch.nn.functional.softplus(torch.randn(b, seqlen, h, generator=g, dtype=dtype) - 1)
     A = -torch.exp(torch.rand(h, generator=g, dtype=dtype) * 2)
     B = torch.randn(b, seqlen, gB, n, generator=g, dtype=dtype)
@@ -26,12 +26,14 @@ def rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-SHAPES = [  # (b, L, heads, B groups, C groups, head_dim, d_state, chunk)
-    (1, 1, 2, 1, 2, 4, 4, 8),  # L = 1
-    (2, 37, 6, 2, 6, 8, 8, 16),  # L not a multiple of the chunk, GQA-style B
-    (3, 64, 4, 4, 4, 5, 3, 16),  # L a multiple of the chunk
-    (1, 130, 3, 1, 3, 16, 16, 64),
-    (2, 9, 4, 2, 2, 4, 6, 4),
+SHAPES = [  # (b, L, heads, B groups, C groups, head_dim, d_state, chunk, x groups)
+    (1, 1, 2, 1, 2, 4, 4, 8, 2),  # L = 1
+    (2, 37, 6, 2, 6, 8, 8, 16, 6),  # L not a multiple of the chunk, GQA-style B
+    (3, 64, 4, 4, 4, 5, 3, 16, 4),  # L a multiple of the chunk
+    (1, 130, 3, 1, 3, 16, 16, 64, 3),
+    (2, 9, 4, 2, 2, 4, 6, 4, 4),
+    (2, 45, 6, 3, 6, 8, 8, 16, 3),  # x and B at group width, as the mixer passes them (MambaInLlama)
+    (1, 20, 4, 2, 1, 4, 4, 8, 1),  # one x group for all heads
 ]
 
 
@@ -39,8 +41,8 @@ SHAPES = [  # (b, L, heads, B groups, C groups, head_dim, d_state, chunk)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("with_state", [False, True])
 def test_chunked_matches_reference(shape, dtype, tol, with_state):
-    b, seqlen, h, gB, gC, p, n, chunk = shape
-    x, dt, A, B, C, D, s0 = make_inputs(b, seqlen, h, gB, gC, p, n, dtype)
+    b, seqlen, h, gB, gC, p, n, chunk, gx = shape
+    x, dt, A, B, C, D, s0 = make_inputs(b, seqlen, h, gB, gC, p, n, dtype, gx=gx)
     s0 = s0 if with_state else None
     y_ref, s_ref = ssd_reference(x, dt, A, B, C, D, s0)
     y, s = ssd_chunked(x, dt, A, B, C, D, s0, chunk_size=chunk)
@@ -50,9 +52,10 @@ def test_chunked_matches_reference(shape, dtype, tol, with_state):
     assert rel_err(s, s_ref) <= tol
 
 
-def test_chunked_gradients_match_reference():
+@pytest.mark.parametrize("gx", [4, 2])
+def test_chunked_gradients_match_reference(gx):
     shape = (2, 21, 4, 2, 4, 6, 5)
-    ref = make_inputs(*shape, torch.float64, requires_grad=True)
+    ref = make_inputs(*shape, torch.float64, requires_grad=True, gx=gx)
     chk = [t.detach().clone().requires_grad_(True) for t in ref]
     w = torch.randn(2, 21, 4, 6, dtype=torch.float64)
     ws = torch.randn(2, 4, 6, 5, dtype=torch.float64)
@@ -105,3 +108,22 @@ def test_grouped_x_equals_explicitly_repeated_x(impl):
         if s0 is None
         else ssd_reference(xg[:, :1], dt[:, :1], A, B[:, :1], C[:, :1], D, s0)[0][:, 0],
     )
+
+
+def test_chunked_without_skip_matches_reference():
+    x, dt, A, B, C, _, s0 = make_inputs(2, 29, 6, 3, 6, 4, 5, torch.float64, gx=3)
+    y_ref, s_ref = ssd_reference(x, dt, A, B, C, None, s0)
+    y, s = ssd_chunked(x, dt, A, B, C, None, s0, chunk_size=8)
+    assert rel_err(y, y_ref) <= 1e-10 and rel_err(s, s_ref) <= 1e-10
+
+
+def test_causal_conv_equals_torch_depthwise_conv():
+    from aetheris.model.mixer import causal_conv1d
+
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, dtype=torch.float64)
+    x = torch.randn(2, 11, 6, dtype=torch.float64)
+    want = conv(x.transpose(1, 2))[..., :11].transpose(1, 2)
+    w = conv.weight[:, 0, :]
+    torch.testing.assert_close(causal_conv1d(x, w, conv.bias, 11), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(causal_conv1d(x, w, conv.bias, 3), want[:, -3:], rtol=0, atol=1e-12)
+    torch.testing.assert_close(causal_conv1d(x[:, :2], w, conv.bias, 2), want[:, :2], rtol=0, atol=1e-12)

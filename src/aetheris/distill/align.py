@@ -1,9 +1,14 @@
-"""Stage 1b: each SSM block learns to reproduce its teacher attention layer.
+"""Stage 1b: each student block learns to reproduce its teacher layer's part.
 
 The teacher runs once over calibration text; for every mapped layer we keep its input residual
-stream x and its attention output y. The student block sees the same x and is trained on the
-normalised MSE ||mixer(norm(x)) - y||² / ||y||², one block at a time through the shared training
-loop, so only one layer's activations and optimizer state are in memory at once.
+stream x, its attention output and its MLP output. An SSM block sees x and learns the attention's
+contribution to the residual stream; an MoE block sees the residual stream where the teacher's
+MLP reads it (x + attention for sequential layers, x for parallel ones) and learns the MLP's
+contribution, its router included (with the load-balancing and z-losses, so that it does not
+collapse onto one expert). The loss is the normalised MSE ||branch(x) - y||² / ||y||² (or
+1 - cosine), one block at a time through the shared training loop, so only one layer's
+activations and optimizer state are in memory at once. MoE blocks that already reproduce their
+MLP (upcycled experts) are left as they are.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import torch
 from torch import nn
 
 from aetheris.distill.config import TrainConfig
+from aetheris.distill.init import teacher_layer
 from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
+from aetheris.model.moe import router_losses
+from aetheris.teacher.introspect import introspect
 from aetheris.teacher.spec import NormSpec, TeacherSpec
 
 
@@ -27,32 +35,46 @@ class LayerAlignment:
     loss_before: float
     loss_after: float
     steps: int
+    kind: str = "S"  # "S": SSM block <- attention; "M": MoE block <- MLP
 
 
 @torch.no_grad()
-def attention_pairs(
+def teacher_activations(
     teacher: nn.Module, input_ids: torch.Tensor, layers: list[int], attention_mask: torch.Tensor | None = None
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """teacher layer -> (its input hidden states, its attention output), both (b, t, d)."""
-    pairs: dict[int, list[torch.Tensor]] = {i: [] for i in set(layers)}
+) -> dict[int, dict[str, torch.Tensor]]:
+    """teacher layer -> {"x": its input hidden states, "attn": its attention output, "mlp": its MLP
+    output}, each (b, t, d), from one forward pass."""
+    acts: dict[int, dict[str, torch.Tensor]] = {i: {} for i in set(layers)}
     hooks = []
-    for i in pairs:
+    for i in acts:
         layer = teacher.model.layers[i]
 
         def grab_input(module, args, kwargs, i=i):
-            pairs[i][:] = [args[0] if args else kwargs["hidden_states"]]
+            acts[i]["x"] = (args[0] if args else kwargs["hidden_states"]).detach()
 
-        def grab_output(module, args, output, i=i):
-            pairs[i].append(output[0] if isinstance(output, tuple) else output)
+        def grab(name, i=i):
+            def hook(module, args, output):
+                acts[i][name] = (output[0] if isinstance(output, tuple) else output).detach()
+
+            return hook
 
         hooks.append(layer.register_forward_pre_hook(grab_input, with_kwargs=True))
-        hooks.append(layer.self_attn.register_forward_hook(grab_output))
+        hooks.append(layer.self_attn.register_forward_hook(grab("attn")))
+        hooks.append(layer.mlp.register_forward_hook(grab("mlp")))
     try:
         teacher(input_ids=input_ids, attention_mask=attention_mask)
     finally:
         for h in hooks:
             h.remove()
-    return {i: (p[0].detach(), p[1].detach()) for i, p in pairs.items()}
+    return acts
+
+
+def attention_pairs(
+    teacher: nn.Module, input_ids: torch.Tensor, layers: list[int], attention_mask: torch.Tensor | None = None
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """teacher layer -> (its input hidden states, its attention output), both (b, t, d)."""
+    acts = teacher_activations(teacher, input_ids, layers, attention_mask)
+    return {i: (a["x"], a["attn"]) for i, a in acts.items()}
 
 
 def apply_norm(norm: NormSpec, x: torch.Tensor) -> torch.Tensor:
@@ -73,10 +95,31 @@ def normalised_mse(
     return err.sum() / ref.sum().clamp(min=1e-12)
 
 
-def residual_branch(block: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """What an SSM block adds to the residual stream."""
-    y = block.mixer(block.norm(x), mask)
-    return y if block.post_norm is None else block.post_norm(y)
+def cosine_distance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over (unmasked) positions of 1 - cos(pred, target)."""
+    d = 1 - torch.nn.functional.cosine_similarity(pred.float(), target.float(), dim=-1)
+    if mask is None:
+        return d.mean()
+    return (d * mask).sum() / mask.sum().clamp(min=1)
+
+
+LOSSES = {"mse": normalised_mse, "cosine": cosine_distance}
+
+
+def residual_branch(
+    block: nn.Module, x: torch.Tensor, mask: torch.Tensor, router_coefs: tuple[float, float] = (0.0, 0.0)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a block adds to the residual stream, and its extra training loss: for an MoE block the
+    router's load-balancing and z-losses weighted by `router_coefs` (the model's own weights)."""
+    h = block.norm(x)
+    extra = torch.zeros((), device=x.device)
+    if block.kind == "M":
+        y, logits = block.mixer(h)
+        aux, z = router_losses([logits], block.mixer.top_k, mask.reshape(-1))
+        extra = router_coefs[0] * aux + router_coefs[1] * z
+    else:
+        y = block.mixer(h, mask)
+    return (y if block.post_norm is None else block.post_norm(y)), extra
 
 
 def align_block(
@@ -87,23 +130,34 @@ def align_block(
     cfg: TrainConfig,
     output_dir: str | Path,
     resume: bool = False,
+    loss: str = "mse",
+    router_coefs: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[float, float]:
     """Fit the block's residual branch (norm -> mixer -> post-norm, if any) to `y` with the shared
-    training loop; returns the loss on all of x before and after."""
+    training loop; returns the loss on all of x before and after (the router's losses not counted).
+    A block that ends worse than it started gets its initial weights back."""
     mask = torch.ones(x.shape[:2]) if mask is None else mask.float()
+    loss_fn = LOSSES[loss]
 
     def full_loss() -> float:
         with torch.no_grad():
-            return float(normalised_mse(residual_branch(block, x, mask), y, mask))
+            return float(loss_fn(residual_branch(block, x, mask)[0], y, mask))
 
     def step_fn(model, batch):
-        return {"loss": normalised_mse(residual_branch(model, batch["x"], batch["mask"]), batch["y"], batch["mask"])}
+        pred, extra = residual_branch(model, batch["x"], batch["mask"], router_coefs)
+        return {"loss": loss_fn(pred, batch["y"], batch["mask"]) + extra}
 
     rows = [{"x": x[i], "y": y[i], "mask": mask[i]} for i in range(x.shape[0])]
     before = full_loss()
+    start = {k: v.detach().clone() for k, v in block.state_dict().items()}
     train(block, rows, step_fn, cfg, output_dir, resume=resume, stage="align")
     block.eval()
-    return before, full_loss()
+    after = full_loss()
+    if not after < before:  # a budget too small to help (experts copied from the MLP): keep the start
+        block.load_state_dict(start)
+        print(f"align: loss {before:.4f} -> {after:.4f} did not improve; the block keeps its initial weights")
+        after = before
+    return before, after
 
 
 def align_student(
@@ -115,22 +169,45 @@ def align_student(
     attention_mask: torch.Tensor | None = None,
     spec: TeacherSpec | None = None,
     resume: bool = False,
+    moe: bool = True,
+    loss: str = "mse",
+    moe_lr_scale: float = 0.3,
+    exact: float = 1e-6,
 ) -> list[LayerAlignment]:
-    """Align every SSM block of `student` to its mapped teacher attention layer, one at a time."""
-    layout, mapping = student.config.layout, student.config.distillation["layer_map"]
-    ssm_blocks = [
-        (i, mapping[layout[:i].count("S") + layout[:i].count("A")]) for i, c in enumerate(layout) if c == "S"
-    ]
-    pairs = attention_pairs(teacher, input_ids, [t for _, t in ssm_blocks], attention_mask)
+    """Align every SSM block of `student` to its mapped teacher attention layer and, with `moe`,
+    every MoE block to its teacher MLP, one block at a time. MoE blocks train at `moe_lr_scale`
+    times `cfg.lr`: their experts start as exact slices of the teacher's MLP, which a learning rate
+    fit for the freshly initialised SSM parts would wreck. A block whose loss is already below
+    `exact` (an upcycled MoE reproduces its MLP) is reported and left untrained."""
+    spec = spec if spec is not None else introspect(teacher)
+    config = student.config
+    blocks = [(i, teacher_layer(config, i)) for i, c in enumerate(config.layout) if c == "S" or (c == "M" and moe)]
+    acts = teacher_activations(teacher, input_ids, sorted({t for _, t in blocks}), attention_mask)
     report = []
-    for block_idx, t in ssm_blocks:
-        x, y = pairs[t]
-        if spec is not None and spec.layers[t].attn_out_norm is not None:  # Gemma: what joins the residual
-            with torch.no_grad():
-                y = apply_norm(spec.layers[t].attn_out_norm, y)
+    for block_idx, t in blocks:
         block = student.model.layers[block_idx]
+        layer, a = spec.layers[t], acts[t]
+        with torch.no_grad():
+            attn = a["attn"] if layer.attn_out_norm is None else apply_norm(layer.attn_out_norm, a["attn"])
+            if block.kind == "S":
+                x, y = a["x"], attn
+            else:  # the MLP reads the stream after the attention (parallel blocks: before it)
+                x = a["x"] if layer.parallel else a["x"] + attn
+                y = a["mlp"] if layer.mlp_out_norm is None else apply_norm(layer.mlp_out_norm, a["mlp"])
+        x = x.to(block.norm.weight.dtype)
         out = Path(output_dir) / f"block-{block_idx:02d}"
-        before, after = align_block(block, x.to(block.norm.weight.dtype), y, attention_mask, cfg, out, resume)
-        report.append(LayerAlignment(block_idx, t, before, after, cfg.steps))
-        print(f"align block {block_idx} <- teacher layer {t}: loss {before:.4f} -> {after:.4f}")
+        m = torch.ones(x.shape[:2]) if attention_mask is None else attention_mask.float()
+        with torch.no_grad():
+            start = float(LOSSES[loss](residual_branch(block, x, m)[0], y, m))
+        if start < exact:
+            before = after = start
+            steps = 0
+        else:
+            coefs = (config.router_aux_loss_coef, config.router_z_loss_coef)
+            block_cfg = cfg if block.kind == "S" else cfg.model_copy(update={"lr": cfg.lr * moe_lr_scale})
+            before, after = align_block(block, x, y, attention_mask, block_cfg, out, resume, loss, coefs)
+            steps = cfg.steps
+        report.append(LayerAlignment(block_idx, t, before, after, steps, block.kind))
+        what = "attention" if block.kind == "S" else "MLP"
+        print(f"align block {block_idx} ({block.kind}) <- teacher layer {t} {what}: loss {before:.4f} -> {after:.4f}")
     return report

@@ -62,7 +62,9 @@ class DataConfig(_Strict):
 
 
 class AlignConfig(_Strict):
-    loss: Literal["mse", "cosine"] = "mse"
+    loss: Literal["mse", "cosine"] = Field("mse", description="normalised MSE, or 1 - cosine similarity")
+    moe: bool = Field(True, description="also fit each MoE block (router included) to its teacher MLP")
+    moe_lr_scale: float = Field(0.3, gt=0, description="MoE blocks' learning rate, as a fraction of the align lr")
     calibration_samples: int = Field(256, gt=0)
 
 

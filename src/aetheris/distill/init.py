@@ -104,6 +104,11 @@ def _slot(layout: str, block: int) -> int:
     return sum(c in kinds for c in layout[:block])
 
 
+def teacher_layer(config: AetherisConfig, block: int) -> int:
+    """The teacher layer whose weights block `block` of a student with this config starts from."""
+    return config.distillation["layer_map"][_slot(config.layout, block)]
+
+
 @torch.no_grad()
 def init_student(
     spec: TeacherSpec,
@@ -124,7 +129,6 @@ def init_student(
         return student
     if init != "teacher":
         raise ValueError(f"init={init!r}: expected one of {INIT_SOURCES}")
-    mapping = config.distillation["layer_map"]
     experts = config.distillation["experts"]
     m = student.model
     m.embed_tokens.weight.copy_(spec.embed_tokens)
@@ -132,7 +136,7 @@ def init_student(
         student.lm_head.weight.copy_(spec.lm_head)
     m.norm.weight.copy_(spec.final_norm.scale())
     for i, block in enumerate(m.layers):
-        layer = spec.layers[mapping[_slot(config.layout, i)]]
+        layer = spec.layers[teacher_layer(config, i)]
         if block.kind == "S":
             _init_ssm(block, layer)
         elif block.kind == "A":

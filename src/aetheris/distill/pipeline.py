@@ -147,7 +147,8 @@ def stage_align(run: Run) -> Path:
     ids = torch.stack([r["input_ids"] for r in calib])
     mask = torch.stack([r["attention_mask"] for r in calib])
     report = align_student(student, t.model, ids, cfg.train.align, run.out / "runs" / "align", mask,
-                           introspect(t.model), resume=run.resume)  # fmt: skip
+                           introspect(t.model), resume=run.resume, moe=cfg.align.moe,
+                           loss=cfg.align.loss, moe_lr_scale=cfg.align.moe_lr_scale)  # fmt: skip
     note = {"layers": [vars(r) for r in report]}
     return run.save_stage(student, "align", note)
 

@@ -36,6 +36,20 @@ class GatedRMSNorm(RMSNorm):
         return super().forward(y * F.silu(z))
 
 
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out_len: int) -> torch.Tensor:
+    """Depthwise causal conv over time: x (b, l, ch), weight (ch, k) -> the last `out_len` outputs.
+
+    out[t] = bias + sum_i weight[:, i] * x[t - k + 1 + i], zeros before the start. Same result as
+    nn.Conv1d(groups=ch, padding=k-1), without moving channels first and back.
+    """
+    k = weight.shape[1]
+    need = out_len + k - 1  # inputs that the wanted outputs read
+    if x.shape[1] < need:
+        x = F.pad(x, (0, 0, need - x.shape[1], 0))
+    windows = x[:, -need:].unfold(1, k, 1)  # (b, out_len, ch, k): a view, no copy
+    return (windows * weight).sum(-1) + bias  # one fused product pass beats k strided ones on CPU
+
+
 class SSMMixer(nn.Module):
     def __init__(self, config: AetherisConfig, layer_idx: int) -> None:
         super().__init__()
@@ -84,24 +98,18 @@ class SSMMixer(nn.Module):
             u = u * mask[..., None].to(u.dtype)
         z, xBC, dt = self.in_proj(u).split([self.sizes[0], sum(self.sizes[1:4]), self.heads], dim=-1)
 
-        # depthwise causal conv over x, B, C; the cache keeps the last `kernel` inputs
-        xBC = xBC.transpose(1, 2)
+        # depthwise causal conv over x, B, C, in (b, l, channels) layout so nothing is transposed;
+        # the cache keeps the last `kernel` inputs (channels first, as transformers' cache has them)
         if cache is not None:
-            xBC = cache.update_conv_state(xBC, self.layer_idx, conv_kernel_size=self.kernel)
-        if seqlen == 1:  # decoding: one output, a dot product with the last `kernel` inputs
-            w = self.conv1d.weight[:, 0, :]
-            xBC = F.silu((xBC[..., -self.kernel :] * w).sum(-1, keepdim=True) + self.conv1d.bias[:, None])
-        else:
-            xBC = F.silu(self.conv1d(xBC)[..., : xBC.shape[-1]][..., -seqlen:])
-        xBC = xBC.transpose(1, 2)
+            xBC = cache.update_conv_state(xBC.transpose(1, 2), self.layer_idx, conv_kernel_size=self.kernel)
+            xBC = xBC.transpose(1, 2)
+        xBC = F.silu(causal_conv1d(xBC, self.conv1d.weight[:, 0, :], self.conv1d.bias, seqlen))
         if mask is not None:
             xBC = xBC * mask[..., None].to(xBC.dtype)
         x, B, C = xBC.split(self.sizes[1:4], dim=-1)
 
-        # GQA-style: each of the `groups` x/B rows serves heads // groups SSM heads
-        x = x.reshape(b, seqlen, self.groups, self.head_dim).repeat_interleave(
-            self.heads // self.groups, dim=2
-        )
+        # GQA-style: each of the `groups` x/B rows serves heads // groups SSM heads (the scan repeats)
+        x = x.reshape(b, seqlen, self.groups, self.head_dim)
         B = B.reshape(b, seqlen, self.groups, self.d_state)
         C = C.reshape(b, seqlen, self.heads, self.d_state)
         dt = F.softplus(dt + self.dt_bias)

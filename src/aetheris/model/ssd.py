@@ -80,18 +80,23 @@ def ssd_reference(
     return torch.stack(ys, dim=1), state
 
 
-def _segsum(a: torch.Tensor) -> torch.Tensor:
-    """a (..., T) -> (..., T, T) with out[i, j] = a[j+1] + ... + a[i] for j <= i, -inf above.
+def _head_major(t: torch.Tensor, heads: int, chunk: int) -> torch.Tensor:
+    """(b, l, g, d) -> (b * heads * chunks, chunk, d), each group repeated for its heads: one copy."""
+    b, seqlen, g, d = t.shape
+    t = t.permute(0, 2, 1, 3)[:, :, None].expand(b, g, heads // g, seqlen, d)
+    return t.reshape(b * heads * (seqlen // chunk), chunk, d)
+
+
+def _segsum_exp(a: torch.Tensor) -> torch.Tensor:
+    """a (..., T) -> (..., T, T) with out[i, j] = exp(a[j+1] + ... + a[i]) for j <= i, 0 above.
 
     Summing a masked copy (rather than differencing one cumsum) keeps it exact for long chunks.
     """
     T = a.shape[-1]
-    a = a[..., None].expand(*a.shape, T)  # a[..., i, j] = a_i
-    strict = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)
-    a = a.masked_fill(~strict, 0.0)
-    out = torch.cumsum(a, dim=-2)
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device))
-    return out.masked_fill(~causal, float("-inf"))
+    causal = torch.ones(T, T, dtype=torch.bool, device=a.device).tril_()
+    strict = causal.tril(-1)
+    out = torch.where(strict, a[..., :, None], 0.0).cumsum(-2)  # out[i, j] = a_(j+1) + ... + a_i
+    return out.masked_fill_(~causal, float("-inf")).exp_()
 
 
 def ssd_chunked(
@@ -104,27 +109,33 @@ def ssd_chunked(
     initial_state: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blocked SSD. Same contract and result as `ssd_reference`, O(L) work."""
-    (b, seqlen, _, p), h, n = x.shape, dt.shape[2], B.shape[-1]
+    """Blocked SSD. Same contract and result as `ssd_reference`, O(L) work.
+
+    Every chunk of every head is one (chunk, ·) matrix of a batch of b·h·c, so each step below is one
+    batched matmul or one elementwise pass; the layout is head-major so that no step copies.
+    """
+    (b, seqlen, gx, p), h, n = x.shape, dt.shape[2], B.shape[-1]
     pad = (-seqlen) % chunk_size
     if pad:  # dt = 0 on padding: no decay and no input, so the final state is untouched
         x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
     c, q = x.shape[1] // chunk_size, chunk_size
+    bhc = b * h * c
 
-    # Head-major, contiguous once: every chunk is then a free view and every matmul is dense.
-    a = (dt * A).transpose(1, 2).reshape(b, h, c, q)  # log-decay per step
-    xdt = (repeat_groups(x, h) * dt[..., None]).transpose(1, 2).reshape(b, h, c, q, p)
-    Bc = repeat_groups(B, h).transpose(1, 2).reshape(b, h, c, q, n)
-    Cc = repeat_groups(C, h).transpose(1, 2).reshape(b, h, c, q, n)
+    dt_hm = dt.transpose(1, 2).reshape(b, h, c, q)
+    a = dt_hm * A[:, None, None]  # log-decay per step
     a_cum = torch.cumsum(a, dim=-1)
+    # x * dt, head-major, in one pass: x (b, l, gx, p) broadcast over the heads of its group
+    x_hm = x.permute(0, 2, 1, 3)[:, :, None]  # (b, gx, 1, l, p)
+    xdt = (x_hm * dt_hm.reshape(b, gx, h // gx, c * q, 1)).reshape(bhc, q, p)
+    Bc, Cc = _head_major(B, h, q), _head_major(C, h, q)  # (bhc, q, n)
 
     # 1. within each chunk: y = (C Bᵀ ∘ L) (x dt), L[i, j] = exp(a_{j+1} + ... + a_i)
-    L = torch.exp(_segsum(a))  # (b, h, c, q, q)
-    y = (Cc @ Bc.transpose(-1, -2) * L) @ xdt  # (b, h, c, q, p)
+    L = _segsum_exp(a.reshape(bhc, q))
+    y = torch.bmm(torch.bmm(Cc, Bc.transpose(1, 2)) * L, xdt)  # (bhc, q, p)
 
-    # 2. each chunk's own contribution to the state at its end
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, h, c, q)
-    chunk_states = (xdt * decay_to_end[..., None]).transpose(-1, -2) @ Bc  # (b, h, c, p, n)
+    # 2. each chunk's own contribution to the state at its end: (x dt)ᵀ diag(decay to end) B
+    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum).reshape(bhc, q, 1)
+    chunk_states = torch.bmm(xdt.transpose(1, 2), Bc * decay_to_end).view(b, h, c, p, n)
 
     # 3. carry the state across chunks: the only sequential part, one step per chunk
     chunk_decay = torch.exp(a_cum[..., -1])  # (b, h, c)
@@ -133,15 +144,16 @@ def ssd_chunked(
     for i in range(c):
         states_in.append(state)
         state = state * chunk_decay[:, :, i, None, None] + chunk_states[:, :, i]
-    states_in = torch.stack(states_in, dim=2)  # (b, h, c, p, n): state entering each chunk
+    states_in = torch.stack(states_in, dim=2).view(bhc, p, n)  # the state entering each chunk
 
-    # 4. what the incoming state adds to each position: y += exp(a_cum) * C · S_in
-    y = y + (Cc @ states_in.transpose(-1, -2)) * torch.exp(a_cum)[..., None]
+    # 4. what the incoming state adds to each position: y += exp(a_cum) C · S_in
+    y = torch.baddbmm(y, Cc * torch.exp(a_cum).reshape(bhc, q, 1), states_in.transpose(1, 2))
 
-    y = y.reshape(b, h, c * q, p).transpose(1, 2)[:, :seqlen]
+    # back to (b, l, h, p); the D skip (x shared by the heads of its group) writes the copy
+    y = y.view(b, gx, h // gx, c * q, p).permute(0, 3, 1, 2, 4)[:, :seqlen]
     if D is not None:
-        y = y + D[:, None] * repeat_groups(x[:, :seqlen], h)
-    return y, state
+        y = torch.addcmul(y, x[:, :seqlen, :, None, :], D.view(gx, h // gx, 1))
+    return y.reshape(b, seqlen, h, p), state
 
 
 _cuda_scan = None

@@ -59,14 +59,17 @@ from aetheris.eval.runner import evaluate_model, plan_languages, resolve_tasks
 from aetheris.paths import REPO_ROOT, shared_data_dir
 from aetheris.report.plots import COLORS, _png
 
-VARIANTS = {  # name -> (student.init, student.experts, align.moe)
-    "teacher+split": ("teacher", "split", True),
-    "teacher+upcycle": ("teacher", "upcycle", True),
-    "random+split": ("random", "split", True),
-    "random+upcycle": ("random", "upcycle", True),
+VARIANTS = {  # name -> (student.init, student.experts, align settings)
+    "teacher+split": ("teacher", "split", {"moe": True}),
+    "teacher+upcycle": ("teacher", "upcycle", {"moe": True}),
+    "random+split": ("random", "split", {"moe": True}),
+    "random+upcycle": ("random", "upcycle", {"moe": True}),
     # align stage fitting the SSM blocks only (the pipeline before MoE blocks were aligned too)
-    "teacher+split-ssm-align": ("teacher", "split", False),
-    "random+split-ssm-align": ("random", "split", False),
+    "teacher+split-ssm-align": ("teacher", "split", {"moe": False}),
+    "random+split-ssm-align": ("random", "split", {"moe": False}),
+    # every block aligned on the student's own stream (align.inputs: student)
+    "teacher+split-student-inputs": ("teacher", "split", {"moe": True, "inputs": "student"}),
+    "teacher+upcycle-student-inputs": ("teacher", "upcycle", {"moe": True, "inputs": "student"}),
 }
 DEFAULT_VARIANTS = ["teacher+split", "teacher+upcycle", "random+split"]
 # Eight languages, six families, seven scripts; in this order so that `--langs N` keeps variety.
@@ -136,7 +139,7 @@ def kd_steps(args: argparse.Namespace) -> int:
 
 def variant_config(args: argparse.Namespace, variant: str) -> dict:
     """The run config (a plain mapping, as a YAML file would hold it) of one variant."""
-    init, experts, moe_align = VARIANTS[variant]
+    init, experts, align_settings = VARIANTS[variant]
     steps = kd_steps(args)
     every = args.checkpoint_every or max(1, math.ceil(steps / 4))
     align = {"steps": args.align_steps, "batch_size": min(4, args.calibration_samples), "lr": args.align_lr,
@@ -149,7 +152,7 @@ def variant_config(args: argparse.Namespace, variant: str) -> dict:
         "teacher": {"name": args.teacher, "dtype": "float32"},
         "student": {"layout": args.layout, "layer_map": "uniform", "experts": experts, "init": init},
         "data": {"train": ["embedded"], "eval": ["embedded"], "tau": 0.3, "seq_len": args.seq_len},
-        "align": {"loss": "mse", "calibration_samples": args.calibration_samples, "moe": moe_align},
+        "align": {"loss": "mse", "calibration_samples": args.calibration_samples, **align_settings},
         "kd": {
             "temperature": args.temperature,
             "alpha": args.alpha,

@@ -4,7 +4,13 @@ import pytest
 import torch
 from tiny_teachers import tiny_model
 
-from aetheris.distill.align import align_student, attention_pairs, teacher_activations
+from aetheris.distill.align import (
+    align_student,
+    apply_norm,
+    attention_pairs,
+    residual_branch,
+    teacher_activations,
+)
 from aetheris.distill.calibration import mlp_inputs
 from aetheris.distill.config import TrainConfig
 from aetheris.distill.init import init_student, student_config
@@ -86,8 +92,6 @@ def test_teacher_activations_rebuild_the_layer(arch):
     a = teacher_activations(teacher, ids, [0])[0]
     layer = spec.layers[0]
     post = {"attn": layer.attn_out_norm, "mlp": layer.mlp_out_norm}
-    from aetheris.distill.align import apply_norm
-
     branch = {k: a[k] if post[k] is None else apply_norm(post[k], a[k]) for k in ("attn", "mlp")}
     torch.testing.assert_close(a["x"] + branch["attn"] + branch["mlp"], hidden[1], rtol=1e-5, atol=1e-5)
 
@@ -108,3 +112,30 @@ def test_a_block_that_align_makes_worse_keeps_its_initial_weights(tmp_path):
     assert after == before
     for k, v in block.state_dict().items():
         torch.testing.assert_close(v, start[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["gemma3"])
+def test_student_inputs_bring_a_layer_skipping_student_closer_to_the_teacher(arch, tmp_path):
+    """A student keeping 2 of 4 teacher layers: aligned on its own stream, its last hidden state
+    ends closer to the teacher's than when each block saw the teacher's stream."""
+    teacher = tiny_model(arch, num_hidden_layers=4)
+    spec = introspect(teacher)
+    ids = calibration(8, 24)
+    want = teacher_activations(teacher, ids, [3])[3]
+    errors = {}
+    for inputs in ("teacher", "student"):
+        config = student_config(spec, layout="SMSM", layer_map=[0, 3])
+        student = init_student(spec, config)
+        cfg = TrainConfig(steps=60, batch_size=4, lr=1e-2, checkpoint_every=0, log_every=20)
+        align_student(student, teacher, ids, cfg, tmp_path / inputs, spec=spec, inputs=inputs)
+        with torch.no_grad():
+            last = student.model.layers[-1]
+            h = student.model(ids, output_hidden_states=True).hidden_states[-2]  # input of block 3
+            branch, _ = residual_branch(last, h, torch.ones(ids.shape))
+            layer = spec.layers[3]
+            post = {k: want[k] if n is None else apply_norm(n, want[k])
+                    for k, n in (("attn", layer.attn_out_norm), ("mlp", layer.mlp_out_norm))}  # fmt: skip
+            target = want["x"] + post["attn"] + post["mlp"]  # the teacher's stream after layer 3
+            errors[inputs] = float((h + branch - target).norm() / target.norm())
+    print(errors)
+    assert errors["student"] < errors["teacher"], errors

@@ -160,6 +160,18 @@ def align_block(
     return before, after
 
 
+@torch.no_grad()
+def student_stream(
+    student: AetherisForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, block: int
+) -> torch.Tensor:
+    """The residual stream entering `block` of the student, as its blocks are now."""
+    was_training = student.training
+    student.eval()
+    out = student.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+    student.train(was_training)
+    return out.hidden_states[block].detach()
+
+
 def align_student(
     student: AetherisForCausalLM,
     teacher: nn.Module,
@@ -172,13 +184,23 @@ def align_student(
     moe: bool = True,
     loss: str = "mse",
     moe_lr_scale: float = 0.3,
+    inputs: str = "teacher",
     exact: float = 1e-6,
 ) -> list[LayerAlignment]:
     """Align every SSM block of `student` to its mapped teacher attention layer and, with `moe`,
     every MoE block to its teacher MLP, one block at a time. MoE blocks train at `moe_lr_scale`
     times `cfg.lr`: their experts start as exact slices of the teacher's MLP, which a learning rate
     fit for the freshly initialised SSM parts would wreck. A block whose loss is already below
-    `exact` (an upcycled MoE reproduces its MLP) is reported and left untrained."""
+    `exact` (an upcycled MoE reproduces its MLP) is reported and left untrained.
+
+    `inputs="teacher"`: a block sees the teacher's own stream at its mapped layer and learns that
+    layer's contribution. `inputs="student"`: blocks are aligned in order, each on the stream the
+    student's earlier (already aligned) blocks produce, and learns to bring it to the teacher's
+    stream after its mapped layer's attention (S) or whole layer (M). A student that keeps a
+    third of the teacher's layers sees at block i a stream the teacher never had there; this way
+    every block is trained on the inputs it will get, and corrects what came before it."""
+    if inputs not in ("teacher", "student"):
+        raise ValueError(f"align inputs={inputs!r}: expected 'teacher' or 'student'")
     spec = spec if spec is not None else introspect(teacher)
     config = student.config
     blocks = [(i, teacher_layer(config, i)) for i, c in enumerate(config.layout) if c == "S" or (c == "M" and moe)]
@@ -189,11 +211,15 @@ def align_student(
         layer, a = spec.layers[t], acts[t]
         with torch.no_grad():
             attn = a["attn"] if layer.attn_out_norm is None else apply_norm(layer.attn_out_norm, a["attn"])
-            if block.kind == "S":
+            mlp = a["mlp"] if layer.mlp_out_norm is None else apply_norm(layer.mlp_out_norm, a["mlp"])
+            if inputs == "student":
+                x = student_stream(student, input_ids, attention_mask, block_idx)
+                y = a["x"] + attn + (mlp if block.kind == "M" else 0) - x
+            elif block.kind == "S":
                 x, y = a["x"], attn
             else:  # the MLP reads the stream after the attention (parallel blocks: before it)
                 x = a["x"] if layer.parallel else a["x"] + attn
-                y = a["mlp"] if layer.mlp_out_norm is None else apply_norm(layer.mlp_out_norm, a["mlp"])
+                y = mlp
         x = x.to(block.norm.weight.dtype)
         out = Path(output_dir) / f"block-{block_idx:02d}"
         m = torch.ones(x.shape[:2]) if attention_mask is None else attention_mask.float()

@@ -148,7 +148,8 @@ def stage_align(run: Run) -> Path:
     mask = torch.stack([r["attention_mask"] for r in calib])
     report = align_student(student, t.model, ids, cfg.train.align, run.out / "runs" / "align", mask,
                            introspect(t.model), resume=run.resume, moe=cfg.align.moe,
-                           loss=cfg.align.loss, moe_lr_scale=cfg.align.moe_lr_scale)  # fmt: skip
+                           loss=cfg.align.loss, moe_lr_scale=cfg.align.moe_lr_scale,
+                           inputs=cfg.align.inputs)  # fmt: skip
     note = {"layers": [vars(r) for r in report]}
     return run.save_stage(student, "align", note)
 

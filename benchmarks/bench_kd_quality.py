@@ -60,16 +60,17 @@ from aetheris.paths import REPO_ROOT, shared_data_dir
 from aetheris.report.plots import COLORS, _png
 
 VARIANTS = {  # name -> (student.init, student.experts, align settings)
-    "teacher+split": ("teacher", "split", {"moe": True}),
-    "teacher+upcycle": ("teacher", "upcycle", {"moe": True}),
-    "random+split": ("random", "split", {"moe": True}),
-    "random+upcycle": ("random", "upcycle", {"moe": True}),
-    # align stage fitting the SSM blocks only (the pipeline before MoE blocks were aligned too)
-    "teacher+split-ssm-align": ("teacher", "split", {"moe": False}),
-    "random+split-ssm-align": ("random", "split", {"moe": False}),
-    # every block aligned on the student's own stream (align.inputs: student)
-    "teacher+split-student-inputs": ("teacher", "split", {"moe": True, "inputs": "student"}),
-    "teacher+upcycle-student-inputs": ("teacher", "upcycle", {"moe": True, "inputs": "student"}),
+    "teacher+split": ("teacher", "split", {"moe": True, "inputs": "student"}),
+    "teacher+upcycle": ("teacher", "upcycle", {"moe": True, "inputs": "student"}),
+    "random+split": ("random", "split", {"moe": True, "inputs": "student"}),
+    "random+upcycle": ("random", "upcycle", {"moe": True, "inputs": "student"}),
+    # earlier align stages, kept for comparison: every block on the teacher's own stream, with the
+    # MoE blocks fitted to their MLP or (the first pipeline) left as initialised
+    "teacher+split-teacher-inputs": ("teacher", "split", {"moe": True, "inputs": "teacher"}),
+    "random+split-teacher-inputs": ("random", "split", {"moe": True, "inputs": "teacher"}),
+    "teacher+upcycle-teacher-inputs": ("teacher", "upcycle", {"moe": True, "inputs": "teacher"}),
+    "teacher+split-ssm-align": ("teacher", "split", {"moe": False, "inputs": "teacher"}),
+    "random+split-ssm-align": ("random", "split", {"moe": False, "inputs": "teacher"}),
 }
 DEFAULT_VARIANTS = ["teacher+split", "teacher+upcycle", "random+split"]
 # Eight languages, six families, seven scripts; in this order so that `--langs N` keeps variety.

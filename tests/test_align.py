@@ -27,7 +27,7 @@ def test_alignment_halves_every_layers_loss(arch, tmp_path):
     spec = introspect(teacher)
     student = init_student(spec, student_config(spec, layout="SM" * spec.num_layers))
     cfg = TrainConfig(steps=60, batch_size=4, lr=1e-2, checkpoint_every=0, log_every=20)
-    report = align_student(student, teacher, calibration(), cfg, tmp_path, spec=spec)
+    report = align_student(student, teacher, calibration(), cfg, tmp_path, spec=spec, inputs="teacher")
     assert [r.kind for r in report] == list("SM" * spec.num_layers)
     for r in report:
         if r.kind == "S":
@@ -47,7 +47,7 @@ def test_moe_alignment_fits_split_experts_to_the_mlp(arch, tmp_path):
     config = student_config(spec, layout="SM" * spec.num_layers, experts="split")
     student = init_student(spec, config, mlp_inputs(teacher, ids, config.distillation["layer_map"]))
     cfg = TrainConfig(steps=60, batch_size=4, lr=1e-2, checkpoint_every=0, log_every=20)
-    report = align_student(student, teacher, ids, cfg, tmp_path, spec=spec)
+    report = align_student(student, teacher, ids, cfg, tmp_path, spec=spec, inputs="teacher")
     moe = [r for r in report if r.kind == "M"]
     assert len(moe) == spec.num_layers
     for r in moe:  # top-1 of four quarters of the MLP starts far from it; align closes most of the gap

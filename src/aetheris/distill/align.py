@@ -184,7 +184,7 @@ def align_student(
     moe: bool = True,
     loss: str = "mse",
     moe_lr_scale: float = 0.3,
-    inputs: str = "teacher",
+    inputs: str = "student",
     exact: float = 1e-6,
 ) -> list[LayerAlignment]:
     """Align every SSM block of `student` to its mapped teacher attention layer and, with `moe`,

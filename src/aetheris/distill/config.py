@@ -66,7 +66,7 @@ class AlignConfig(_Strict):
     moe: bool = Field(True, description="also fit each MoE block (router included) to its teacher MLP")
     moe_lr_scale: float = Field(0.3, gt=0, description="MoE blocks' learning rate, as a fraction of the align lr")
     inputs: Literal["teacher", "student"] = Field(
-        "teacher", description="each block sees the teacher's stream, or the student's own (blocks in order)"
+        "student", description="each block sees the student's own stream (blocks in order), or the teacher's"
     )
     calibration_samples: int = Field(256, gt=0)
 

@@ -137,5 +137,4 @@ def test_student_inputs_bring_a_layer_skipping_student_closer_to_the_teacher(arc
                     for k, n in (("attn", layer.attn_out_norm), ("mlp", layer.mlp_out_norm))}  # fmt: skip
             target = want["x"] + post["attn"] + post["mlp"]  # the teacher's stream after layer 3
             errors[inputs] = float((h + branch - target).norm() / target.norm())
-    print(errors)
     assert errors["student"] < errors["teacher"], errors

@@ -121,12 +121,14 @@ def ssd_chunked(
     c, q = x.shape[1] // chunk_size, chunk_size
     bhc = b * h * c
 
-    dt_hm = dt.transpose(1, 2).reshape(b, h, c, q)
+    dt_hm = dt.transpose(1, 2).contiguous().view(b, h, c, q)
     a = dt_hm * A[:, None, None]  # log-decay per step
     a_cum = torch.cumsum(a, dim=-1)
-    # x * dt, head-major, in one pass: x (b, l, gx, p) broadcast over the heads of its group
-    x_hm = x.permute(0, 2, 1, 3)[:, :, None]  # (b, gx, 1, l, p)
-    xdt = (x_hm * dt_hm.reshape(b, gx, h // gx, c * q, 1)).reshape(bhc, q, p)
+    # x * dt, head-major, in one pass: x (b, l, gx, p) broadcast over the heads of its group. Both
+    # factors contiguous in head-major order, so the product is too and the reshape is a view
+    # (a permuted x would give a permuted product, and the reshape a second full copy).
+    x_hm = x.transpose(1, 2).contiguous()[:, :, None]  # (b, gx, 1, l, p): 1/(h/gx) of xdt's size
+    xdt = (x_hm * dt_hm.view(b, gx, h // gx, c * q, 1)).view(bhc, q, p)
     Bc, Cc = _head_major(B, h, q), _head_major(C, h, q)  # (bhc, q, n)
 
     # 1. within each chunk: y = (C Bᵀ ∘ L) (x dt), L[i, j] = exp(a_{j+1} + ... + a_i)
@@ -149,7 +151,7 @@ def ssd_chunked(
     # 4. what the incoming state adds to each position: y += exp(a_cum) C · S_in
     y = torch.baddbmm(y, Cc * torch.exp(a_cum).reshape(bhc, q, 1), states_in.transpose(1, 2))
 
-    # back to (b, l, h, p); the D skip (x shared by the heads of its group) writes the copy
+    # back to (b, l, h, p) (one copy, in the reshape), plus the D skip with x shared per group
     y = y.view(b, gx, h // gx, c * q, p).permute(0, 3, 1, 2, 4)[:, :seqlen]
     if D is not None:
         y = torch.addcmul(y, x[:, :seqlen, :, None, :], D.view(gx, h // gx, 1))

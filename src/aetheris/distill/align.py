@@ -23,7 +23,8 @@ from aetheris.distill.config import TrainConfig
 from aetheris.distill.init import teacher_layer
 from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
-from aetheris.model.moe import router_losses
+from aetheris.model.configuration import AetherisConfig
+from aetheris.model.moe import weighted_router_loss
 from aetheris.teacher.introspect import introspect
 from aetheris.teacher.spec import NormSpec, TeacherSpec
 
@@ -107,16 +108,16 @@ LOSSES = {"mse": normalised_mse, "cosine": cosine_distance}
 
 
 def residual_branch(
-    block: nn.Module, x: torch.Tensor, mask: torch.Tensor, router_coefs: tuple[float, float] = (0.0, 0.0)
+    block: nn.Module, x: torch.Tensor, mask: torch.Tensor, config: AetherisConfig | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """What a block adds to the residual stream, and its extra training loss: for an MoE block the
-    router's load-balancing and z-losses weighted by `router_coefs` (the model's own weights)."""
+    """What a block adds to the residual stream, and its extra training loss: for an MoE block, with
+    the student's `config`, the router losses the model itself adds to its loss (else 0)."""
     h = block.norm(x)
     extra = torch.zeros((), device=x.device)
     if block.kind == "M":
         y, logits = block.mixer(h)
-        aux, z = router_losses([logits], block.mixer.top_k, mask.reshape(-1))
-        extra = router_coefs[0] * aux + router_coefs[1] * z
+        if config is not None:
+            extra = weighted_router_loss([logits], config, mask.reshape(-1))[2]
     else:
         y = block.mixer(h, mask)
     return (y if block.post_norm is None else block.post_norm(y)), extra
@@ -131,7 +132,7 @@ def align_block(
     output_dir: str | Path,
     resume: bool = False,
     loss: str = "mse",
-    router_coefs: tuple[float, float] = (0.0, 0.0),
+    config: AetherisConfig | None = None,
 ) -> tuple[float, float]:
     """Fit the block's residual branch (norm -> mixer -> post-norm, if any) to `y` with the shared
     training loop; returns the loss on all of x before and after (the router's losses not counted).
@@ -144,7 +145,7 @@ def align_block(
             return float(loss_fn(residual_branch(block, x, mask)[0], y, mask))
 
     def step_fn(model, batch):
-        pred, extra = residual_branch(model, batch["x"], batch["mask"], router_coefs)
+        pred, extra = residual_branch(model, batch["x"], batch["mask"], config)
         return {"loss": loss_fn(pred, batch["y"], batch["mask"]) + extra}
 
     rows = [{"x": x[i], "y": y[i], "mask": mask[i]} for i in range(x.shape[0])]
@@ -229,9 +230,8 @@ def align_student(
             before = after = start
             steps = 0
         else:
-            coefs = (config.router_aux_loss_coef, config.router_z_loss_coef)
             block_cfg = cfg if block.kind == "S" else cfg.model_copy(update={"lr": cfg.lr * moe_lr_scale})
-            before, after = align_block(block, x, y, attention_mask, block_cfg, out, resume, loss, coefs)
+            before, after = align_block(block, x, y, attention_mask, block_cfg, out, resume, loss, config)
             steps = cfg.steps
         report.append(LayerAlignment(block_idx, t, before, after, steps, block.kind))
         what = "attention" if block.kind == "S" else "MLP"

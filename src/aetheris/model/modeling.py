@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 from aetheris.model.attention import Attention
 from aetheris.model.configuration import AetherisConfig
 from aetheris.model.mixer import RMSNorm, SSMMixer
-from aetheris.model.moe import MoE, router_losses
+from aetheris.model.moe import MoE, weighted_router_loss
 
 
 @dataclass
@@ -233,8 +233,7 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
             mask = None
             if attention_mask is not None:
                 mask = attention_mask[:, -h.shape[1] :].reshape(-1)
-            aux_loss, z_loss = router_losses(list(out.router_logits), self.config.num_experts_per_tok, mask)
-            router_loss = self.config.router_aux_loss_coef * aux_loss + self.config.router_z_loss_coef * z_loss
+            aux_loss, z_loss, router_loss = weighted_router_loss(list(out.router_logits), self.config, mask)
         if labels is not None:
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs

@@ -79,3 +79,11 @@ def router_losses(
         lb.append(n * (f * P).sum())
         z.append((torch.logsumexp(logits, -1).pow(2) * w).sum() / w.sum())
     return torch.stack(lb).mean(), torch.stack(z).mean()
+
+
+def weighted_router_loss(
+    router_logits: list[torch.Tensor], config: AetherisConfig, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(aux, z, router_aux_loss_coef * aux + router_z_loss_coef * z): what the model adds to its loss."""
+    aux, z = router_losses(router_logits, config.num_experts_per_tok, mask)
+    return aux, z, config.router_aux_loss_coef * aux + config.router_z_loss_coef * z

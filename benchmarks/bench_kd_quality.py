@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "all of them at once, logits included")  # fmt: skip
     ap.add_argument("--kd-lr", type=float, default=5e-4)
     ap.add_argument("--align-lr", type=float, default=3e-3)
-    ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--alpha", type=float, default=0.1, help="weight of the CE beside the KL")
     ap.add_argument("--top-k", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0, help="data and init seed, the same for every variant")
@@ -311,7 +311,8 @@ def summarise(args: argparse.Namespace, trained: dict, scores: dict, teacher: di
         "teacher": {"name": args.teacher, "parameters": teacher["parameters"], "mean_bpb": mean(teacher["bpb"].values()),
                     "bpb": teacher["bpb"], "eval": teacher},
         "budget": {"kd_tokens_requested": args.kd_tokens, "kd_steps": kd_steps(args), "seq_len": args.seq_len,
-                   "batch_size": args.batch_size, "align_steps_per_block": args.align_steps,
+                   "batch_size": args.batch_size, "temperature": args.temperature, "alpha": args.alpha,
+                   "align_steps_per_block": args.align_steps,
                    "calibration_samples": args.calibration_samples, "layout": args.layout, "seed": args.seed},
         "eval": {"task": TASK, "languages": meta, "sentences_per_language": args.sentences,
                  "data_dir": str(args.data_dir)},
@@ -325,8 +326,9 @@ def _millions(n: int) -> str:
 
 def markdown(summary: dict) -> str:
     langs = list(summary["eval"]["languages"])
+    temperature = summary["budget"].get("temperature", "?")  # results written before it was recorded: T = 2
     header = ["variant", "init", "experts", "active params", "KD tokens", "KD tokens/s",
-              "held-out KL before -> after", "mean bpb"] + [f"{lang} bpb" for lang in langs]  # fmt: skip
+              f"held-out KL (T = {temperature}) before -> after", "mean bpb"] + [f"{lang} bpb" for lang in langs]  # fmt: skip
     t = summary["teacher"]
     rows = [[f"teacher ({t['name']})", "-", "-", _millions(t["parameters"]), "-", "-", "-",
              f"{t['mean_bpb']:.3f}"] + [f"{t['bpb'][lang]:.3f}" for lang in langs]]  # fmt: skip

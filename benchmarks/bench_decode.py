@@ -36,22 +36,22 @@ def cache_bytes(cache) -> int:
     return total
 
 
-def decode_step_seconds(model, cache, steps: int, **kw) -> float:
+def decode_step_seconds(model, cache, steps: int) -> float:
     tok = torch.tensor([[1]])
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        out = model(tok, use_cache=True, logits_to_keep=1, **{kw["cache_arg"]: cache})
+        out = model(tok, use_cache=True, logits_to_keep=1, cache=cache)
         times.append(time.perf_counter() - t0)
         tok = out.logits[:, -1:].argmax(-1)
     return statistics.median(times[1:])
 
 
-def prefill(model, cache, n: int, cache_arg: str, piece: int = 2048) -> None:
+def prefill(model, cache, n: int, piece: int = 2048) -> None:
     g = torch.Generator().manual_seed(0)
     for start in range(0, n, piece):
         ids = torch.randint(0, VOCAB, (1, min(piece, n - start)), generator=g)
-        model(ids, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
+        model(ids, use_cache=True, logits_to_keep=1, cache=cache)
 
 
 def main() -> None:
@@ -77,25 +77,25 @@ def main() -> None:
             r = {}
             cache = DynamicCache(config=aetheris.config)
             t0 = time.perf_counter()
-            prefill(aetheris, cache, n, "past_key_values")
+            prefill(aetheris, cache, n)
             r["aetheris_prefill_s"] = time.perf_counter() - t0
             r["aetheris_bytes"] = cache_bytes(cache)
-            r["aetheris_step_s"] = decode_step_seconds(aetheris, cache, args.steps, cache_arg="past_key_values")
+            r["aetheris_step_s"] = decode_step_seconds(aetheris, cache, args.steps)
 
             cache = DynamicCache(config=split.config)
-            prefill(split, cache, n, "past_key_values")
-            r["split_step_s"] = decode_step_seconds(split, cache, args.steps, cache_arg="past_key_values")
+            prefill(split, cache, n)
+            r["split_step_s"] = decode_step_seconds(split, cache, args.steps)
 
             cache = DynamicCache(config=mamba2.config)
-            prefill(mamba2, cache, n, "cache_params")
+            prefill(mamba2, cache, n)
             r["mamba2_bytes"] = cache_bytes(cache)
-            r["mamba2_step_s"] = decode_step_seconds(mamba2, cache, args.steps, cache_arg="cache_params")
+            r["mamba2_step_s"] = decode_step_seconds(mamba2, cache, args.steps)
 
             cache = DynamicCache(config=llama.config)
             for i in range(12):
                 cache.update(torch.randn(1, KV, n, HEAD_DIM), torch.randn(1, KV, n, HEAD_DIM), i)
             r["llama_bytes"] = cache_bytes(cache)
-            r["llama_step_s"] = decode_step_seconds(llama, cache, args.steps, cache_arg="past_key_values")
+            r["llama_step_s"] = decode_step_seconds(llama, cache, args.steps)
             results[n] = r
             rows.append([n, r["aetheris_step_s"] * 1e3, r["split_step_s"] * 1e3, r["mamba2_step_s"] * 1e3,
                          r["llama_step_s"] * 1e3, r["llama_step_s"] / r["aetheris_step_s"],

@@ -52,9 +52,9 @@ def test_manual_one_token_decoding_matches_full_forward():
     ids = torch.randint(0, 97, (1, 10))
     full = model(ids).logits
     cache = DynamicCache(config=model.config)
-    logits = [model(ids[:, :4], past_key_values=cache, use_cache=True).logits]
+    logits = [model(ids[:, :4], cache=cache, use_cache=True).logits]
     for t in range(4, 10):
-        logits.append(model(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits)
+        logits.append(model(ids[:, t : t + 1], cache=cache, use_cache=True).logits)
     torch.testing.assert_close(torch.cat(logits, 1), full, rtol=1e-4, atol=1e-4)
 
 
@@ -85,7 +85,7 @@ def test_ssm_cache_size_does_not_grow_with_context():
 
     def cache_bytes(n):
         cache = DynamicCache(config=model.config)
-        model(torch.randint(0, 97, (1, n)), past_key_values=cache, use_cache=True)
+        model(torch.randint(0, 97, (1, n)), cache=cache, use_cache=True)
         return sum(
             t.numel() * t.element_size()
             for layer in cache.layers
@@ -115,7 +115,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for ckpt in (False, True):
         model = tiny().train()
         if ckpt:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model(ids, labels=ids).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()

@@ -19,7 +19,7 @@ class AetherisConfig(PretrainedConfig):
     """
 
     model_type = "aetheris"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from aetheris.model.attention import Attention
 from aetheris.model.configuration import AetherisConfig
@@ -21,7 +22,7 @@ from aetheris.model.moe import MoE, weighted_router_loss
 @dataclass
 class AetherisModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None
 
@@ -33,7 +34,7 @@ class AetherisCausalLMOutput(ModelOutput):
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None
     aux_loss: torch.Tensor | None = None
@@ -76,17 +77,17 @@ class AetherisBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.norm(hidden_states)
         router_logits = None
         if self.kind == "S":
             step_mask = None if attention_mask is None else attention_mask[:, -h.shape[1] :]
-            h = self.mixer(h, step_mask, past_key_values)
+            h = self.mixer(h, step_mask, cache)
         elif self.kind == "M":
             h, router_logits = self.mixer(h)
         else:
-            h = self.mixer(h, positions, attention_mask, past_key_values)
+            h = self.mixer(h, positions, attention_mask, cache)
         if self.post_norm is not None:
             h = self.post_norm(h)
         return hidden_states + h, router_logits
@@ -124,12 +125,13 @@ class AetherisModel(AetherisPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -140,9 +142,9 @@ class AetherisModel(AetherisPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
-        if use_cache and past_key_values is None:
-            past_key_values = AetherisCache(self.config)
-        cache = past_key_values if use_cache else None
+        if use_cache and cache is None:
+            cache = AetherisCache(self.config)
+        cache = cache if use_cache else None
 
         positions = None
         if "A" in self.config.layout:
@@ -157,7 +159,7 @@ class AetherisModel(AetherisPreTrainedModel):
             if output_hidden_states:
                 all_hidden.append(h)
             h, router_logits = layer(
-                h, attention_mask=attention_mask, positions=positions, past_key_values=cache
+                h, attention_mask=attention_mask, positions=positions, cache=cache
             )
             if router_logits is not None:
                 all_router.append(router_logits)
@@ -168,7 +170,7 @@ class AetherisModel(AetherisPreTrainedModel):
             all_hidden.append(h)
         return AetherisModelOutput(
             last_hidden_state=h,
-            past_key_values=cache,
+            cache=cache,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             router_logits=tuple(all_router),
         )
@@ -189,22 +191,23 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         # generate() would build a plain DynamicCache; ours also counts tokens (see AetherisCache).
         if (
-            model_kwargs.get("past_key_values") is None
+            model_kwargs.get("cache") is None
             and generation_config.use_cache is not False
             and generation_config.cache_implementation in (None, "dynamic")
         ):
-            model_kwargs["past_key_values"] = AetherisCache(self.config)
+            model_kwargs["cache"] = AetherisCache(self.config)
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -216,7 +219,7 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
@@ -243,7 +246,7 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
         return AetherisCausalLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=out.past_key_values,
+            cache=out.cache,
             hidden_states=out.hidden_states,
             router_logits=out.router_logits,
             aux_loss=aux_loss,

@@ -1,8 +1,9 @@
 """Benchmark: stage-2 KL distillation on the real gemma3-270m (262k vocabulary), tokens/s and memory.
 
-Four configurations side by side: the teacher run online every step vs its top-k log-probs read
+Configurations side by side: the teacher run online every step vs its top-k log-probs read
 from the pipeline's cache (`TopKCache`), each with and without gradient checkpointing on the
-student. Every training step is what `aetheris distill --stage kd` does: the pipeline's
+student, and (`*-ckptloss`) with the loss's chunks checkpointed instead of fused
+(`kd.fused_loss: false`, the plain reference the fused loss is tested against). Every training step is what `aetheris distill --stage kd` does: the pipeline's
 `_student_kd` (+ `_teacher_hidden` online), its training loop `trainer.train` (AdamW, clipping,
 cosine schedule) on rows packed by `Run.packed`, from a student built by `stage_init` (stage kd
 starts from the aligned student; alignment changes weights, not cost, so it is skipped here).
@@ -21,7 +22,7 @@ last optimizer step (before the loop's final checkpoint save). Then one instrume
 backward / student backward / optimizer.
 
     cd benchmarks && python bench_kd.py [--seq-len 512] [--batch-size 1] [--steps 4] [--warmup 1]
-        [--rounds 2] [--layout SMSMSMSMSMSM] [--top-k 64] [--out kd.json]
+        [--rounds 2] [--layout SMSMSMSMSMSM] [--top-k 64] [--configs online cached ...] [--out kd.json]
 
 The run config (KD temperature, alpha, chunk size, student overrides, lr) comes from --config
 (default configs/demo.yaml, the CPU recipe on this teacher); the flags override it. With
@@ -54,11 +55,14 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from aetheris.distill.config import parse_config
 
 HERE = Path(__file__).resolve()
-CONFIGS = {  # name -> (mode, gradient checkpointing)
-    "online": ("online", False),
-    "online+gc": ("online", True),
-    "cached": ("cached", False),
-    "cached+gc": ("cached", True),
+CONFIGS = {  # name -> (mode, gradient checkpointing, kd.fused_loss)
+    "online": ("online", False, True),
+    "online+gc": ("online", True, True),
+    "cached": ("cached", False, True),
+    "cached+gc": ("cached", True, True),
+    # the loss as it was before kd.fused_loss: chunks under checkpoint, logits recomputed in backward
+    "online-ckptloss": ("online", False, False),
+    "cached-ckptloss": ("cached", False, False),
 }
 PHASES = ("teacher", "student_fwd", "loss_fwd", "loss_bwd", "student_bwd", "optimizer")
 
@@ -134,7 +138,7 @@ def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str) -> dict[s
     marks.append(time.perf_counter())
     res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
                   temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
-                  **teacher_out, student_logit_fn=_logit_fn(model))  # fmt: skip
+                  fused=cfg.kd.fused_loss, **teacher_out, student_logit_fn=_logit_fn(model))  # fmt: skip
     res.loss = res.loss + router
     _sync()
     marks.append(time.perf_counter())
@@ -175,8 +179,9 @@ def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
     from aetheris.distill.trainer import default_collate, train
     from aetheris.model import AetherisForCausalLM
 
-    mode, gc = CONFIGS[name]
+    mode, gc, fused = CONFIGS[name]
     cfg = _load_cfg(work)
+    cfg = cfg.model_copy(update={"kd": cfg.kd.model_copy(update={"fused_loss": fused})})
     prep = json.loads((work / "prep.json").read_text())
     student = AetherisForCausalLM.from_pretrained(work / "init", dtype=torch.float32)
     rows = torch.load(work / "rows.pt", weights_only=True)
@@ -226,7 +231,7 @@ def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
     timing[0] = False
     starts = first_start + ends[:-1]
     steps = [b - a for a, b in zip(starts, ends)]
-    result = {"config": name, "round": rnd, "mode": mode, "gradient_checkpointing": gc,
+    result = {"config": name, "round": rnd, "mode": mode, "gradient_checkpointing": gc, "fused_loss": fused,
               "teacher_loaded": teacher_loaded, "setup_s": setup_s, "step_s": steps,
               "tokens_per_step": statistics.mean(tokens) * budget.grad_accum, "peak_rss_mb": rss[-1],
               "metrics": (out_dir / "metrics.jsonl").read_text().splitlines()[-1:]}  # fmt: skip
@@ -380,15 +385,22 @@ def main() -> None:
             print(f"cached/online{gc}: {ca / on:.2f}x (target >= 2x: {'met' if ca / on >= 2 else 'not met'}); "
                   f"with the cache build paid in one epoch: {amortised / on:.2f}x")  # fmt: skip
 
+    for mode in ("online", "cached"):
+        if mode in summary and f"{mode}-ckptloss" in summary:
+            r = summary[mode]["tokens_per_s"] / summary[f"{mode}-ckptloss"]["tokens_per_s"]
+            print(f"{mode}: fused loss vs checkpointed loss chunks: {r:.2f}x tokens/s")
+
     pct = lambda x, total: f"{100 * x / total:.0f}%"
+    # the teacher's head runs inside the loss: once per chunk fused, twice checkpointed (recompute)
+    heads = {name: 1 if CONFIGS[name][2] else 2 for name in summary}
     prof = [[name, s["profile"]["total"], *(pct(s["profile"][p], s["profile"]["total"]) for p in PHASES),
-             pct(2 * s["profile"].get("teacher_head_once", 0), s["profile"]["total"])]
+             pct(heads[name] * s["profile"].get("teacher_head_once", 0), s["profile"]["total"])]
             for name, s in summary.items() if s["profile"]]  # fmt: skip
     if prof:
         print("\nOne instrumented step, fraction of its time per phase (loss_* include the 262k-vocab "
-              "heads; online: the teacher's head runs in the loss forward and again in its recompute, "
-              "≈ the last column):")  # fmt: skip
-        print(table(["config", "step (s)", *PHASES, "teacher head x2"], prof))
+              "heads; fused, the head gradients are taken in loss_fwd; online, the teacher's head runs "
+              "inside the loss, ≈ the last column):")  # fmt: skip
+        print(table(["config", "step (s)", *PHASES, "teacher head in loss"], prof))
     out = {"bench": "kd", "machine": machine(), "args": {k: v for k, v in vars(args).items() if k not in
            ("child", "name", "round")}, "run_config": cfg, "prep": prep, "results": summary,
            "runs": {n: [{k: v for k, v in r.items() if k != "profile"} for r in rs] for n, rs in results.items()}}  # fmt: skip

@@ -33,15 +33,16 @@ def _reference(hs, head, t_logits, labels, mask, temperature, alpha, fn=None):
     return temperature**2 * kl + alpha * ce, kl, ce
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("chunk", [1, 3, 5, 1000])
-def test_chunked_equals_unchunked_values_and_grads(chunk):
+def test_chunked_equals_unchunked_values_and_grads(chunk, fused):
     hs, head, t_logits, labels = _setup()
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, 5:] = 0
     labels[0, 2] = -100
     fn = logit_transform(logit_scale=0.7, softcap=5.0)
     out = kd_loss(hs, head, teacher_logits=t_logits, labels=labels, attention_mask=mask,
-                  temperature=2.0, alpha=0.3, chunk_size=chunk, student_logit_fn=fn)
+                  temperature=2.0, alpha=0.3, chunk_size=chunk, student_logit_fn=fn, fused=fused)
     g_out = torch.autograd.grad(out.loss, (hs, head))
     ref, kl, ce = _reference(hs, head, t_logits, labels, mask, 2.0, 0.3, fn)
     g_ref = torch.autograd.grad(ref, (hs, head))
@@ -140,20 +141,68 @@ def test_bad_teacher_forms_are_refused():
         kd_loss(hs, head, teacher_logits=t_logits, alpha=1.0)
 
 
-def test_logits_exist_one_chunk_at_a_time_forward_and_backward():
+@pytest.mark.parametrize("fused", [True, False])
+def test_logits_exist_one_chunk_at_a_time_forward_and_backward(fused):
     hs, head, t_logits, labels = _setup(batch=3, length=9)
     seen = []
 
     def spy(logits):
-        seen.append((torch.is_grad_enabled(), logits.shape[0]))
+        seen.append(logits.shape[0])
         return logits
 
-    out = kd_loss(hs, head, teacher_logits=t_logits, chunk_size=4, student_logit_fn=spy)
+    out = kd_loss(hs, head, teacher_logits=t_logits, chunk_size=4, student_logit_fn=spy, fused=fused)
     n_forward = len(seen)
     out.loss.backward()
     assert out.n_tokens == 3 * 8 and n_forward == 6  # ceil(24 / 4) chunks
-    assert len(seen) == 2 * n_forward  # the backward recomputes each chunk instead of keeping its logits
-    assert max(rows for _, rows in seen) == 4
+    # fused: the gradients were taken in the forward, so the backward makes no logits at all;
+    # checkpointed: the backward recomputes each chunk instead of keeping its logits.
+    assert len(seen) == (1 if fused else 2) * n_forward
+    assert max(seen) == 4
+
+
+@pytest.mark.parametrize("form", ["logits", "hidden", "topk"])
+def test_fused_equals_checkpointed_for_every_teacher_form(form):
+    hs, head, t_logits, labels = _setup(seed=3, batch=3, length=6)
+    g = torch.Generator().manual_seed(9)
+    t_hidden, t_head = torch.randn(3, 6, 5, generator=g), torch.randn(V, 5, generator=g)
+    vals, ids = F.log_softmax(t_logits / 1.5, -1).topk(6, -1)
+    teacher = {
+        "logits": {"teacher_logits": t_logits},
+        "hidden": {"teacher_hidden": t_hidden, "teacher_head": t_head,
+                   "teacher_logit_fn": logit_transform(softcap=4.0)},
+        "topk": {"teacher_topk_logprobs": vals, "teacher_topk_ids": ids},
+    }[form]  # fmt: skip
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[2, 3:] = 0
+    results = []
+    for fused in (True, False):
+        out = kd_loss(hs, head, labels=labels, attention_mask=mask, temperature=1.5, alpha=0.4,
+                      kl_weight=0.25, chunk_size=4, fused=fused, **teacher)  # fmt: skip
+        # an upstream gradient other than 1: the fused backward must scale what it stored
+        grads = torch.autograd.grad(3.0 * out.loss + hs.sum(), (hs, head))
+        results.append((out, grads))
+    (a, ga), (b, gb) = results
+    assert torch.allclose(a.loss, b.loss, atol=1e-6) and torch.allclose(a.kl, b.kl) and torch.allclose(a.ce, b.ce)
+    assert torch.allclose(a.loss, 0.25 * 1.5**2 * a.kl + 0.4 * a.ce, atol=1e-6)
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_fused_with_a_frozen_head_or_frozen_hidden():
+    hs, head, t_logits, labels = _setup()
+    ref = torch.autograd.grad(kd_loss(hs, head, teacher_logits=t_logits, fused=False).loss, (hs, head))
+    only_h = torch.autograd.grad(kd_loss(hs, head.detach(), teacher_logits=t_logits).loss, hs)[0]
+    only_head = torch.autograd.grad(kd_loss(hs.detach(), head, teacher_logits=t_logits).loss, head)[0]
+    assert torch.allclose(only_h, ref[0], atol=1e-6) and torch.allclose(only_head, ref[1], atol=1e-6)
+
+
+def test_fused_bf16_head_matches_fp32_gradients():
+    hs, head, t_logits, labels = _setup(seed=4)
+    ref = torch.autograd.grad(kd_loss(hs, head, teacher_logits=t_logits, labels=labels, alpha=0.5).loss, head)[0]
+    head16 = head.detach().to(torch.bfloat16).requires_grad_()
+    out = kd_loss(hs.detach().to(torch.bfloat16), head16, teacher_logits=t_logits, labels=labels, alpha=0.5)
+    (g,) = torch.autograd.grad(out.loss, head16)
+    assert g.dtype == torch.bfloat16 and torch.allclose(g.float(), ref, rtol=0.05, atol=0.02)
 
 
 def test_all_padding_gives_zero_loss_that_backpropagates():

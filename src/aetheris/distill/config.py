@@ -77,6 +77,9 @@ class KDConfig(_Strict):
     top_k_cache: bool = False
     top_k: int = Field(64, gt=0)
     chunk_size: int = Field(1024, gt=0, description="positions per logits chunk")
+    fused_loss: bool = Field(
+        True, description="head gradients taken per chunk in the forward (3 head matmuls, not 4); false = checkpointed"
+    )
     cache_dir: Path | None = Field(None, description="top-k cache folder; default <output_dir>/topk-cache")
 
 

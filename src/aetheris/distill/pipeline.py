@@ -160,7 +160,7 @@ def _student_kd(model, batch, teacher_fn: Callable[[dict], dict], cfg: RunConfig
     hidden, head, router = _hidden_and_head(model, batch)
     res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
                   temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
-                  **teacher_fn(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
+                  fused=cfg.kd.fused_loss, **teacher_fn(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
     res.loss = res.loss + router
     return res
 
@@ -303,10 +303,9 @@ def stage_sft(run: Run) -> Path:
         # CE on assistant tokens (alpha = 1), plus kl_weight * KL to the teacher on the same batch.
         hidden, head, router = _hidden_and_head(model, batch)
         res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
-                      temperature=1.0, alpha=1.0, chunk_size=cfg.kd.chunk_size, **online(batch),
-                      student_logit_fn=_logit_fn(model))  # fmt: skip
-        loss = res.ce + cfg.sft.kl_weight * res.kl + router
-        return {"loss": loss, "ce": res.ce, "kl": res.kl}
+                      temperature=1.0, alpha=1.0, kl_weight=cfg.sft.kl_weight, chunk_size=cfg.kd.chunk_size,
+                      fused=cfg.kd.fused_loss, **online(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
+        return {"loss": res.loss + router, "ce": res.ce, "kl": res.kl}
 
     train(
         student,

@@ -105,18 +105,9 @@ def _kl_topk(
     return kl + torch.where(has_tail, safe_t * (safe_t.log() - safe_s), torch.zeros_like(t_tail)).sum()
 
 
-def _chunk(
-    h: torch.Tensor,
-    head: torch.Tensor,
-    targets: torch.Tensor | None,
-    teacher: tuple[torch.Tensor, ...],
-    mode: str,
-    temperature: float,
-    s_fn: LogitFn | None,
-    t_fn: LogitFn | None,
-) -> torch.Tensor:
-    """Summed (KL, CE) of one chunk of positions, as a 2-vector."""
-    return _chunk_from_logits((h @ head.t()).float(), targets, teacher, mode, temperature, s_fn, t_fn)
+def _chunk(h: torch.Tensor, head: torch.Tensor, *loss_args) -> torch.Tensor:
+    """Summed (KL, CE) of one chunk of positions, as a 2-vector (the checkpointed reference)."""
+    return _chunk_from_logits((h @ head.t()).float(), *loss_args)
 
 
 def _chunk_from_logits(
@@ -128,6 +119,7 @@ def _chunk_from_logits(
     s_fn: LogitFn | None,
     t_fn: LogitFn | None,
 ) -> torch.Tensor:
+    """Summed (KL, CE) of one chunk, from the student's raw logits `h @ head.t()`."""
     s_logits = s_fn(raw) if s_fn is not None else raw
     if mode == "logits":
         kl = _kl_full(s_logits, teacher[0], temperature)

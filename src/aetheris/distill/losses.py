@@ -107,7 +107,7 @@ def _kl_topk(
 
 def _chunk(h: torch.Tensor, head: torch.Tensor, *loss_args) -> torch.Tensor:
     """Summed (KL, CE) of one chunk of positions, as a 2-vector (the checkpointed reference)."""
-    return _chunk_from_logits((h @ head.t()).float(), *loss_args)
+    return _chunk_from_logits(_student_logits(h, head, None), *loss_args)
 
 
 def _chunk_from_logits(
@@ -152,7 +152,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         for sl, targets, teacher in chunks:
             hc = h[sl]
             with torch.enable_grad():
-                raw = (hc @ head.t()).float().requires_grad_()
+                raw = _student_logits(hc, head, None).requires_grad_()
                 part = _chunk_from_logits(raw, targets, teacher, *loss_args)
                 (g,) = torch.autograd.grad((part * weights).sum(), raw)
             totals += part.detach()

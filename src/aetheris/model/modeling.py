@@ -142,9 +142,10 @@ class AetherisModel(AetherisPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
-        if use_cache and cache is None:
+        if not use_cache:
+            cache = None
+        elif cache is None:
             cache = AetherisCache(self.config)
-        cache = cache if use_cache else None
 
         positions = None
         if "A" in self.config.layout:

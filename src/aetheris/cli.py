@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from aetheris.eval.tasks import TASKS
 from aetheris.languages import print_table as _languages_table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -101,7 +102,7 @@ def eval_cmd(
     models: Annotated[list[str], typer.Argument(help="HF causal LMs: hub ids or local directories.")],
     tasks: str = typer.Option(
         "xcopa,mgsm_direct,flores_bpb",
-        help="Comma-separated: xcopa, xcopa_gen, mgsm_direct, mgsm_cot, flores_bpb, tools.",
+        help=f"Comma-separated: {', '.join(TASKS)}.",
     ),
     langs: str = typer.Option("", help="Comma-separated language codes (default: every task language)."),
     limit: int = typer.Option(None, help="First N items per task and language."),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from toolcall_tiny import tool_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from aetheris.eval.lm import HFLM
 from aetheris.eval.results import load_results
@@ -34,18 +34,8 @@ TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|eos|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(
-        ['<tool_call>{"name": "weather_forecast"}</tool_call>', "What is the weather?"], trainer
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>")  # no pad token: eos stands in
-    fast.chat_template = TEMPLATE
-    return fast
+    texts = ['<tool_call>{"name": "weather_forecast"}</tool_call>', "What is the weather?"]
+    return tool_tokenizer(texts, vocab_size=300, template=TEMPLATE)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,10 @@ from aetheris.eval.runner import evaluate_model, plan_languages, resolve_tasks
 def results(model="runs/m", tasks=None) -> dict:
     acc = [{"id": "0", "score": 1.0, "pred": 1, "ll": [-3.5, -1.25]},
            {"id": "1", "score": 0.0, "pred": None, "output": "ñ 2"}]  # fmt: skip
-    bpb = [{"id": "a", "score": 0.5, "bits": 10.0, "bytes": 20}, {"id": "b", "score": 2.0, "bits": 20.0, "bytes": 10}]
+    bpb = [
+        {"id": "a", "score": 0.5, "bits": 10.0, "bytes": 20},
+        {"id": "b", "score": 2.0, "bits": 20.0, "bytes": 10},
+    ]
     return {
         "schema": SCHEMA,
         "model": model,
@@ -32,10 +35,16 @@ def results(model="runs/m", tasks=None) -> dict:
         "created": "2026-12-01T00:00:00Z",
         "tasks": tasks
         or {
-            "xcopa": {"metric": "acc", "higher_is_better": True,
-                      "languages": {"sw": {"score": 0.5, "n": 2, "items": acc}}},
-            "flores_bpb": {"metric": "bits_per_byte", "higher_is_better": False,
-                           "languages": {"sw": {"score": 1.0, "n": 2, "items": bpb}}},
+            "xcopa": {
+                "metric": "acc",
+                "higher_is_better": True,
+                "languages": {"sw": {"score": 0.5, "n": 2, "items": acc}},
+            },
+            "flores_bpb": {
+                "metric": "bits_per_byte",
+                "higher_is_better": False,
+                "languages": {"sw": {"score": 1.0, "n": 2, "items": bpb}},
+            },
         },  # fmt: skip
     }
 
@@ -64,7 +73,9 @@ def test_the_runner_writes_what_the_readers_accept(tmp_path):
 
 def test_the_language_score_rule():
     acc = [ItemResult(id=str(k), score=s) for k, s in enumerate([1.0, 0.0, 0.0, 1.0])]
-    bpb = [ItemResult(id=str(k), score=b / n, bits=b, bytes=n) for k, (b, n) in enumerate([(3.0, 1), (1.0, 3)])]
+    bpb = [
+        ItemResult(id=str(k), score=b / n, bits=b, bytes=n) for k, (b, n) in enumerate([(3.0, 1), (1.0, 3)])
+    ]
     assert aggregate(acc) == 0.5
     assert aggregate(bpb) == 1.0  # sum(bits) / sum(bytes), not the mean of per-item ratios (5/3)
     assert np.isnan(aggregate([]))
@@ -90,16 +101,30 @@ def edit(data: dict, path: str, value) -> dict:
     [
         ("schema", "aetheris.results/0", r"schema: is 'aetheris.results/0', expected 'aetheris.results/1'"),
         ("tasks.xcopa.metric", None, r"tasks\.xcopa\.metric: Input should be a valid string"),
-        ("tasks.xcopa.languages.sw.score", 0.75, r"tasks\.xcopa\.languages\.sw: score 0.75 but its items give 0.5"),
+        (
+            "tasks.xcopa.languages.sw.score",
+            0.75,
+            r"tasks\.xcopa\.languages\.sw: score 0.75 but its items give 0.5",
+        ),
         ("tasks.xcopa.languages.sw.n", 3, r"tasks\.xcopa\.languages\.sw: n is 3 but there are 2 items"),
-        ("tasks.flores_bpb.languages.sw.items.1.bits", None, r"every item carries `bits` and `bytes` or none"),
-        ("tasks.xcopa.languages.sw.items.0.score", "high", r"items\.0\.score: Input should be a valid number"),
+        (
+            "tasks.flores_bpb.languages.sw.items.1.bits",
+            None,
+            r"every item carries `bits` and `bytes` or none",
+        ),
+        (
+            "tasks.xcopa.languages.sw.items.0.score",
+            "high",
+            r"items\.0\.score: Input should be a valid number",
+        ),
     ],
 )
 def test_a_bad_file_is_one_line_naming_the_file_and_key(tmp_path, path, value, message):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(edit(results(), path, value)), encoding="utf-8")
-    with pytest.raises(ResultsError, match=rf"^{tmp_path}/bad\.json: not an aetheris\.results/1 results file: .*{message}") as e:
+    with pytest.raises(
+        ResultsError, match=rf"^{tmp_path}/bad\.json: not an aetheris\.results/1 results file: .*{message}"
+    ) as e:
         load_results(bad)
     assert "\n" not in str(e.value) and isinstance(e.value, ValueError)
 
@@ -109,7 +134,9 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(ResultsError, match=r"torn\.json: not valid JSON"):
         load_results(tmp_path / "torn.json")
-    with pytest.raises(ResultsError, match=r"list\.json: expected a JSON object \(aetheris\.results/1\), got list"):
+    with pytest.raises(
+        ResultsError, match=r"list\.json: expected a JSON object \(aetheris\.results/1\), got list"
+    ):
         load_results(tmp_path / "list.json")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         load_results(tmp_path / "missing.json")

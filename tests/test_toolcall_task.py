@@ -148,8 +148,19 @@ def test_scoring_credits_right_calls_and_spots_wrong_language(items, tokenizer, 
 
 def test_bad_arguments_are_refused(tokenizer, items, tmp_path):
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        HFLM(LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                          num_attention_heads=2, intermediate_size=32)), tokenizer, batch_size=0)
+        HFLM(
+            LlamaForCausalLM(
+                LlamaConfig(
+                    vocab_size=len(tokenizer),
+                    hidden_size=16,
+                    num_hidden_layers=1,
+                    num_attention_heads=2,
+                    intermediate_size=32,
+                )
+            ),
+            tokenizer,
+            batch_size=0,
+        )
     for option in ("batch_size", "max_new_tokens"):  # refused before any model is loaded
         with pytest.raises(ValueError, match=f"{option} must be >= 1, got 0"):
             run(["/no/such/model"], ["tools"], tmp_path, **{option: 0})

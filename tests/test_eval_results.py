@@ -80,6 +80,7 @@ def test_the_language_score_rule():
     assert aggregate(bpb) == 1.0  # sum(bits) / sum(bytes), not the mean of per-item ratios (5/3)
     assert np.isnan(aggregate([]))
     assert np.isnan(aggregate([ItemResult(id="0", score=0.0, bits=0.0, bytes=0)]))
+    assert aggregate([ItemResult(id="0", score=0.25, bits=3.0)]) == 0.25  # bits without bytes: no ratio
     # the bootstrap's vectorised form gives, row by row, what aggregate gives for that resample
     idx = np.random.default_rng(0).integers(0, 4, size=(20, 4))
     rows = statistic(item_arrays(acc), idx)

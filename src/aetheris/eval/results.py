@@ -135,7 +135,7 @@ class ModelResults(BaseModel):
             for lang, result in task.languages.items():
                 if lang in mine.languages and mine.languages[lang] != result:
                     raise ValueError(f"task {name!r}, language {lang!r}: the two results differ")
-                mine.languages[lang] = result
+                mine.languages[lang] = result.model_copy(deep=True)
         return self.model_copy(update={"tasks": tasks, "created": other.created or self.created})
 
     def to_json(self) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def item_arrays(items: Sequence[ItemResult], order: Sequence[str] | None = None)
         by_id = {it.id: it for it in items}
         items = [by_id[i] for i in order]
     out = {"score": np.array([it.score for it in items], dtype=float)}
-    if items and items[0].bits is not None:
+    if items and items[0].bits is not None and items[0].bytes is not None:
         out["bits"] = np.array([it.bits for it in items], dtype=float)
         out["bytes"] = np.array([it.bytes for it in items], dtype=float)
     return out

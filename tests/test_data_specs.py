@@ -56,7 +56,7 @@ def test_flagship_config_names_real_subsets():
                                               "per-language ('{code}')"),
         ([{**FINEWEB2, "subset": "{lang}"}], "data.train.0.subset: a subset may name only the placeholder {code}"),
         ([{**FINEWEB2, "languages": ["pcm"]}], "data.train.0: codes.pcm: pcm has no FLORES-200 code"),
-        ([{**FINEWEB2, "hub": "fineweb 2"}], "data.train.0.hub: expected a hub dataset id 'owner/name'"),
+        ([{**FINEWEB2, "hub": "fineweb 2"}], "data.train.0.hub: expected a hub dataset id 'owner/name' or a local folder"),
         ([{**FINEWEB2, "language_field": "{iso_639_3"}], "data.train.0.language_field: expected a field name"),
         ([{**FINEWEB2, "rows_per_language": 0}], "data.train.0.rows_per_language: input should be greater than 0"),
     ],

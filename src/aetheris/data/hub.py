@@ -75,7 +75,7 @@ class HubSource(BaseModel):
         description="field (or template such as '{iso_639_3}_{iso_15924}') naming each row's language; "
         "null = the subset's language",
     )
-    rows_per_language: int = Field(gt=0, description="rows kept per language, streamed from the start")
+    rows_per_language: int = Field(gt=0, description="rows kept per language: the first ones streamed")
     shuffle_buffer: int = Field(0, ge=0, description="0 = file order; else shards and rows shuffled by seed")
     seed: int = 0
     revision: str | None = Field(None, description="hub commit, tag or branch (null = main)")
@@ -85,7 +85,8 @@ class HubSource(BaseModel):
     def _hub_form(cls, v: str) -> str:
         local = v.startswith(("/", "./", "../", "~"))
         if not local and not _HUB_ID.match(v):
-            raise ValueError(f"expected a hub dataset id 'owner/name' or a local folder path, got {v!r}")
+            raise ValueError(f"expected a hub dataset id 'owner/name' or a local folder (starting with /, ./, "
+                             f"../ or ~), got {v!r}")  # fmt: skip
         return v
 
     @field_validator("languages")
@@ -192,7 +193,8 @@ def _stream(source: HubSource, subset: str | None) -> Iterable[dict[str, Any]]:
     try:
         rows = load_dataset(source.hub, subset, split=source.split, streaming=True, revision=source.revision)
     except ValueError as exc:  # an unknown subset or split: say which key to change
-        raise ValueError(f"{source.hub}: cannot read subset {subset!r}, split {source.split!r} ({exc}); "
+        detail = str(exc) if len(str(exc)) <= 300 else str(exc)[:300] + " ..."  # it may list 1,000+ subsets
+        raise ValueError(f"{source.hub}: cannot read subset {subset!r}, split {source.split!r} ({detail}); "
                          "set the source's codes/subset/split to what the dataset has") from None  # fmt: skip
     if source.shuffle_buffer:
         rows = rows.shuffle(seed=source.seed, buffer_size=source.shuffle_buffer)

@@ -139,8 +139,10 @@ def test_a_subset_the_dataset_lacks_names_the_key_to_fix(fineweb2):
         list(read_hub(src))
 
 
-def test_run_config_mapping_reads_through_the_pipeline_sources(fineweb2):
-    """The distill stages read `cfg.data.train` with `read_sources`: a mapping goes the same way."""
+def test_run_config_mapping_reads_through_the_pipeline(fineweb2):
+    """The distill stages read `cfg.data.train` with `Run.examples`: a mapping goes the same way."""
+    from aetheris.distill.pipeline import Run
+
     cfg = parse_config({
         "teacher": {"name": "unused"},
         "data": {"seq_len": 16, "train": [
@@ -151,7 +153,8 @@ def test_run_config_mapping_reads_through_the_pipeline_sources(fineweb2):
     })  # fmt: skip
     hub_source, embedded = cfg.data.train
     assert isinstance(hub_source, HubSource) and embedded == "embedded"
-    examples = read_sources([hub_source])
+    examples = Run(cfg).examples([hub_source])
     assert sorted(e.lang for e in examples) == ["hi", "hi", "sw", "sw"]
+    assert [e.text for e in examples] == [e.text for e in read_sources([hub_source])]
     sampler = MixtureSampler(examples, tau=0.3, seed=0)
     assert {next(sampler).lang for _ in range(20)} == {"hi", "sw"}

@@ -177,7 +177,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="Run config (YAML).")
         cfg = load_config(path)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     typer.echo(
         f"{path}: ok (teacher {cfg.teacher.name}, student {cfg.student.layout}, output {cfg.output_dir})"
     )

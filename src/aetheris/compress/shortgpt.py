@@ -23,6 +23,7 @@ from aetheris.distill.calibration import influence_scores
 
 class ShortGPTSettings(CalibrationSettings):
     n_layers: int | None = Field(None, ge=1)
+    # round(fraction · layers), at least one
     fraction: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
@@ -83,7 +84,7 @@ class ShortGPT(CompressionMethod):
 
     def apply(self, model, tokenizer, settings: ShortGPTSettings) -> Outcome:
         n = len(decoder_blocks(model))
-        k = settings.n_layers if settings.n_layers is not None else round(settings.fraction * n)
+        k = settings.n_layers if settings.n_layers is not None else max(1, round(settings.fraction * n))
         if not 1 <= k < n:
             raise ValueError(f"shortgpt would remove {k} of {n} layers: expected 1..{n - 1}")
         input_ids, calibration = calibration_batch(tokenizer, settings)

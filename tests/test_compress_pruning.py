@@ -12,7 +12,9 @@ from aetheris.compress.wanda import wanda_score
 
 
 def _linears(m):
-    return {f"{i}.{n}": lin for i, b in enumerate(decoder_blocks(m)) for n, lin in prunable_linears(b).items()}
+    return {
+        f"{i}.{n}": lin for i, b in enumerate(decoder_blocks(m)) for n, lin in prunable_linears(b).items()
+    }
 
 
 def _weights(m):

@@ -12,7 +12,9 @@ QMAX = {8: 127, 4: 7}  # symmetric grids: the largest |w| of a row/group maps to
 
 def _dense(kind):
     m = model(kind)
-    return m, {n: lin.weight.detach().clone() for n, lin in m.named_modules() if isinstance(lin, torch.nn.Linear)}
+    return m, {
+        n: lin.weight.detach().clone() for n, lin in m.named_modules() if isinstance(lin, torch.nn.Linear)
+    }
 
 
 @pytest.mark.parametrize("kind", MODELS)
@@ -66,4 +68,3 @@ def test_round_trip_gives_the_in_memory_outputs(tmp_path, kind, method, settings
     assert type(loaded.model.layers[0]) is type(outcome.model.model.layers[0])
     if method.startswith("int"):
         assert any(type(p) is not torch.nn.Parameter for p in loaded.parameters())
-

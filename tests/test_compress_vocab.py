@@ -33,7 +33,9 @@ def _byte_fallback_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     texts = [e.text for e in embedded_corpus("text")]
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<unk>", "<s>", "</s>"]))
+    tok.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<unk>", "<s>", "</s>"])
+    )
     data = json.loads(tok.to_str())
     vocab = data["model"]["vocab"]
     for b in range(256):
@@ -56,7 +58,9 @@ def test_english_only_trim_still_encodes_every_script(kind):
     new_tok, new = outcome.tokenizer, outcome.model
     assert len(new_tok) == new.config.vocab_size == new.get_input_embeddings().weight.shape[0] < len(old_tok)
     # every kept row is the old row of the same token
-    kept = [old_tok.convert_tokens_to_ids(t) for t in new_tok.convert_ids_to_tokens(list(range(len(new_tok))))]
+    kept = [
+        old_tok.convert_tokens_to_ids(t) for t in new_tok.convert_ids_to_tokens(list(range(len(new_tok))))
+    ]
     torch.testing.assert_close(new.get_input_embeddings().weight, old_emb[kept])
     torch.testing.assert_close(new.get_output_embeddings().weight, old_head[kept])
     # calibration text keeps its tokens, so the model's logits are the old ones on the kept columns
@@ -70,13 +74,17 @@ def test_english_only_trim_still_encodes_every_script(kind):
             ids = new_tok.encode(text, add_special_tokens=False)
             assert max(ids) < len(new_tok) and new_tok.decode(ids) == text, lang
     report = outcome.details["flores_test"]
-    assert report["en"]["changed_token_share"] < min(report[lang]["changed_token_share"] for lang in SCRIPTS[1:])
+    assert report["en"]["changed_token_share"] < min(
+        report[lang]["changed_token_share"] for lang in SCRIPTS[1:]
+    )
     bits = HFLM(new, new_tok, batch_size=4).text_nll_bits([t for ts in flores.values() for t in ts])
     assert all(math.isfinite(b) and b > 0 for b in bits)
 
 
 def test_target_size_is_met_exactly_and_balanced():
-    outcome, _ = apply_method(model("gemma3"), tokenizer(), "vocab-trim", {"vocab_size": 400, "report_sentences": 0})
+    outcome, _ = apply_method(
+        model("gemma3"), tokenizer(), "vocab-trim", {"vocab_size": 400, "report_sentences": 0}
+    )
     assert len(outcome.tokenizer) == outcome.model.config.vocab_size == 400
     assert outcome.calibration["languages"] == sorted({e.lang for e in embedded_corpus("text")})
 

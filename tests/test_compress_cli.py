@@ -45,6 +45,18 @@ def test_int8_folder_is_smaller_and_aetheris_eval_scores_it(folders, tmp_path):
     assert all(math.isfinite(v["score"]) for v in saved["tasks"]["flores_bpb"]["languages"].values())
 
 
+def test_int4_student_folder_evaluates_in_bfloat16(folders, tmp_path):
+    result = _run(folders / "student", "--method", "int4", "--set", "group_size=32", "-o", tmp_path / "q")
+    assert result.exit_code == 0, result.output
+    assert read_record(tmp_path / "q").details["weight_bits"] == 4
+    evaluated = CliRunner().invoke(app, ["eval", str(tmp_path / "q"), "--tasks", "flores_bpb", "--langs", "ta",
+                                         "--limit", "2", "--dtype", "bfloat16", "--data-dir", str(data_dir()),
+                                         "--out", str(tmp_path / "res")])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    saved = json.loads(next((tmp_path / "res").glob("*.json")).read_text())
+    assert math.isfinite(saved["tasks"]["flores_bpb"]["languages"]["ta"]["score"])
+
+
 def test_student_wanda_two_four_with_chosen_calibration_languages(folders, tmp_path):
     args = ["--method", "wanda", "--set", "structure=2:4", "--set", "calibration_langs=en,sw", *FAST]
     result = _run(folders / "student", *args, "-o", tmp_path / "w")

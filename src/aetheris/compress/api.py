@@ -141,10 +141,15 @@ def read_record(folder: str | Path) -> CompressionRecord:
 
 def load_compressed(folder: str | Path, dtype: str | torch.dtype = "auto"):
     """(model, tokenizer) of a compressed folder; quantised folders rebuild their torchao modules
-    from the safetensors metadata through transformers' TorchAoConfig."""
+    from the safetensors metadata through transformers' TorchAoConfig. `aetheris eval` loads the
+    same way (`HFLM.load`), casting to an explicit dtype after loading for the same reason."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import aetheris  # noqa: F401
 
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    if dtype != "auto":  # quantised tensors keep the dtype they were saved in unless cast
+        model = model.to(dtype)
     return model.eval(), AutoTokenizer.from_pretrained(str(folder))

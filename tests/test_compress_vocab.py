@@ -81,9 +81,10 @@ def test_english_only_trim_still_encodes_every_script(kind):
     assert all(math.isfinite(b) and b > 0 for b in bits)
 
 
-def test_target_size_is_met_exactly_and_balanced():
+@pytest.mark.parametrize("kind", ["gemma3", "cohere2"])
+def test_target_size_is_met_exactly_and_balanced(kind):
     outcome, _ = apply_method(
-        model("gemma3"), tokenizer(), "vocab-trim", {"vocab_size": 400, "report_sentences": 0}
+        model(kind), tokenizer(), "vocab-trim", {"vocab_size": 400, "report_sentences": 0}
     )
     assert len(outcome.tokenizer) == outcome.model.config.vocab_size == 400
     assert outcome.calibration["languages"] == sorted({e.lang for e in embedded_corpus("text")})

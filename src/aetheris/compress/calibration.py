@@ -66,22 +66,25 @@ def calibration_examples(settings: CalibrationSource) -> list[Example]:
     return examples
 
 
-def _sib200_train() -> list[Example]:
+def sib200_texts(split: str) -> dict[str, list[str]]:
+    """SIB-200 sentences of one split (train, dev, test) per Tiny Aya language present on disk."""
     from aetheris import languages
     from aetheris.eval.tasks.base import read_tsv
     from aetheris.paths import shared_data_dir
 
     root = Path(shared_data_dir()) / "flores_sib200" / "annotated"
-    examples = []
+    out = {}
     for lang in languages.tiny_aya():
-        path = root / str(lang.flores) / "train.tsv"
+        path = root / str(lang.flores) / f"{split}.tsv"
         if lang.flores and path.is_file():
-            examples += [
-                Example(lang=lang.code, text=r[2]) for r in read_tsv(path, header=True) if len(r) == 3
-            ]
-    if not examples:
-        raise FileNotFoundError(f"calibration_source='sib200-train': no train.tsv under {root}")
-    return examples
+            out[lang.code] = [r[2] for r in read_tsv(path, header=True) if len(r) == 3]
+    if not out:
+        raise FileNotFoundError(f"no SIB-200 {split}.tsv under {root}")
+    return out
+
+
+def _sib200_train() -> list[Example]:
+    return [Example(lang=lang, text=t) for lang, texts in sib200_texts("train").items() for t in texts]
 
 
 def calibration_batch(tokenizer: Any, settings: CalibrationSettings) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -73,23 +73,28 @@ def _merge_pairs(merges: list) -> list[tuple[str, str]]:
     return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
 
 
-def merge_closure(data: dict[str, Any], ids: Iterable[int]) -> set[int]:
-    """`ids` plus, for BPE, every token on the merge chain that builds each of them."""
-    ids = set(ids)
-    if data["model"]["type"] != "BPE":
-        return ids
-    vocab = vocab_of(data)
-    token_of = {i: t for t, i in vocab.items()}
-    parents: dict[str, tuple[str, str]] = {}
-    for a, b in _merge_pairs(data["model"]["merges"]):
-        parents.setdefault(a + b, (a, b))  # the first (highest-priority) merge that builds it
-    stack = [token_of[i] for i in ids if i in token_of]
-    while stack:
-        for part in parents.get(stack.pop(), ()):
-            if part in vocab and vocab[part] not in ids:
-                ids.add(vocab[part])
-                stack.append(part)
-    return ids
+class MergeChains:
+    """For BPE: which tokens each token is merged from, so a kept token can bring its chain."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.vocab = vocab_of(data)
+        self.token_of = {i: t for t, i in self.vocab.items()}
+        self.parents: dict[str, tuple[str, str]] = {}
+        if data["model"]["type"] == "BPE":
+            for a, b in _merge_pairs(data["model"]["merges"]):
+                self.parents.setdefault(a + b, (a, b))  # the first (highest-priority) merge building it
+
+    def closure(self, ids: Iterable[int], have: set[int] = frozenset()) -> set[int]:
+        """`ids` and every token on the merge chains that build them, minus those in `have`."""
+        out = set(ids) - have
+        stack = [self.token_of[i] for i in out if i in self.token_of]
+        while stack:
+            for part in self.parents.get(stack.pop(), ()):
+                i = self.vocab.get(part)
+                if i is not None and i not in out and i not in have:
+                    out.add(i)
+                    stack.append(part)
+        return out
 
 
 def _remap_ids(node: Any, new_id: dict[int, int]) -> Any:

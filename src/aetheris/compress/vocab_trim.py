@@ -23,9 +23,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from aetheris.compress.calibration import CalibrationSource, calibration_examples
+from aetheris.compress.calibration import CalibrationSource, calibration_examples, sib200_texts
 from aetheris.compress.registry import CompressionMethod, Outcome
-from aetheris.compress.tokenizer_trim import fallback_ids, merge_closure, tokenizer_json, trimmed_json
+from aetheris.compress.tokenizer_trim import MergeChains, fallback_ids, tokenizer_json, trimmed_json
 
 log = logging.getLogger(__name__)
 STALE_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "spiece.model")
@@ -53,11 +53,12 @@ def choose_tokens(counts: dict[str, Counter], required: set[int], data: dict[str
             best_rank[i] = min(best_rank.get(i, rank), rank)
         total.update(counter)
     order = sorted(best_rank, key=lambda i: (best_rank[i], -total[i], i))
-    keep = merge_closure(data, required)
+    chains = MergeChains(data)
+    keep = chains.closure(required)
     if vocab_size is not None and vocab_size < len(keep):
         raise ValueError(f"vocab_size={vocab_size}: the byte/special tokens alone are {len(keep)}")
     for i in order:
-        new = merge_closure(data, {i}) - keep
+        new = chains.closure({i}, keep)
         if vocab_size is not None and len(keep) + len(new) > vocab_size:
             continue  # does not fit whole (a token without its merge chain is unreachable)
         keep |= new
@@ -135,21 +136,14 @@ def changed_share(old: Any, new: Any, texts: list[str]) -> dict[str, float]:
 
 
 def flores_test_texts(limit: int) -> dict[str, list[str]]:
-    """SIB-200 `test` sentences (the study's evaluation split) per Tiny Aya language, if present."""
-    from aetheris import languages
-    from aetheris.eval.tasks.base import read_tsv
-    from aetheris.paths import DataDirNotFoundError, shared_data_dir
-
-    try:
-        root = Path(shared_data_dir()) / "flores_sib200" / "annotated"
-    except DataDirNotFoundError:
+    """The first `limit` SIB-200 `test` sentences (the study's evaluation split) per Tiny Aya
+    language; none when the data is not on disk."""
+    if not limit:
         return {}
-    out = {}
-    for lang in languages.tiny_aya():
-        path = root / str(lang.flores) / "test.tsv"
-        if limit and lang.flores and path.is_file():
-            out[lang.code] = [r[2] for r in read_tsv(path, header=True) if len(r) == 3][:limit]
-    return out
+    try:
+        return {lang: texts[:limit] for lang, texts in sib200_texts("test").items()}
+    except FileNotFoundError:  # no data folder (DataDirNotFoundError is one) or no SIB-200 in it
+        return {}
 
 
 class VocabTrim(CompressionMethod):

@@ -55,6 +55,7 @@ def test_int4_group_128_keeps_layers_it_cannot_group():
     [(k, "int8", {}) for k in MODELS]
     + [(k, "int4", {"group_size": 32}) for k in ("gemma3", "aetheris")]
     + [("cohere2", m, FAST) for m in ("wanda", "sparsegpt")]
+    + [("gemma3", "magnitude", {"structure": "2:4"})]
     + [("aetheris", "shortgpt", {"n_layers": 1} | FAST), ("qwen3", "vocab-trim", {"report_sentences": 2})],
 )
 def test_round_trip_gives_the_in_memory_outputs(tmp_path, kind, method, settings):

@@ -45,7 +45,7 @@ def _byte_fallback_tokenizer():
                                    eos_token="</s>")  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["qwen3", "llama", "aetheris"])
+@pytest.mark.parametrize("kind", ["llama", "aetheris"])  # untied and tied heads; qwen3 in the round trip
 def test_english_only_trim_still_encodes_every_script(kind):
     old_tok = tokenizer()
     m = model(kind)

@@ -120,7 +120,7 @@ def compress(
 ) -> CompressionRecord:
     """Compress `model` (a loaded model, or any name `aetheris teacher info` accepts / a student
     folder) with `method` and write the result to `out_dir`. Settings are validated before any
-    model is loaded."""
+    model is loaded. A model passed in memory may be changed in place (pruning, vocab-trim)."""
     parsed = parse_settings(method, settings)
     if isinstance(model, (str, Path)):
         source = source or str(model)

@@ -50,7 +50,7 @@ def quantise(model: nn.Module, tokenizer, quant_type, group_size: int | None) ->
     if not quantised:
         raise ValueError(f"no linear layer of {type(model).__name__} can be quantised "
                          f"(group_size={group_size} divides no input width)")  # fmt: skip
-    config = TorchAoConfig(quant_type=quant_type, modules_to_not_convert=kept or ["__none__"])
+    config = TorchAoConfig(quant_type=quant_type, modules_to_not_convert=kept)
     with tempfile.TemporaryDirectory(prefix="aetheris-quant-") as tmp:
         model.save_pretrained(tmp)
         out = type(model).from_pretrained(tmp, quantization_config=config, dtype=model.dtype)

@@ -53,7 +53,7 @@ def _shorter_config(config, keep: list[int], n_layers: int):
         config.attn_rope_theta = [config.attn_rope_theta[a] for a in kept_a]
         config.layout = "".join(config.layout[i] for i in keep)
     else:
-        for key, value in vars(config).items():  # per-layer lists, e.g. layer_types
+        for key, value in list(vars(config).items()):  # per-layer lists, e.g. layer_types
             if isinstance(value, list) and len(value) == n_layers:
                 setattr(config, key, [value[i] for i in keep])
     config.num_hidden_layers = len(keep)
@@ -74,6 +74,7 @@ def remove_blocks(model: nn.Module, drop: list[int]) -> nn.Module:
             state[f"{match[1]}{new_index[int(match[2])]}{match[3]}"] = value
     out = type(model)._from_config(_shorter_config(model.config, keep, n), dtype=model.dtype)
     out.load_state_dict(state, strict=True)
+    out.generation_config = copy.deepcopy(model.generation_config)
     return out.eval()
 
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from aetheris.compress.masks import parse_nm, prune_mask
-from aetheris.compress.prune import LinearStats, SparsitySettings, prune_model
+from aetheris.compress.prune import LinearStats, SparsitySettings, prune_by_score, prune_model
 from aetheris.compress.registry import CompressionMethod, Outcome
 
 
 def magnitude_prune(
     weight: torch.Tensor, stats: LinearStats | None, settings: SparsitySettings
 ) -> torch.Tensor:
-    mask = prune_mask(weight.abs(), settings.sparsity, parse_nm(settings.structure), per_row=False)
-    return weight.masked_fill(mask, 0)
+    return prune_by_score(weight, weight.abs(), settings, per_row=False)
 
 
 class Magnitude(CompressionMethod):

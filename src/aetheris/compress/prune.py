@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from aetheris.compress.calibration import CalibrationSettings, calibration_batch
-from aetheris.compress.masks import parse_nm
+from aetheris.compress.masks import parse_nm, prune_mask
 from aetheris.compress.registry import MethodSettings, Outcome
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,13 @@ class LinearStats:
             n = self.tokens + x.shape[0]
             self.hessian.mul_(self.tokens / n).addmm_(x.T, x, alpha=1.0 / n)
         self.tokens += x.shape[0]
+
+
+def prune_by_score(weight: torch.Tensor, score: torch.Tensor, settings: SparsitySettings,
+                   per_row: bool) -> torch.Tensor:  # fmt: skip
+    """`weight` with the lowest-scored entries zeroed (the score-only methods: no weight update)."""
+    mask = prune_mask(score, settings.sparsity, parse_nm(settings.structure), per_row=per_row)
+    return weight.masked_fill(mask, 0)
 
 
 PruneFn = Callable[[torch.Tensor, LinearStats | None, SparsitySettings], torch.Tensor]

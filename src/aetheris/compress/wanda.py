@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from aetheris.compress.masks import parse_nm, prune_mask
-from aetheris.compress.prune import CalibratedSparsitySettings, LinearStats, SparsitySettings, prune_model
+from aetheris.compress.prune import (
+    CalibratedSparsitySettings,
+    LinearStats,
+    SparsitySettings,
+    prune_by_score,
+    prune_model,
+)
 from aetheris.compress.registry import CompressionMethod, Outcome
 
 
@@ -19,10 +24,7 @@ def wanda_score(weight: torch.Tensor, stats: LinearStats | None) -> torch.Tensor
 
 
 def wanda_prune(weight: torch.Tensor, stats: LinearStats | None, settings: SparsitySettings) -> torch.Tensor:
-    mask = prune_mask(
-        wanda_score(weight, stats), settings.sparsity, parse_nm(settings.structure), per_row=True
-    )
-    return weight.masked_fill(mask, 0)
+    return prune_by_score(weight, wanda_score(weight, stats), settings, per_row=True)
 
 
 class Wanda(CompressionMethod):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from aetheris.compress.cli import compress_cmd as _compress_cmd
 from aetheris.languages import print_table as _languages_table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -78,6 +79,7 @@ def validate_tools(paths: list[str]) -> None:
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher models.")
 app.add_typer(teacher_app, name="teacher")
+app.command("compress")(_compress_cmd)
 
 
 @teacher_app.command("info")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from aetheris.compress.cli import compress_cmd as _compress_cmd
 from aetheris.eval.tasks import TASKS
 from aetheris.languages import print_table as _languages_table
 
@@ -79,6 +80,7 @@ def validate_tools(paths: list[str]) -> None:
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher models.")
 app.add_typer(teacher_app, name="teacher")
+app.command("compress")(_compress_cmd)
 
 
 @teacher_app.command("info")
@@ -178,7 +180,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="Run config (YAML).")
         cfg = load_config(path)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     typer.echo(
         f"{path}: ok (teacher {cfg.teacher.name}, student {cfg.student.layout}, output {cfg.output_dir})"
     )

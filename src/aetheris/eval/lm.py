@@ -54,6 +54,8 @@ class HFLM:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
+        if dtype != "auto":  # torchao-quantised folders (aetheris compress) keep their saved dtype otherwise
+            model = model.to(torch_dtype)
         return cls(model.to(device), tokenizer, batch_size=batch_size, chat_template=chat_template)
 
     # -- tokenisation ---------------------------------------------------------------------------

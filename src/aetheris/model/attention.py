@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aetheris.model.configuration import AetherisConfig
-from aetheris.model.mixer import RMSNorm
+from .configuration import AetherisConfig
+from .mixer import RMSNorm
 
 
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:

@@ -13,10 +13,10 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
-from aetheris.model.attention import Attention
-from aetheris.model.configuration import AetherisConfig
-from aetheris.model.mixer import RMSNorm, SSMMixer
-from aetheris.model.moe import MoE, weighted_router_loss
+from .attention import Attention
+from .configuration import AetherisConfig
+from .mixer import RMSNorm, SSMMixer
+from .moe import MoE, weighted_router_loss
 
 
 @dataclass
@@ -100,6 +100,17 @@ class AetherisPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["AetherisBlock"]
     _is_stateful = True  # SSM state cannot be rolled back: no assisted decoding
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        # custom_object_save puts only the saved class in auto_map; name the base model too, so
+        # AutoModel (not only AutoModelForCausalLM) loads the folder with trust_remote_code.
+        if self.is_remote_code():
+            module = AetherisModel.__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.AetherisModel",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from aetheris.model.configuration import AetherisConfig
+from .configuration import AetherisConfig
 
 
 class SwiGLU(nn.Module):

@@ -231,4 +231,4 @@ def test_check_config_command(tmp_path):
     data["kd"]["temperature"] = "hot"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
     bad = CliRunner().invoke(app, ["check-config", str(tmp_path / "bad.yaml")])
-    assert bad.exit_code == 1 and "kd.temperature: expected a number, got 'hot'" in bad.output
+    assert bad.exit_code == 2 and "kd.temperature: expected a number, got 'hot'" in bad.output

@@ -46,13 +46,14 @@ class HFLM:
         dtype: str = "auto",
         chat_template: bool = False,
     ) -> HFLM:
-        """Load any causal LM the Auto classes know (hub id or local directory)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load a causal LM by any model name: embedded teacher, folder, .gguf file or hub id."""
+        from aetheris.errors import BadValueError
+        from aetheris.teacher.load import load_teacher
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
-        return cls(model.to(device), tokenizer, batch_size=batch_size, chat_template=chat_template)
+        loaded = load_teacher(name_or_path, dtype=dtype)
+        if loaded.tokenizer is None:
+            raise BadValueError(f"model {name_or_path}: no tokenizer found; evaluation needs one")
+        return cls(loaded.model.to(device), loaded.tokenizer, batch_size=batch_size, chat_template=chat_template)
 
     # -- tokenisation ---------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 
+from aetheris.errors import UserError
 from aetheris.eval.tasks.base import Item, Task, UnknownLanguageError, resolve_language
 
 TASKS: dict[str, str] = {
@@ -18,9 +19,13 @@ TASKS: dict[str, str] = {
 }
 
 
+class UnknownTaskError(UserError, KeyError):
+    """No task has this name; the message lists the registered ones."""
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+        raise UnknownTaskError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
     module, cls = TASKS[name].split(":")
     try:
         return getattr(importlib.import_module(module), cls)()
@@ -30,4 +35,4 @@ def get_task(name: str) -> Task:
         raise ImportError(f"task {name!r} is registered but its module {module} is not installed") from e
 
 
-__all__ = ["TASKS", "Item", "Task", "UnknownLanguageError", "get_task", "resolve_language"]
+__all__ = ["TASKS", "Item", "Task", "UnknownLanguageError", "UnknownTaskError", "get_task", "resolve_language"]

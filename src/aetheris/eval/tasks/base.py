@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from aetheris.errors import UserError
+
 Item = dict[str, Any]
 
 
@@ -33,7 +35,7 @@ class Task(Protocol):
         ...
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(UserError, ValueError):
     pass
 
 

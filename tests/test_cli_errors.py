@@ -243,3 +243,18 @@ def test_library_log_messages_reach_stderr(tmp_path):
     assert logging.getLogger("aetheris").level == logging.WARNING
     invoke("version")
     assert logging.getLogger("aetheris").level == logging.INFO
+
+
+@pytest.mark.slow
+def test_real_embedded_teacher_evaluates_offline(tmp_path, monkeypatch):
+    """`aetheris eval smollm2-135m` once went to the hub and failed offline."""
+    if not EMBEDDED_TEACHERS["smollm2-135m"].installed:
+        pytest.skip(EMBEDDED_TEACHERS["smollm2-135m"].install + " not run")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = invoke("eval", "smollm2-135m", "--tasks", "flores_bpb", "--langs", "en", "--limit", "2",
+                 "--data-dir", data_dir(), "--out", tmp_path)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (path,) = tmp_path.glob("*.json")
+    saved = json.loads(path.read_text())
+    assert (saved["model"], saved["model_name"]) == ("smollm2-135m", "smollm2-135m")
+    assert 0 < saved["tasks"]["flores_bpb"]["languages"]["en"]["score"] < 3  # bits per byte of a real LM

@@ -26,7 +26,7 @@ from transformers import (
 )
 from typer.testing import CliRunner
 
-from aetheris.cli import app
+from aetheris.cli import app, configure_logging
 from aetheris.errors import UserError
 from aetheris.teacher.embedded import EMBEDDED_TEACHERS, EmbeddedTeacher, GGUFParts
 from aetheris.teacher.load import CACHE_MARKER, display_name, resolve_model, sha256_of
@@ -239,10 +239,19 @@ def test_library_log_messages_reach_stderr(tmp_path):
     res = invoke("teacher", "info", tmp_path / "q")
     assert res.exit_code == 0, res.output
     assert "warning: no tokenizer loaded from" in res.stderr and "qwen3" in res.stdout
-    invoke("--quiet", "version")
-    assert logging.getLogger("aetheris").level == logging.WARNING
-    invoke("version")
-    assert logging.getLogger("aetheris").level == logging.INFO
+    assert not [h for h in logging.getLogger("aetheris").handlers if getattr(h, "aetheris_cli", False)]
+
+
+@pytest.mark.parametrize(("level", "shown"), [(logging.INFO, ["step 1", "warning: slow"]),
+                                              (logging.WARNING, ["warning: slow"])])
+def test_configure_logging_levels(capsys, level, shown):
+    configure_logging(level)
+    try:
+        logging.getLogger("aetheris.some.module").info("step 1")
+        logging.getLogger("aetheris.some.module").warning("slow")
+    finally:
+        configure_logging(None)
+    assert capsys.readouterr().err.splitlines() == shown
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from aetheris.errors import BadValueError, MissingPathError, UserError
 from aetheris.languages import print_table as _languages_table
+from aetheris.teacher.embedded import EMBEDDED_TEACHERS
 
 
 class _OneLineErrors(TyperGroup):
@@ -24,6 +25,8 @@ class _OneLineErrors(TyperGroup):
         except UserError as err:
             typer.echo(f"Error: {err}", err=True)
             raise typer.Exit(2) from None
+        finally:  # an invocation inside another program (tests) leaves its logging as it was
+            configure_logging(None)
 
 
 # rich_markup_mode=None: click prints usage errors as plain lines ending with `Error: ...`,
@@ -38,17 +41,19 @@ class _LevelPrefix(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Show `aetheris.*` log messages from `level` up on stderr: library code only logs, the
-    command decides what is shown."""
+def configure_logging(level: int | None = logging.INFO) -> None:
+    """Show `aetheris.*` log messages from `level` up on stderr (None: stop showing them).
+    Library code only logs; the command decides what is shown."""
     logger = logging.getLogger("aetheris")
     for old in [h for h in logger.handlers if getattr(h, "aetheris_cli", False)]:
-        logger.removeHandler(old)  # a second invocation in one process (tests) replaces it
+        logger.removeHandler(old)
+    logger.setLevel(logging.NOTSET if level is None else level)
+    if level is None:
+        return
     handler = logging.StreamHandler(sys.stderr)  # the stderr of this invocation
     handler.aetheris_cli = True
     handler.setFormatter(_LevelPrefix("%(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(level)
 
 
 @app.callback()
@@ -128,7 +133,7 @@ teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher m
 app.add_typer(teacher_app, name="teacher")
 
 
-MODEL_HELP = "embedded teacher (gemma3-270m, smollm2-135m), model folder, .gguf file or hub id"
+MODEL_HELP = f"embedded teacher ({', '.join(EMBEDDED_TEACHERS)}), model folder, .gguf file or hub id"
 
 
 @teacher_app.command("info")

@@ -106,8 +106,9 @@ def resolve_model(name: str | Path) -> ModelRef:
 
 
 def display_name(name: str | Path) -> str:
-    """The name people read for a model: the embedded teacher's name for its GGUF cache folder,
-    the folder's or file's own name, or the hub id; never raises (unknown paths: their last part)."""
+    """The name people read for a model: the embedded teacher's name (also for its GGUF cache
+    folder), the folder's or file's own name, or the hub model's name without its namespace.
+    Never raises: a path that does not exist gives its last part."""
     try:
         return resolve_model(name).display_name
     except UserError:
@@ -198,7 +199,7 @@ def _causal_lm(ref: ModelRef, where: str, dtype: torch.dtype | str) -> PreTraine
         config = AutoConfig.from_pretrained(where)
     except (OSError, ValueError) as err:  # hub unreachable or unknown, bad config.json, unknown type
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if ref.kind == "hub":
+        if ref.kind == "hub" and isinstance(err, OSError):
             raise ModelNotFoundError(
                 f"model {ref.name}: no embedded teacher, folder or .gguf file has this name and the hub "
                 f"cannot provide it ({reason}); expected {expected_names()}"

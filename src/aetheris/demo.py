@@ -17,7 +17,6 @@ from aetheris.distill.pipeline import run_stages
 from aetheris.eval.runner import run as run_eval
 from aetheris.paths import shared_data_dir
 from aetheris.report.cli import run_report
-from aetheris.teacher import load_teacher
 
 # Which languages the demo measures: one or two per family, all five Tiny Aya regions.
 EVAL = {
@@ -35,19 +34,18 @@ def main() -> None:
     started = time.perf_counter()
     cfg = load_config(args.config)
     student = run_stages(cfg, "all", resume=True)
-    teacher_dir = load_teacher(cfg.teacher.name).weights_dir  # the dequantised cache: an HF folder
     results_dir = Path(cfg.output_dir) / "eval"
     data_dir = shared_data_dir()
     merged: dict[str, dict] = {}
     for task, (langs, limit) in EVAL.items():  # each task its own languages and item limit
-        for res in run_eval([str(teacher_dir), str(student)], [task], results_dir / task, langs=langs,
+        for res in run_eval([cfg.teacher.name, str(student)], [task], results_dir / task, langs=langs,
                             data_dir=data_dir, limit=limit, batch_size=8,
                             max_new_tokens=96 if task == "tools" else None):  # fmt: skip
             res.pop("path", None), res.pop("seconds", None)
             merged.setdefault(res["model"], {**res, "tasks": {}})["tasks"].update(res["tasks"])
     paths = []
     for name, res in zip(
-        ("teacher", "student"), (merged[str(teacher_dir)], merged[str(student)]), strict=True
+        ("teacher", "student"), (merged[cfg.teacher.name], merged[str(student)]), strict=True
     ):
         res["model_name"] = cfg.teacher.name if name == "teacher" else f"student of {cfg.teacher.name}"
         paths.append(results_dir / f"{name}.json")

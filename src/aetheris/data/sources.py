@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aetheris.errors import BadValueError, MissingPathError
 from aetheris.languages import UnknownLanguageError, get
 
 if TYPE_CHECKING:
@@ -225,12 +226,12 @@ def read_source(spec: str | Path | HubSource, summary: LoadSummary | None = None
         return
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"data source {path} does not exist (expected .jsonl, .parquet, a folder "
+        raise MissingPathError(f"data source {path} does not exist (expected .jsonl, .parquet, a folder "
                                 "or hf:<dataset id>)")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in {".jsonl", ".parquet"})
         if not files:
-            raise FileNotFoundError(f"{path}: folder holds no .jsonl or .parquet files")
+            raise MissingPathError(f"{path}: folder holds no .jsonl or .parquet files")
         for file in files:
             yield from read_source(file, summary)
     elif path.suffix == ".jsonl":
@@ -238,7 +239,7 @@ def read_source(spec: str | Path | HubSource, summary: LoadSummary | None = None
     elif path.suffix == ".parquet":
         yield from read_parquet(path, summary)
     else:
-        raise ValueError(f"data source {path}: unsupported file type {path.suffix!r}; "
+        raise BadValueError(f"data source {path}: unsupported file type {path.suffix!r}; "
                          "expected .jsonl or .parquet")
 
 

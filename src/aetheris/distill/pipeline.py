@@ -32,6 +32,7 @@ from aetheris.distill.init import init_student, student_config
 from aetheris.distill.losses import kd_loss, logit_transform
 from aetheris.distill.topk_cache import TopKCache, build_topk_cache, rows_fingerprint, tokenizer_fingerprint
 from aetheris.distill.trainer import train
+from aetheris.errors import BadValueError, MissingPathError
 from aetheris.model import AetherisForCausalLM
 from aetheris.teacher import introspect, load_teacher
 
@@ -54,7 +55,7 @@ class Run:
         if self._teacher is None:
             self._teacher = load_teacher(self.cfg.teacher.name, dtype=self.cfg.teacher.dtype)
             if self._teacher.tokenizer is None:
-                raise ValueError(f"teacher {self.cfg.teacher.name!r} has no tokenizer: the student needs one")
+                raise BadValueError(f"teacher {self.cfg.teacher.name!r} has no tokenizer: the student needs one")
             if ensure_chat_template(self._teacher.tokenizer):  # base models ship none; SFT needs one
                 print(
                     "teacher tokenizer has no chat template: using aetheris.data.chat.FALLBACK_CHAT_TEMPLATE"
@@ -78,7 +79,7 @@ class Run:
                     if (e.text if kind == "text" else e.messages)
                 ]
         if not out:
-            raise ValueError(f"data: no usable {kind} rows in {specs} (skipped: {self.summary.as_dict()})")
+            raise BadValueError(f"data: no usable {kind} rows in {specs} (skipped: {self.summary.as_dict()})")
         return out
 
     def packed(
@@ -95,7 +96,7 @@ class Run:
     def load_stage(self, stage: str) -> AetherisForCausalLM:
         path = self.out / stage
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: stage '{stage}' has not been run (run the stages in order)")
+            raise MissingPathError(f"{path}: stage '{stage}' has not been run (run the stages in order)")
         return AetherisForCausalLM.from_pretrained(path, dtype=torch.float32)
 
     def save_stage(self, model: AetherisForCausalLM, stage: str, note: dict[str, Any]) -> Path:
@@ -372,7 +373,7 @@ def write_final(run: Run, last: str) -> Path:
 
 def run_stages(cfg: RunConfig, stage: str = "all", resume: bool = False) -> Path:
     if stage != "all" and stage not in STAGES:
-        raise ValueError(f"--stage {stage!r}: expected one of {', '.join(STAGES)} or all")
+        raise BadValueError(f"--stage {stage!r}: expected one of {', '.join(STAGES)} or all")
     run = Run(cfg, resume)
     todo = STAGES if stage == "all" else (stage,)
     fns = {"init": stage_init, "align": stage_align, "kd": stage_kd, "sft": stage_sft}

@@ -48,15 +48,16 @@ class HFLM:
         dtype: str = "auto",
         chat_template: bool = False,
     ) -> HFLM:
-        """Load any causal LM the Auto classes know (hub id or local directory)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load a causal LM by any model name: embedded teacher, folder, .gguf file or hub id."""
+        from aetheris.errors import BadValueError
+        from aetheris.teacher.load import load_teacher
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
-        if dtype != "auto":  # torchao-quantised folders (aetheris compress) keep their saved dtype otherwise
-            model = model.to(torch_dtype)
-        return cls(model.to(device), tokenizer, batch_size=batch_size, chat_template=chat_template)
+        loaded = load_teacher(name_or_path, dtype=dtype)
+        if loaded.tokenizer is None:
+            raise BadValueError(f"model {name_or_path}: no tokenizer found; evaluation needs one")
+        # torchao-quantised folders (aetheris compress) otherwise keep the dtype they were saved in
+        model = loaded.model if dtype == "auto" else loaded.model.to(getattr(torch, dtype))
+        return cls(model.to(device), loaded.tokenizer, batch_size=batch_size, chat_template=chat_template)
 
     # -- tokenisation ---------------------------------------------------------------------------
 

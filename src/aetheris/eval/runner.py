@@ -81,7 +81,10 @@ def model_slug(model: str) -> str:
 
 
 def display_name(model: str) -> str:
-    return Path(model.rstrip("/")).name or model
+    """What people read for a model (the teacher's name for its GGUF cache, never a hash)."""
+    from aetheris.teacher.load import display_name as name_of  # one rule for every command
+
+    return name_of(model)
 
 
 def resolve_tasks(names: Sequence[str]) -> list[Task]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from aetheris.errors import UserError
 from aetheris.teacher.spec import AttentionSpec, LayerSpec, MLPSpec, NormSpec, RopeSpec, TeacherSpec
 
 
@@ -32,7 +33,7 @@ ARCHITECTURES: dict[str, ArchConventions] = {
 }
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(UserError, ValueError):
     pass
 
 

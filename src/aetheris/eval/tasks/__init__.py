@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from aetheris.errors import UserError
 from aetheris.eval.tasks.base import Item, Task, UnknownLanguageError, resolve_language
 from aetheris.eval.tasks.flores import FloresBPB
 from aetheris.eval.tasks.mgsm import MGSMCoT, MGSMDirect
@@ -18,7 +19,7 @@ TASK_CLASSES: tuple[type[Task], ...] = (XCOPA, XCOPAGen, MGSMDirect, MGSMCoT, Fl
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in TASK_CLASSES}
 
 
-class UnknownTaskError(KeyError, ValueError):
+class UnknownTaskError(UserError, KeyError, ValueError):
     """A name not in the registry: a KeyError to lookups, a ValueError to pydantic fields."""
 
     def __str__(self) -> str:  # KeyError would quote the message

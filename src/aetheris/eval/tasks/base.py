@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from aetheris.errors import MissingPathError, UserError
+
 Item = dict[str, Any]
 
 
@@ -46,7 +48,7 @@ class DatasetLanguages:
         return dict(self.codes)
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(UserError, ValueError):
     pass
 
 
@@ -74,8 +76,8 @@ def resolve_language(code: str, langs: dict[str, str]) -> str:
     raise UnknownLanguageError(f"unknown language {code!r}; expected one of {', '.join(sorted(langs))}{hint}")
 
 
-def missing_file(path: Path, what: str, hub_id: str) -> FileNotFoundError:
-    return FileNotFoundError(
+def missing_file(path: Path, what: str, hub_id: str) -> MissingPathError:
+    return MissingPathError(
         f"{what}: expected file {path} (the original layout, see shared/data/README.md); "
         f"or omit --data-dir to download the Hugging Face dataset {hub_id!r}"
     )

@@ -198,4 +198,7 @@ def distill(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the stages report through logging
     typer.echo(f"student written to {run_stages(cfg, stage=stage, resume=resume)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="report folder (default: <output_dir>/report)")
     args = ap.parse_args()
     started = time.perf_counter()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the stages report through logging
     cfg = load_config(args.config)
     student = run_stages(cfg, "all", resume=True)
     results_dir = Path(cfg.output_dir) / "eval"

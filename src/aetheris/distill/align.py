@@ -13,13 +13,14 @@ MLP (upcycled experts) are left as they are.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from aetheris.distill.config import TrainConfig
 from aetheris.distill.init import teacher_layer
 from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
@@ -27,6 +28,11 @@ from aetheris.model.configuration import AetherisConfig
 from aetheris.model.moe import weighted_router_loss
 from aetheris.teacher.introspect import introspect
 from aetheris.teacher.spec import NormSpec, TeacherSpec
+
+logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # config.py derives its align choices from this module
+    from aetheris.distill.config import TrainConfig
 
 
 @dataclass
@@ -105,6 +111,8 @@ def cosine_distance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
 
 LOSSES = {"mse": normalised_mse, "cosine": cosine_distance}
+# What each block sees while it is aligned (see align_student).
+ALIGN_INPUTS = ("student", "teacher")
 
 
 def residual_branch(
@@ -156,7 +164,7 @@ def align_block(
     after = full_loss()
     if not after < before:  # a budget too small to help (experts copied from the MLP): keep the start
         block.load_state_dict(start)
-        print(f"align: loss {before:.4f} -> {after:.4f} did not improve; the block keeps its initial weights")
+        logger.info("align: loss %.4f -> %.4f did not improve; the block keeps its initial weights", before, after)
         after = before
     return before, after
 
@@ -200,8 +208,8 @@ def align_student(
     stream after its mapped layer's attention (S) or whole layer (M). A student that keeps a
     third of the teacher's layers sees at block i a stream the teacher never had there; this way
     every block is trained on the inputs it will get, and corrects what came before it."""
-    if inputs not in ("teacher", "student"):
-        raise ValueError(f"align inputs={inputs!r}: expected 'teacher' or 'student'")
+    if inputs not in ALIGN_INPUTS:
+        raise ValueError(f"align inputs={inputs!r}: expected one of {ALIGN_INPUTS}")
     spec = spec if spec is not None else introspect(teacher)
     config = student.config
     blocks = [(i, teacher_layer(config, i)) for i, c in enumerate(config.layout) if c == "S" or (c == "M" and moe)]
@@ -235,5 +243,6 @@ def align_student(
             steps = cfg.steps
         report.append(LayerAlignment(block_idx, t, before, after, steps, block.kind))
         what = "attention" if block.kind == "S" else "MLP"
-        print(f"align block {block_idx} ({block.kind}) <- teacher layer {t} {what}: loss {before:.4f} -> {after:.4f}")
+        logger.info("align block %d (%s) <- teacher layer %d %s: loss %.4f -> %.4f", block_idx, block.kind, t, what,
+                    before, after)  # fmt: skip
     return report

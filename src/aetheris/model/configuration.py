@@ -6,8 +6,10 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .ssd import SCAN_IMPLS  # relative: the model folder imports nothing outside itself
+
+# The layout letters: the one list (the run config's layout check reads it too).
 BLOCK_KINDS = {"S": "SSM mixer (Mamba-2)", "M": "MoE feed-forward", "A": "attention (teacher-shaped)"}
-SCAN_IMPLS = ("auto", "reference", "chunked", "cuda")
 
 
 class AetherisConfig(PretrainedConfig):

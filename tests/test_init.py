@@ -234,9 +234,8 @@ def tokenizer():
     return tiny_tokenizer([e.text for e in embedded_corpus()][:200], vocab_size=300)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_init_align_kd_run_and_the_student_generates(arch, tokenizer, tmp_path):
-    """The recipe's first three stages on every teacher type, at the smallest budget that runs them."""
+def run_recipe(arch, tokenizer, tmp_path, layout="SM", experts="split") -> AetherisForCausalLM:
+    """init -> align -> kd on a tiny teacher of `arch`, at the smallest budget that runs them."""
     from aetheris.distill.config import parse_config
     from aetheris.distill.pipeline import run_stages
 
@@ -246,7 +245,7 @@ def test_init_align_kd_run_and_the_student_generates(arch, tokenizer, tmp_path):
     budget = {"steps": 1, "batch_size": 1, "lr": 1e-3, "checkpoint_every": 1, "log_every": 1}
     cfg = parse_config({
         "teacher": {"name": str(tmp_path / "teacher")},
-        "student": {"layout": "SM", "experts": "split", "overrides": {"ssm_chunk_size": 8}},
+        "student": {"layout": layout, "experts": experts, "overrides": {"ssm_chunk_size": 8}},
         "data": {"train": ["embedded"], "eval": ["embedded"], "seq_len": 16},
         "align": {"calibration_samples": 2},
         "kd": {"chunk_size": 16},
@@ -255,8 +254,24 @@ def test_init_align_kd_run_and_the_student_generates(arch, tokenizer, tmp_path):
     })  # fmt: skip
     for stage in ("init", "align", "kd"):
         run_stages(cfg, stage)
-    student = AetherisForCausalLM.from_pretrained(tmp_path / "run" / "kd").eval()
+    return AetherisForCausalLM.from_pretrained(tmp_path / "run" / "kd").eval()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_init_align_kd_run_and_the_student_generates(arch, tokenizer, tmp_path):
+    student = run_recipe(arch, tokenizer, tmp_path)
     assert student.config.distillation["teacher_model_type"] == introspect(tiny_model(arch)).model_type
     out = student.generate(IDS[:1, :4] % len(tokenizer), max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                           pad_token_id=0)
+                           pad_token_id=0)  # fmt: skip
     assert out.shape == (1, 7)
+
+
+@pytest.mark.parametrize("arch", ["phi", "granite"])
+def test_kd_compares_the_logits_the_teacher_and_student_really_produce(arch, tokenizer, tmp_path):
+    """Phi's head bias and Granite's logits_scaling sit outside the hidden-state @ head product that
+    KD chunks: a teacher-shaped student starts at KL 0 only if both sides apply them."""
+    import json
+
+    run_recipe(arch, tokenizer, tmp_path, layout="AM" * 2, experts="upcycle")
+    note = json.loads((tmp_path / "run" / "kd" / "stage.json").read_text())
+    assert note["held_out_kl_before"] < 1e-4, note

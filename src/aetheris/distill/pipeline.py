@@ -167,11 +167,9 @@ def _student_kd(model, batch, teacher_fn: Callable[[dict], dict], cfg: RunConfig
 
 def _teacher_hidden(teacher) -> Callable[[dict], dict]:
     """Online teacher: its last hidden state and head, so its logits are also built in chunks."""
-    head = teacher.get_output_embeddings().weight
-    cfg = teacher.config
-    fn = logit_transform(
-        getattr(cfg, "logit_scale", 1.0) or 1.0, getattr(cfg, "final_logit_softcapping", None)
-    )
+    spec = introspect(teacher)  # its logit scale (Cohere's, Granite's 1/logits_scaling), cap and head bias
+    head = spec.lm_head
+    fn = _with_bias(logit_transform(spec.logit_scale, spec.final_logit_softcap), spec.lm_head_bias)
 
     def get(batch: dict) -> dict:
         with torch.no_grad():
@@ -330,8 +328,16 @@ def _hidden_and_head(model, batch):
 
 
 def _logit_fn(model):
-    c = getattr(model, "module", model).config
-    return logit_transform(c.logit_scale, c.final_logit_softcapping)
+    student = getattr(model, "module", model)
+    c = student.config
+    return _with_bias(logit_transform(c.logit_scale, c.final_logit_softcapping), student.lm_head.bias)
+
+
+def _with_bias(fn, bias: torch.Tensor | None):
+    """`fn(logits + bias)`: a head with a bias (Phi) adds it before the scale and the cap."""
+    if bias is None:
+        return fn
+    return lambda logits: (logits + bias) if fn is None else fn(logits + bias)
 
 
 def write_final(run: Run, last: str) -> Path:

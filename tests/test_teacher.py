@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from aetheris.model.attention import rotate
 from aetheris.teacher import (
     EMBEDDED_TEACHERS,
     ChecksumMismatch,
@@ -44,16 +45,10 @@ from aetheris.teacher.spec import AttentionSpec, LayerSpec, RopeSpec
 
 
 def ref_rope(x: torch.Tensor, rope: RopeSpec) -> torch.Tensor:
+    """The spec's own frequencies and scaling, through the student's rotation (checked against HF here)."""
     angles = torch.arange(x.shape[-2], dtype=torch.float32)[:, None] * rope.inv_freq[None, :]
     cos, sin = angles.cos() * rope.attention_scaling, angles.sin() * rope.attention_scaling
-    rot, rest = x[..., : rope.rotary_dim], x[..., rope.rotary_dim :]
-    if rope.interleaved:
-        x1, x2 = rot[..., 0::2], rot[..., 1::2]
-        rot = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
-    else:
-        x1, x2 = rot.chunk(2, dim=-1)
-        rot = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-    return torch.cat([rot, rest], dim=-1)
+    return rotate(x, cos, sin, rope.interleaved)
 
 
 def ref_attention(a: AttentionSpec, x: torch.Tensor) -> torch.Tensor:

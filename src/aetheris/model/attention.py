@@ -14,12 +14,18 @@ from .norm import block_norm
 def rope(
     x: torch.Tensor, positions: torch.Tensor, theta: float, rotary_dim: int | None = None, interleaved: bool = False
 ) -> torch.Tensor:
-    """Rotary embedding of the first `rotary_dim` features of each head (the rest pass through), pairing
-    halves (i, i + r/2) as Llama/HF do, or neighbours (2i, 2i + 1) as Cohere. x (b, h, l, d), positions (b, l)."""
+    """Rotary embedding of the first `rotary_dim` features of each head (the rest pass through).
+    x (b, h, l, d), positions (b, l)."""
     d = rotary_dim or x.shape[-1]
     inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
     angles = positions.float()[..., None] * inv_freq  # (b, l, d/2)
-    cos, sin = angles.cos()[:, None].to(x.dtype), angles.sin()[:, None].to(x.dtype)
+    return rotate(x, angles.cos()[:, None].to(x.dtype), angles.sin()[:, None].to(x.dtype), interleaved)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
+    """Rotate feature pairs of x's first 2 * cos.shape[-1] features by the angles whose cos/sin are
+    given (one per pair): halves (i, i + r/2) as Llama/HF pair them, or neighbours (2i, 2i + 1) as Cohere."""
+    d = 2 * cos.shape[-1]
     rot, rest = x[..., :d], x[..., d:]
     if interleaved:
         x1, x2 = rot[..., 0::2], rot[..., 1::2]

@@ -252,6 +252,8 @@ def _mlp(found: LayerModules, config, hidden: int, fail: _Unsupported) -> MLPSpe
     mlp, where = found.mlp, found.mlp_name
     down = _child(mlp, DOWN_NAMES, lambda m: isinstance(m, nn.Linear))
     act = getattr(config, "hidden_activation", None) or config.hidden_act
+    if down is None:
+        raise fail(where, "an MLP without a down projection", f"expected one of {DOWN_NAMES}")
     if hasattr(mlp, "gate_up_proj"):  # Phi-3: [gate | up] rows
         w, b = mlp.gate_up_proj.weight, mlp.gate_up_proj.bias
         gate, up = w.chunk(2, dim=0)
@@ -259,7 +261,7 @@ def _mlp(found: LayerModules, config, hidden: int, fail: _Unsupported) -> MLPSpe
     else:
         up_mod = _child(mlp, UP_NAMES, lambda m: isinstance(m, nn.Linear))
         gate_mod = getattr(mlp, "gate_proj", None)
-        if up_mod is None or down is None:
+        if up_mod is None:
             raise fail(where, "an MLP of unknown projections", f"children {[k for k, _ in mlp.named_children()]}")
         up, ub = up_mod[1].weight, up_mod[1].bias
         gate, gb = (None, None) if gate_mod is None else (gate_mod.weight, gate_mod.bias)

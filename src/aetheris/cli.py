@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from aetheris.compress.cli import compress_cmd as _compress_cmd
+from aetheris.eval.tasks import TASKS
 from aetheris.languages import print_table as _languages_table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -78,6 +80,7 @@ def validate_tools(paths: list[str]) -> None:
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher models.")
 app.add_typer(teacher_app, name="teacher")
+app.command("compress")(_compress_cmd)
 
 
 @teacher_app.command("info")
@@ -101,7 +104,7 @@ def eval_cmd(
     models: Annotated[list[str], typer.Argument(help="HF causal LMs: hub ids or local directories.")],
     tasks: str = typer.Option(
         "xcopa,mgsm_direct,flores_bpb",
-        help="Comma-separated: xcopa, xcopa_gen, mgsm_direct, mgsm_cot, flores_bpb, tools.",
+        help=f"Comma-separated: {', '.join(TASKS)}.",
     ),
     langs: str = typer.Option("", help="Comma-separated language codes (default: every task language)."),
     limit: int = typer.Option(None, help="First N items per task and language."),
@@ -177,7 +180,7 @@ def check_config(path: Annotated[Path, typer.Argument(help="Run config (YAML).")
         cfg = load_config(path)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     typer.echo(
         f"{path}: ok (teacher {cfg.teacher.name}, student {cfg.student.layout}, output {cfg.output_dir})"
     )

@@ -9,6 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aetheris.data.hub import DataSource
+
 
 class ConfigError(ValueError):
     """A run config that cannot be used: the message names the file and every bad key."""
@@ -55,8 +57,10 @@ class StudentConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    train: list[str] = Field(min_length=1, description="paths or hub ids")
-    eval: list[str] = Field(default_factory=list)
+    train: list[DataSource] = Field(
+        min_length=1, description="files, folders, hf:<id>, embedded, or hub mappings (aetheris.data.hub)"
+    )
+    eval: list[DataSource] = Field(default_factory=list, description="held-out text, same forms as train")
     tau: float = Field(0.3, gt=0, le=1, description="language sampling p_i ∝ n_i^tau")
     seq_len: int = Field(gt=0)
 

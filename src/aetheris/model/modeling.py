@@ -110,6 +110,17 @@ class AetherisPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["AetherisBlock"]
     _is_stateful = True  # SSM state cannot be rolled back: no assisted decoding
 
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        # custom_object_save puts only the saved class in auto_map; name the base model too, so
+        # AutoModel (not only AutoModelForCausalLM) loads the folder with trust_remote_code.
+        if self.is_remote_code():
+            module = AetherisModel.__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.AetherisModel",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

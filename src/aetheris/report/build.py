@@ -11,17 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aetheris import __version__
-from aetheris.equity import (
-    EquityReport,
-    Interval,
-    Level,
-    ModelResults,
-    ResultsLike,
-    compare,
-    default_family_map,
-    default_tier_map,
-    load_results,
-)
+from aetheris.equity import EquityReport, Interval, Level, compare, default_family_map, default_tier_map
+from aetheris.eval.results import ModelResults, ResultsLike, load_results
 from aetheris.fertility import (
     LanguageFertility,
     ScriptFertility,

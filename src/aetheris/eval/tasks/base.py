@@ -33,6 +33,19 @@ class Task(Protocol):
         ...
 
 
+class DatasetLanguages:
+    """For tasks whose languages are a map ``codes`` = {canonical code: the dataset's code}."""
+
+    codes: dict[str, str]
+
+    def languages(self) -> list[str]:
+        return list(self.codes)
+
+    def dataset_codes(self) -> dict[str, str]:
+        """Lets a user also type the dataset's own code (e.g. 'zh' for 'zh-Hans')."""
+        return dict(self.codes)
+
+
 class UnknownLanguageError(ValueError):
     pass
 

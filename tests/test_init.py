@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_teachers import ARCHS, teacher_tensors, tiny_model, weight_rows
+from tiny_teachers import TEACHER_TYPES, teacher_tensors, tiny_model, weight_rows
 
 from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.init import init_student, split_mlp, student_config
@@ -16,7 +16,7 @@ IDS = torch.randint(3, 256, (2, 24), generator=torch.Generator().manual_seed(0))
 FP32_TOL = 1000 * torch.finfo(torch.float32).eps
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_upcycled_student_copies_attention_and_reproduces_the_mlp(arch):
     teacher = tiny_model(arch)
     spec = introspect(teacher)
@@ -116,7 +116,7 @@ def test_hybrid_keeps_teacher_attention_exactly():
     torch.testing.assert_close(a(x, pos), ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_post_norms_follow_the_teacher_and_an_upcycled_block_is_its_mlp_half(arch):
     """Gemma's sandwich norms and OLMo 2's post-norms become block post-norms; other teachers get
     none. With them the upcycled MoE block equals the teacher's whole residual MLP step, norms included."""
@@ -142,7 +142,7 @@ def test_post_norms_follow_the_teacher_and_an_upcycled_block_is_its_mlp_half(arc
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_teacher_shaped_student_reproduces_the_teacher(arch, tmp_path):
     """Layout "AM" per teacher layer with upcycled experts keeps every teacher weight and convention
     (norm type and bias, pre/post/sandwich norms, parallel pairs, biases, QK-norm scope, partial or
@@ -261,7 +261,7 @@ def run_recipe(arch, tokenizer, tmp_path, layout="SM", experts="split") -> Aethe
     return AetherisForCausalLM.from_pretrained(tmp_path / "run" / "kd").eval()
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_init_align_kd_run_and_the_student_generates(arch, tokenizer, tmp_path):
     student = run_recipe(arch, tokenizer, tmp_path)
     assert student.config.distillation["teacher_model_type"] == introspect(tiny_model(arch)).model_type

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_teachers import ARCHS, SMALL, tiny_model  # noqa: E402
+from tiny_teachers import SMALL, TEACHER_TYPES, tiny_model  # noqa: E402
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -105,7 +105,7 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_spec_holds_the_models_own_tensors(arch):
     model = tiny_model(arch)
     spec = introspect(model)
@@ -137,7 +137,7 @@ def test_spec_holds_the_models_own_tensors(arch):
 
 
 def test_architecture_conventions_are_explicit():
-    s = {a: introspect(tiny_model(a)) for a in ARCHS}
+    s = {a: introspect(tiny_model(a)) for a in TEACHER_TYPES}
     gemma, cohere2, qwen = s["gemma3"], s["cohere2"], s["qwen3"]
     assert gemma.embed_scale == pytest.approx(8.0) and gemma.final_logit_softcap == 3.0
     assert gemma.final_norm.weight_offset == 1.0 and gemma.layers[0].attn_out_norm is not None
@@ -171,7 +171,7 @@ def test_architecture_conventions_are_explicit():
     assert granite.layers[0].attention.scaling == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_reference_attention_from_spec_matches_hf(arch):
     model = tiny_model(arch)
     spec = introspect(model)

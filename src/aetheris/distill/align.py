@@ -26,7 +26,7 @@ from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
 from aetheris.model.configuration import AetherisConfig
 from aetheris.model.moe import weighted_router_loss
-from aetheris.teacher.introspect import introspect
+from aetheris.teacher.introspect import introspect, teacher_layers
 from aetheris.teacher.spec import NormSpec, TeacherSpec
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,9 @@ def teacher_activations(
     output}, each (b, t, d), from one forward pass."""
     acts: dict[int, dict[str, torch.Tensor]] = {i: {} for i in set(layers)}
     hooks = []
+    modules = teacher_layers(teacher)
     for i in acts:
-        layer = teacher.model.layers[i]
+        layer = modules[i].block
 
         def grab_input(module, args, kwargs, i=i):
             acts[i]["x"] = (args[0] if args else kwargs["hidden_states"]).detach()
@@ -66,8 +67,8 @@ def teacher_activations(
             return hook
 
         hooks.append(layer.register_forward_pre_hook(grab_input, with_kwargs=True))
-        hooks.append(layer.self_attn.register_forward_hook(grab("attn")))
-        hooks.append(layer.mlp.register_forward_hook(grab("mlp")))
+        hooks.append(modules[i].attention.register_forward_hook(grab("attn")))
+        hooks.append(modules[i].mlp.register_forward_hook(grab("mlp")))
     try:
         teacher(input_ids=input_ids, attention_mask=attention_mask)
     finally:
@@ -128,7 +129,8 @@ def residual_branch(
             extra = weighted_router_loss([logits], config, mask.reshape(-1))[2]
     else:
         y = block.mixer(h, mask)
-    return (y if block.post_norm is None else block.post_norm(y)), extra
+    y = y if block.post_norm is None else block.post_norm(y)
+    return y * block.residual_multiplier, extra
 
 
 def align_block(
@@ -167,6 +169,11 @@ def align_block(
         logger.info("align: loss %.4f -> %.4f did not improve; the block keeps its initial weights", before, after)
         after = before
     return before, after
+
+
+def _pairs_with_previous(config: AetherisConfig, block: int) -> bool:
+    """A parallel student's M block reads the input of the S/A block before it (see AetherisModel)."""
+    return config.parallel_residual and block > 0 and config.layout[block - 1] in "SA"
 
 
 @torch.no_grad()
@@ -221,15 +228,18 @@ def align_student(
         with torch.no_grad():
             attn = a["attn"] if layer.attn_out_norm is None else apply_norm(layer.attn_out_norm, a["attn"])
             mlp = a["mlp"] if layer.mlp_out_norm is None else apply_norm(layer.mlp_out_norm, a["mlp"])
+            attn, mlp = attn * layer.residual_scale, mlp * layer.residual_scale  # Granite's multiplier
             if inputs == "student":
                 x = student_stream(student, input_ids, attention_mask, block_idx)
                 y = a["x"] + attn + (mlp if block.kind == "M" else 0) - x
+                if block.kind == "M" and _pairs_with_previous(config, block_idx):  # it reads the pair's input
+                    x = student_stream(student, input_ids, attention_mask, block_idx - 1)
             elif block.kind == "S":
                 x, y = a["x"], attn
             else:  # the MLP reads the stream after the attention (parallel blocks: before it)
                 x = a["x"] if layer.parallel else a["x"] + attn
                 y = mlp
-        x = x.to(block.norm.weight.dtype)
+        x = x.to(next(block.parameters()).dtype)  # block.norm may be the identity (OLMo 2)
         out = Path(output_dir) / f"block-{block_idx:02d}"
         m = torch.ones(x.shape[:2]) if attention_mask is None else attention_mask.float()
         with torch.no_grad():

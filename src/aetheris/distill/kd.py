@@ -38,8 +38,16 @@ def kd_objective(kd: KDConfig, **overrides: Any) -> KDObjective:
     return KDObjective(**{**args, **overrides})
 
 
-def _logit_fn_of(config: Any) -> LogitFn | None:
-    return logit_transform(getattr(config, "logit_scale", 1.0) or 1.0, getattr(config, "final_logit_softcapping", None))
+def _with_bias(fn: LogitFn | None, bias: torch.Tensor | None) -> LogitFn | None:
+    """`fn(logits + bias)`: a head with a bias (Phi) adds it before the scale and the cap."""
+    if bias is None:
+        return fn
+    return lambda logits: (logits + bias) if fn is None else fn(logits + bias)
+
+
+def _student_logit_fn(student: torch.nn.Module) -> LogitFn | None:
+    c = student.config
+    return _with_bias(logit_transform(c.logit_scale, c.final_logit_softcapping), student.lm_head.bias)
 
 
 @dataclass
@@ -56,7 +64,7 @@ def student_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> S
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
                 logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
     router = out.router_loss if out.router_loss is not None else 0.0  # training mode, MoE blocks only
-    return StudentOutput(out.hidden_states[-1], student.lm_head.weight, _logit_fn_of(student.config), router)
+    return StudentOutput(out.hidden_states[-1], student.lm_head.weight, _student_logit_fn(student), router)
 
 
 class OnlineTeacher:
@@ -64,9 +72,13 @@ class OnlineTeacher:
     chunk by chunk inside the loss."""
 
     def __init__(self, teacher: torch.nn.Module) -> None:
+        from aetheris.teacher import introspect
+
+        # The spec knows the teacher's real logits: Cohere's/Granite's scale, the cap, Phi's head bias.
+        spec = introspect(teacher)
         self.model = teacher
-        self.head = teacher.get_output_embeddings().weight
-        self.logit_fn = _logit_fn_of(teacher.config)
+        self.head = spec.lm_head
+        self.logit_fn = _with_bias(logit_transform(spec.logit_scale, spec.final_logit_softcap), spec.lm_head_bias)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherHidden:
         with torch.no_grad():

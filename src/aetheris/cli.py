@@ -84,7 +84,7 @@ def report(
     results: Annotated[list[Path], typer.Argument(help="Results JSON files; the first is the teacher.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
     teacher: Annotated[Path | None, typer.Option(help="Teacher results (else the first file).")] = None,
-    level: Annotated[str, typer.Option(help="Group languages by 'family' or 'group'.")] = "family",
+    level: Annotated[str, typer.Option(help="Group languages by one of: family, group.")] = "family",
     tokenizer: Annotated[
         list[str] | None,
         typer.Option(

@@ -2,8 +2,9 @@
 
 Each stage supplies `step_fn(model, batch) -> {"loss": tensor, **metrics}`; the loop does the
 rest: the config's optimizer and schedule (`optim.py`), gradient accumulation and clipping,
-checkpoints that resume bit-for-bit (`checkpoint.py`), a stop on a non-finite loss, a progress
-bar and metrics (`metrics.py`: JSONL, TensorBoard).
+checkpoints that resume the same losses (`checkpoint.py`: bit for bit on the same machine, where
+the same ops run on the same shapes; to rounding on another CPU), a stop on a non-finite loss, a
+progress bar and metrics (`metrics.py`: JSONL, TensorBoard).
 
 Launch: `python stage.py` (one process, CPU or GPU); `accelerate launch --multi_gpu --num_processes N
 stage.py` (N GPUs with DDP, or N CPU processes with gloo on a machine without GPUs);

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import typer
 
+from aetheris.equity import Level
 from aetheris.errors import BadValueError, UserError
 from aetheris.report.build import build_report
+
+LEVELS: tuple[str, ...] = get_args(Level)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
@@ -60,8 +64,8 @@ def run_report(
     n_perm: int,
     seed: int,
 ) -> None:
-    if level not in ("family", "group"):
-        raise BadValueError(f"--level {level!r}: expected 'family' or 'group'")
+    if level not in LEVELS:
+        raise BadValueError(f"--level {level!r}: expected one of {', '.join(LEVELS)}")
     names = list(tokenizer)
     if not names:
         found = _teacher_tokenizer(teacher or results[0])

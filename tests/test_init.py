@@ -88,7 +88,7 @@ def test_layer_maps():
         resolve_layer_map([0], 4, "SMSM")
     with pytest.raises(ValueError, match="outside"):
         resolve_layer_map([0, 9], 4, "SMSM")
-    with pytest.raises(ValueError, match="expected one of \('uniform'"):
+    with pytest.raises(ValueError, match=r"expected one of \('uniform'"):
         resolve_layer_map("random", 4, "SMSM")
     teacher = tiny_model("gemma3")
     scores = influence_scores(teacher, IDS)

@@ -41,13 +41,22 @@ class MoE(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         logits = self.router(x).float()
-        probs = logits.softmax(dim=-1)
-        weight, expert = probs.topk(self.top_k, dim=-1)  # (T, k)
+        weight, expert = self.route(logits)
+        if x.shape[0] == 1:  # decoding one sequence: no sort/scatter for a single token
+            y = self.one_token(x, weight, expert)
+        else:
+            y = self.dispatch(x, weight, expert)
+        return y.reshape(shape), logits
+
+    def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router logits (T, E) -> (weights (T, k), experts (T, k)) of the top-k experts."""
+        weight, expert = logits.softmax(dim=-1).topk(self.top_k, dim=-1)
         # Renormalise over the chosen experts, as p / p.detach(): exactly 1.0 for top-1 (so identical
         # experts reproduce the dense MLP), yet the router still receives d(output)/dp.
-        weight = weight / weight.detach().sum(-1, keepdim=True)
+        return weight / weight.detach().sum(-1, keepdim=True), expert
 
-        # Dropless dispatch: sort the (token, slot) pairs by expert, run each expert on its group.
+    def dispatch(self, x: torch.Tensor, weight: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """Dropless dispatch of T tokens: sort the (token, slot) pairs by expert, run each expert on its group."""
         flat_expert = expert.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         counts = torch.bincount(flat_expert, minlength=len(self.experts))
@@ -57,7 +66,24 @@ class MoE(nn.Module):
         out = out * weight.reshape(-1)[order, None].to(out.dtype)
         y = torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))  # autocast may change out's dtype
         self.last_tokens_per_expert.copy_(counts)
-        return y.reshape(shape), logits
+        return y
+
+    def one_token(self, x: torch.Tensor, weight: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """The same result for x (1, d), by calling its chosen experts directly.
+
+        `dispatch` is the reference it is tested against. A top-1 weight is exactly 1.0, so without a
+        gradient to carry the product is skipped.
+        """
+        chosen = expert[0].tolist()
+        self.last_tokens_per_expert.zero_().index_fill_(0, expert[0], 1)  # top-k experts are distinct
+        skip_weight = self.top_k == 1 and not weight.requires_grad
+        y = None
+        for slot, e in enumerate(chosen):
+            out = self.experts[e](x)
+            if not skip_weight:
+                out = out * weight[:, slot, None].to(out.dtype)
+            y = out if y is None else y + out
+        return y.to(x.dtype)
 
 
 def router_losses(

@@ -11,6 +11,8 @@ The recurrence, per head h, for a state S of shape (head_dim p, d_state n):
   chunks. O(L) work; takes an initial state and returns the final one. The CPU default.
 - the CUDA path: mamba-ssm's fused Triton kernels, used only when the tensors are on a GPU and
   `mamba_ssm` imports.
+- decoding: `ssd_step` (one token, pure; the reference) and `ssd_step_inplace` (the same update
+  written into the cached state with fewer passes; what generation runs).
 
 Shapes: x (b, l, gx, p); dt (b, l, h), already positive (softplus applied by the caller);
 A (h,), negative; B (b, l, gB, n) and C (b, l, gC, n), where h is a multiple of gx, gB and gC
@@ -59,6 +61,46 @@ def ssd_step(
     if D is not None:
         y = y + D[:, None] * x
     return y, state
+
+
+def _group_view(t: torch.Tensor, gx: int, r: int) -> torch.Tensor:
+    """(b, g, n) -> a tensor broadcastable to (b, gx, r, n), heads grouped as x groups them.
+
+    A tensor at x's group width is a view; one at another width is repeated per head first.
+    """
+    b, g, n = t.shape
+    if g == gx:
+        return t[:, :, None]
+    return repeat_groups(t[:, None], gx * r)[:, 0].view(b, gx, r, n)
+
+
+def ssd_step_inplace(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`ssd_step` for decoding: updates `state` in place and returns y (b, h, p).
+
+    Fewer and smaller passes than `ssd_step` (its reference in tests): x and B are broadcast over
+    the heads of their group instead of repeated, and the outer product is fused into the state
+    update. In place, so not for autograd.
+    """
+    b, h, p, n = state.shape
+    gx = x.shape[1]
+    r = h // gx
+    grouped = state.view(b, gx, r, p, n)  # a view: the update lands in `state`
+    dt = dt.view(b, gx, r)
+    dtx = dt[..., None] * x[:, :, None, :]  # (b, gx, r, p)
+    decay = torch.exp(dt * A.view(gx, r))
+    grouped.mul_(decay[..., None, None]).addcmul_(dtx[..., None], _group_view(B, gx, r)[..., None, :])
+    y = (grouped * _group_view(C, gx, r)[..., None, :]).sum(-1)  # (b, gx, r, p); beats matmul here
+    if D is not None:
+        y = torch.addcmul(y, D.view(gx, r, 1), x[:, :, None, :])
+    return y.reshape(b, h, p)
 
 
 def ssd_reference(

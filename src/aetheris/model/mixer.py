@@ -147,7 +147,7 @@ class SSMMixer(nn.Module):
             u = u * mask[..., None].to(u.dtype)
         z, xBC, dt = self.in_proj(u[:, 0]).split([self.sizes[0], sum(self.sizes[1:4]), self.heads], dim=-1)
         window = cache.update_conv_state(xBC[..., None], self.layer_idx, conv_kernel_size=self.kernel)
-        xBC = F.silu(causal_conv1d_step(window, self.conv1d.weight[:, 0, :], self.conv1d.bias))
+        xBC = F.silu(causal_conv1d_step(window, self.conv1d.weight.squeeze(1), self.conv1d.bias))
         if mask is not None:
             xBC = xBC * mask[:, -1:].to(xBC.dtype)
         x, B, C = xBC.split(self.sizes[1:4], dim=-1)

@@ -64,14 +64,14 @@ def ssd_step(
 
 
 def _group_view(t: torch.Tensor, gx: int, r: int) -> torch.Tensor:
-    """(b, g, n) -> a tensor broadcastable to (b, gx, r, n), heads grouped as x groups them.
+    """(b, g, n) -> a view broadcastable to a state grouped as x groups heads, (b, gx, r, p, n).
 
-    A tensor at x's group width is a view; one at another width is repeated per head first.
+    At x's group width (or per head) it is a view; at another width it is repeated per head first.
     """
     b, g, n = t.shape
-    if g == gx:
-        return t[:, :, None]
-    return repeat_groups(t[:, None], gx * r)[:, 0].view(b, gx, r, n)
+    if g not in (gx, gx * r):
+        t, g = repeat_groups(t[:, None], gx * r)[:, 0], gx * r
+    return t.view(b, gx, g // gx, 1, n)
 
 
 def ssd_step_inplace(
@@ -93,14 +93,14 @@ def ssd_step_inplace(
     gx = x.shape[1]
     r = h // gx
     grouped = state.view(b, gx, r, p, n)  # a view: the update lands in `state`
-    dt = dt.view(b, gx, r)
-    dtx = dt[..., None] * x[:, :, None, :]  # (b, gx, r, p)
-    decay = torch.exp(dt * A.view(gx, r))
-    grouped.mul_(decay[..., None, None]).addcmul_(dtx[..., None], _group_view(B, gx, r)[..., None, :])
-    y = (grouped * _group_view(C, gx, r)[..., None, :]).sum(-1)  # (b, gx, r, p); beats matmul here
+    dt = dt.view(b, gx, r, 1)
+    xg = x.view(b, gx, 1, p)
+    decay = torch.exp(dt * A.view(gx, r, 1))
+    grouped.mul_(decay.unsqueeze(-1)).addcmul_((dt * xg).unsqueeze(-1), _group_view(B, gx, r))
+    y = (grouped * _group_view(C, gx, r)).sum(-1)  # (b, gx, r, p); beats a matmul at these sizes
     if D is not None:
-        y = torch.addcmul(y, D.view(gx, r, 1), x[:, :, None, :])
-    return y.reshape(b, h, p)
+        y = torch.addcmul(y, D.view(gx, r, 1), xg)
+    return y.view(b, h, p)
 
 
 def ssd_reference(

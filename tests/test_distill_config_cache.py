@@ -164,8 +164,11 @@ def test_cache_round_trip_matches_teacher(teacher, tmp_path):
     ask = torch.tensor([6, 0, 3])  # rows from different shards, in batch order
     vals, ids = cache.lookup(ask)
     with torch.no_grad():
-        ref_vals, ref_ids = F.log_softmax(teacher(data[ask]).logits / 2.0, -1).topk(8, -1)
-    assert torch.allclose(vals, ref_vals, atol=1e-6) and torch.equal(ids, ref_ids)
+        ref_logp = F.log_softmax(teacher(data[ask]).logits / 2.0, -1)
+    # The cache ran other batches (other shapes), so near-ties may swap ids between CPUs: check
+    # that the cached ids carry the cached values and that those are the top-k values.
+    assert torch.allclose(vals, ref_logp.topk(8, -1).values, atol=1e-6)
+    assert torch.allclose(ref_logp.gather(-1, ids), vals, atol=1e-6)
     # The cached rows feed the top-k loss directly.
     hs, head = torch.randn(3, SEQ, 4), torch.randn(VOCAB, 4)
     out_loss = kd_loss(hs, head, teacher_topk_logprobs=vals, teacher_topk_ids=ids, temperature=2.0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from eval_tiny import data_dir, tiny_llama, tiny_tokenizer, training_text
+from greedy import decided, greedy_with_margins
 
 from aetheris.eval.lm import HFLM, cut_at_stop
 
@@ -88,7 +89,15 @@ def test_batched_generation_equals_one_at_a_time(lm):
         single = lm.generate(prompts, stop=["Swali:"], max_new_tokens=12)
     finally:
         lm.batch_size = 4
-    assert batched == single
+    # Padding a batch changes the matrix shapes; greedy text must agree wherever every step's
+    # winner is beyond rounding (see greedy.py), and that must be most prompts.
+    checked = 0
+    for p, b, s in zip(prompts, batched, single):
+        ids = torch.tensor([lm.encode(lm.format_prompt(p), add_special_tokens=not lm.chat_template)])
+        if decided(greedy_with_margins(lm.model, ids, 12, pad_token_id=lm.pad_id)[1]):
+            assert b == s, p
+            checked += 1
+    assert checked >= 2
     assert all(isinstance(t, str) for t in batched)
 
 

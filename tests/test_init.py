@@ -39,7 +39,9 @@ def test_upcycled_student_copies_attention_and_reproduces_the_mlp(arch):
         assert torch.equal(ssm.norm.weight, layer.attn_norm.scale())
         h = torch.randn(3, 5, spec.hidden_size)
         y, _ = moe.mixer(h)
-        torch.testing.assert_close(y, teacher_mlp(layer)(h), rtol=0, atol=1e-6)  # top-1 weight is exactly 1
+        # The top-1 weight is exactly 1, but each expert multiplies its own group of rows (other
+        # kernel shapes than the MLP's), so equal to fp32 rounding: torch's default tolerance.
+        torch.testing.assert_close(y, teacher_mlp(layer)(h))
     assert torch.equal(student.model.embed_tokens.weight, spec.embed_tokens)
     assert student.config.embed_scale == spec.embed_scale and student.config.logit_scale == spec.logit_scale
     out = student.generate(IDS[:, :5], max_new_tokens=4, do_sample=False, pad_token_id=0)
@@ -153,8 +155,11 @@ def test_teacher_shaped_student_reproduces_the_teacher(arch, tmp_path):
     assert student.config.tie_word_embeddings == spec.tied_embeddings  # Llama's head is its own here
     student.save_pretrained(tmp_path)
     reloaded = AetherisForCausalLM.from_pretrained(tmp_path).eval()
+    # safetensors stores the bytes: every weight comes back exactly; the logits are then the same
+    # ops on the same shapes, compared to fp32 rounding since BLAS may vary with memory alignment.
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), student.state_dict().values()))
     with torch.no_grad():
-        assert torch.equal(reloaded(IDS).logits, student(IDS).logits)
+        torch.testing.assert_close(reloaded(IDS).logits, student(IDS).logits)
 
 
 def test_bad_init_requests_are_named():

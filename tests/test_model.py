@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from greedy import decided, greedy_with_margins
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from aetheris import AetherisConfig, AetherisForCausalLM
@@ -97,14 +98,17 @@ def test_generate_takes_the_fast_decoding_step(monkeypatch):
 
 def test_left_padding_does_not_change_a_sequence():
     model = tiny()
+    torch.manual_seed(3)
     ids = torch.randint(1, 97, (1, 6))
-    alone = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    alone, margin = greedy_with_margins(model, ids, 6, pad_token_id=0)
+    # The padded batch runs other matrix shapes, so tokens must agree only where greedy is decided.
+    assert decided(margin), f"seed gives a near-tie ({margin:.2e}); pick another"
     padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], 1)
     batch = torch.cat([padded, torch.randint(1, 97, (1, 9))])
     mask = torch.ones_like(batch)
     mask[0, :3] = 0
     out = model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
-    assert torch.equal(out[0, 9:], alone[0, 6:])
+    assert torch.equal(out[0, 9:], alone)
 
 
 def test_sampling_generates_and_is_seeded():
@@ -142,7 +146,9 @@ def test_save_and_load_roundtrip_with_auto_classes(tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is AetherisForCausalLM
     ids = torch.randint(0, 97, (2, 11))
-    assert torch.equal(model(ids).logits, loaded(ids).logits)
+    # The bytes come back exactly; the logits to fp32 rounding (BLAS may vary with memory alignment).
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    torch.testing.assert_close(model(ids).logits, loaded(ids).logits)
     assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()  # tied
 
 

@@ -1,4 +1,4 @@
-"""The MoE block: dropless dispatch, exact dense equivalence, the load-balancing formula."""
+"""The MoE block: dropless dispatch, dense equivalence, the load-balancing formula."""
 
 import pytest
 import torch
@@ -42,14 +42,33 @@ def test_every_token_goes_to_exactly_one_expert():
     torch.testing.assert_close(y.reshape(-1, 16), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_identical_experts_reproduce_the_dense_mlp_exactly():
+def test_one_expert_for_every_token_is_exactly_the_dense_mlp():
+    # Exact by construction: with a zero router every row ties the same way, so every token picks
+    # one expert with weight p / p = 1.0; its group is x itself (same rows, order and shape), and
+    # 0 + v = v in index_add_. The same product on the same shape is the same kernel on any CPU.
+    block = moe()
+    dense = SwiGLU(16, 24)
+    for e in block.experts:
+        e.load_state_dict(dense.state_dict())
+    torch.nn.init.zeros_(block.router.weight)
+    x = torch.randn(66, 16)
+    y, _ = block(x)
+    assert sorted(block.last_tokens_per_expert.tolist()) == [0, 0, 0, 66]
+    assert torch.equal(y, dense(x))
+
+
+def test_identical_experts_reproduce_the_dense_mlp():
+    # Each expert multiplies its own group of tokens: smaller matrices, for which BLAS/oneDNN pick
+    # other kernels by shape and CPU (AVX-512/AMX machines differ in the last bits). So this holds
+    # to fp32 rounding, not bit for bit: torch's default fp32 tolerance (rtol 1.3e-6, atol 1e-5).
     block = moe()
     dense = SwiGLU(16, 24)
     for e in block.experts:
         e.load_state_dict(dense.state_dict())
     x = torch.randn(2, 33, 16)
     y, _ = block(x)
-    assert torch.equal(y, dense(x))
+    assert (block.last_tokens_per_expert > 0).sum() >= 2  # really dispatched to several experts
+    torch.testing.assert_close(y, dense(x))
 
 
 def test_router_gets_gradient_through_the_top1_weight():

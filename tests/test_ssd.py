@@ -100,7 +100,8 @@ def test_grouped_x_equals_explicitly_repeated_x(impl):
     xg = x[:, :, ::2].contiguous()
     y_g, s_g = ssd_scan(xg, dt, A, B, C, D, s0, chunk_size=8, impl=impl)
     y_r, s_r = ssd_scan(xg.repeat_interleave(2, dim=2), dt, A, B, C, D, s0, chunk_size=8, impl=impl)
-    assert torch.equal(y_g, y_r) and torch.equal(s_g, s_r)
+    # Shared x broadcasts into other matmul shapes than repeated x: equal to float64 rounding.
+    assert rel_err(y_g, y_r) <= 1e-12 and rel_err(s_g, s_r) <= 1e-12
     y1, s1 = ssd_step(s0, xg[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
     torch.testing.assert_close(
         y1,

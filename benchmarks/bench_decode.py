@@ -47,16 +47,18 @@ def cache_bytes(cache) -> int:
     return total
 
 
-def decode_steps(model, cache, steps: int) -> list[float]:
-    """Seconds of each of `steps` greedy decoding steps after the first (a warm-up)."""
+def decode_steps(model, cache, steps: int) -> tuple[list[float], list[float]]:
+    """(wall seconds, CPU seconds of this process) of each of `steps` greedy decoding steps after the
+    first (a warm-up). On a shared machine CPU time leaves out the time the process waited its turn."""
     tok = torch.tensor([[1]])
-    times = []
+    wall, cpu = [], []
     for _ in range(steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = model(tok, use_cache=True, logits_to_keep=1, cache=cache)
-        times.append(time.perf_counter() - t0)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         tok = out.logits[:, -1:].argmax(-1)
-    return times[1:]
+    return wall[1:], cpu[1:]
 
 
 def prefill(model, cache, n: int, piece: int = 2048) -> None:
@@ -98,12 +100,15 @@ def measure(models: dict, n: int, steps: int, rounds: int) -> dict[str, float]:
     for name, model in models.items():
         caches[name], r[f"{name}_prefill_s"] = filled_cache(name, model, n)
         r[f"{name}_bytes"] = cache_bytes(caches[name])
-    times = {name: [] for name in models}
+    wall, cpu = {name: [] for name in models}, {name: [] for name in models}
     for _ in range(rounds):  # interleaved: every model sees the same spells of load
         for name, model in models.items():
-            times[name] += decode_steps(model, caches[name], steps)
+            w, c = decode_steps(model, caches[name], steps)
+            wall[name] += w
+            cpu[name] += c
     for name in models:
-        r[f"{name}_step_s"] = statistics.median(times[name])
+        r[f"{name}_step_s"] = statistics.median(wall[name])
+        r[f"{name}_cpu_s"] = statistics.median(cpu[name])
     return r
 
 
@@ -133,7 +138,15 @@ def main() -> None:
                          r["mamba2_step_s"] / r["aetheris_step_s"], r["mamba2_step_s"] / r["split_step_s"],
                          r["aetheris_bytes"], r["mamba2_bytes"], r["llama_bytes"]])  # fmt: skip
             print(rows[-1], flush=True)
+    cpu_rows = [[n, *(results[n][f"{m}_cpu_s"] * 1e3 for m in MODELS),
+                 *(results[n][f"{a}_cpu_s"] / results[n][f"{b}_cpu_s"]
+                   for a, b in (("llama", "aetheris"), ("llama", "split"), ("mamba2", "aetheris"), ("mamba2", "split")))]
+                for n in args.lengths]  # fmt: skip
+    print("CPU time of the process per step (ms), the same steps:")
+    print(table(["prompt", "Aetheris", "Aetheris split", "Mamba2", "Llama", "Llama/Aetheris (x)",
+                 "Llama/Aetheris split (x)", "Mamba2/Aetheris (x)", "Mamba2/Aetheris split (x)"], cpu_rows))  # fmt: skip
     first, last = results[args.lengths[0]], results[args.lengths[-1]]
+    print("Wall-clock ms per step (medians), and ratios of them:")
     print(table(["prompt", "Aetheris ms/token", "Aetheris split ms/token", "Mamba2 ms/token", "Llama ms/token",
                  "Llama/Aetheris (x)", "Llama/Aetheris split (x)", "Mamba2/Aetheris (x)", "Mamba2/Aetheris split (x)",
                  "Aetheris cache B", "Mamba2 cache B", "Llama cache B"], rows))  # fmt: skip

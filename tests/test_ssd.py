@@ -150,3 +150,17 @@ def test_conv_step_equals_the_last_output_of_the_causal_conv():
     want = causal_conv1d(x, w, bias, 1)[:, 0]
     window = x.transpose(1, 2)[..., -5:]  # channels first, one input more than the kernel, as the cache returns it
     torch.testing.assert_close(causal_conv1d_step(window, w, bias), want, rtol=0, atol=1e-12)
+
+
+def test_rms_norm_shortcut_equals_the_plain_formula():
+    from aetheris.model.mixer import GatedRMSNorm, RMSNorm
+
+    norm = RMSNorm(24, eps=1e-5)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(3, 5, 24) * 7
+    torch.testing.assert_close(norm(x), norm.reference(x))  # fp32 rounding: F.rms_norm vs the formula
+    gated, z = GatedRMSNorm(24), torch.randn(3, 5, 24)
+    gated.weight.data.copy_(norm.weight)
+    torch.testing.assert_close(gated(x, z), RMSNorm.reference(gated, x * torch.nn.functional.silu(z)))
+    half = x.bfloat16()  # other dtypes keep the plain path: normalised in fp32
+    assert torch.equal(norm(half), norm.reference(half))

@@ -71,10 +71,10 @@ class MoE(nn.Module):
         `dispatch` is the reference it is tested against. A top-1 weight is exactly 1.0, so without a
         gradient to carry, neither the weight nor the product is computed.
         """
-        chosen = expert[0].tolist()
         self.last_tokens_per_expert.zero_().index_fill_(0, expert[0], 1)  # top-k experts are distinct
         if self.top_k == 1 and not probs.requires_grad:
-            return self.experts[chosen[0]](x).to(x.dtype)
+            return self.experts[expert.item()](x).to(x.dtype)
+        chosen = expert[0].tolist()
         weight = renormalise(probs)
         y = sum(self.experts[e](x) * weight[:, slot, None].to(x.dtype) for slot, e in enumerate(chosen))
         return y.to(x.dtype)

@@ -3,10 +3,13 @@
 Configurations side by side: the teacher run online every step vs its top-k log-probs read
 from the pipeline's cache (`TopKCache`), each with and without gradient checkpointing on the
 student, and (`*-ckptloss`) with the loss's chunks checkpointed instead of fused
-(`kd.fused_loss: false`, the plain reference the fused loss is tested against). Every training step is what `aetheris distill --stage kd` does: the pipeline's
-`_student_kd` (+ `_teacher_hidden` online), its training loop `trainer.train` (AdamW, clipping,
-cosine schedule) on rows packed by `Run.packed`, from a student built by `stage_init` (stage kd
-starts from the aligned student; alignment changes weights, not cost, so it is skipped here).
+(`kd.fused_loss: false`, the plain reference the fused loss is tested against). Every training
+step is what `aetheris distill --stage kd` does: `aetheris.distill.kd.kd_step` with the run
+config's objective and an `OnlineTeacher` or a `CachedTeacher` (the cache built and keyed as the
+pipeline does, `build_run_cache` + `topk_cache_key`), the training loop `trainer.train` (the
+config's optimizer, clipping and schedule) on rows packed by `Run.packed`, from a student built by
+`stage_init` (stage kd starts from the aligned student; alignment changes weights, not cost, so it
+is skipped here).
 
 Each configuration runs in its own process, so peak RSS is that configuration's alone:
 
@@ -80,18 +83,14 @@ def _load_cfg(work: Path):
     return parse_config(json.loads((work / "run.json").read_text()), str(work / "run.json"))
 
 
-def _cache_key(cfg, tokenizer_hash: str) -> dict:
-    return dict(teacher_id=cfg.teacher.name, k=cfg.kd.top_k, temperature=cfg.kd.temperature,
-                seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_hash)  # fmt: skip
-
-
 # ---------------------------------------------------------------- children
 
 
 def child_prep(work: Path) -> None:
     """Teacher -> init student, packed rows, top-k cache; the cache build is timed."""
+    from aetheris.distill.kd import build_run_cache, topk_cache_key
     from aetheris.distill.pipeline import Run, stage_init
-    from aetheris.distill.topk_cache import build_topk_cache, tokenizer_fingerprint
+    from aetheris.distill.topk_cache import tokenizer_fingerprint
 
     cfg = _load_cfg(work)
     run = Run(cfg)
@@ -107,11 +106,8 @@ def child_prep(work: Path) -> None:
         r["row_id"] = torch.tensor(i)
     torch.save(rows, work / "rows.pt")
     tok_hash = tokenizer_fingerprint(teacher.tokenizer)
-    batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
-                "row_ids": r["row_id"][None]} for r in rows)  # fmt: skip
     t0 = time.perf_counter()
-    build_topk_cache(teacher.model, batches, work / "topk-cache", total_rows=len(rows),
-                     **_cache_key(cfg, tok_hash))  # fmt: skip
+    build_run_cache(teacher.model, rows, cfg, work / "topk-cache", topk_cache_key(cfg, tok_hash, rows))
     build_s = time.perf_counter() - t0
     tokens = int(sum(int(r["attention_mask"].sum()) for r in rows))
     out = {"tokenizer_hash": tok_hash, "teacher_load_s": load_s, "init_s": init_s, "cache_rows": len(rows),
@@ -125,25 +121,22 @@ def child_prep(work: Path) -> None:
 def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str) -> dict[str, float]:
     """One training step cut into phases by wall clock (plus a hook on the student's last hidden
     state, whose gradient is ready when the loss's backward is done)."""
-    from aetheris.distill.losses import _student_logits, kd_loss
-    from aetheris.distill.pipeline import _hidden_and_head, _logit_fn
+    from aetheris.distill.kd import kd_objective, student_forward
 
-    t = {}
     marks = [time.perf_counter()]
     teacher_out = teacher_fn(batch)
     _sync()
     marks.append(time.perf_counter())
-    hidden, head, router = _hidden_and_head(model, batch)
+    s = student_forward(model, batch)
     _sync()
     marks.append(time.perf_counter())
-    res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
-                  temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
-                  fused=cfg.kd.fused_loss, **teacher_out, student_logit_fn=_logit_fn(model))  # fmt: skip
-    res.loss = res.loss + router
+    res = kd_objective(cfg.kd)(s.hidden, s.head, teacher_out, labels=batch["labels"],
+                               attention_mask=batch["attention_mask"], student_logit_fn=s.logit_fn)  # fmt: skip
+    res.loss = res.loss + s.router_loss
     _sync()
     marks.append(time.perf_counter())
     at_hidden = []
-    hidden.register_hook(lambda g: at_hidden.append(time.perf_counter()))
+    s.hidden.register_hook(lambda g: at_hidden.append(time.perf_counter()))
     res.loss.backward()
     _sync()
     end_bwd = time.perf_counter()
@@ -158,23 +151,20 @@ def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str) -> dict[s
     t = {name: b - a for name, a, b in zip(PHASES, marks, marks[1:])}
     t["total"] = marks[-1] - marks[0]
     if mode == "online":  # the teacher's 262k-row head, made inside the loss once per chunk forward
-        th, thead, tfn = (
-            teacher_out["teacher_hidden"],
-            teacher_out["teacher_head"],
-            teacher_out["teacher_logit_fn"],
-        )
-        flat = th.reshape(-1, th.shape[-1])
+        flat = teacher_out.hidden.reshape(-1, teacher_out.hidden.shape[-1])
         t0 = time.perf_counter()
         with torch.no_grad():
-            for s in range(0, flat.shape[0], cfg.kd.chunk_size):
-                _student_logits(flat[s : s + cfg.kd.chunk_size], thead, tfn)
+            for i in range(0, flat.shape[0], cfg.kd.chunk_size):
+                logits = (flat[i : i + cfg.kd.chunk_size] @ teacher_out.head.t()).float()
+                if teacher_out.logit_fn is not None:
+                    teacher_out.logit_fn(logits)
         _sync()
         t["teacher_head_once"] = time.perf_counter() - t0
     return t
 
 
 def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
-    from aetheris.distill.pipeline import _student_kd, _teacher_hidden
+    from aetheris.distill.kd import CachedTeacher, OnlineTeacher, kd_objective, kd_step, topk_cache_key
     from aetheris.distill.topk_cache import TopKCache
     from aetheris.distill.trainer import default_collate, train
     from aetheris.model import AetherisForCausalLM
@@ -191,15 +181,11 @@ def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
         from aetheris.teacher import load_teacher
 
         teacher = load_teacher(cfg.teacher.name, dtype=cfg.teacher.dtype)
-        teacher_fn = _teacher_hidden(teacher.model)
+        teacher_fn = OnlineTeacher(teacher.model)
         teacher_loaded = True
     else:
-        cache = TopKCache(work / "topk-cache", **_cache_key(cfg, prep["tokenizer_hash"]))
-
-        def teacher_fn(batch: dict) -> dict:
-            lp, ids = cache.lookup(batch["row_id"])
-            return {"teacher_topk_logprobs": lp, "teacher_topk_ids": ids}
-
+        teacher_fn = CachedTeacher(TopKCache(work / "topk-cache", **topk_cache_key(cfg, prep["tokenizer_hash"], rows)))
+    objective = kd_objective(cfg.kd)
     setup_s = time.perf_counter() - t0
 
     first_start: list[float] = []
@@ -213,7 +199,7 @@ def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
         if not first_start:
             first_start.append(time.perf_counter())
         tokens.append(int(batch["attention_mask"].sum()))
-        res = _student_kd(model, batch, teacher_fn, cfg)
+        res = kd_step(model, batch, teacher_fn, objective)
         return {"loss": res.loss, "kl": res.kl, "ce": res.ce}
 
     def after_step(optimizer, args, kwargs):

@@ -10,7 +10,7 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from aetheris.distill.config import ConfigError, RunConfig, load_config, parse_config
-from aetheris.distill.losses import kd_loss
+from aetheris.distill.losses import KDObjective, TeacherTopK
 from aetheris.distill.topk_cache import (
     CacheMismatchError,
     TopKCache,
@@ -99,6 +99,89 @@ def test_student_overrides_must_be_aetheris_fields():
         parse_config(data, "x.yaml")
 
 
+def _choices(model, field):
+    """The values of the Literal in a config field's annotation (possibly inside a union)."""
+    from typing import Literal, get_args, get_origin
+
+    ann = model.model_fields[field].annotation
+    literal = ann if get_origin(ann) is Literal else next(a for a in get_args(ann) if get_origin(a) is Literal)
+    return get_args(literal)
+
+
+def test_each_choice_is_the_list_its_implementation_owns():
+    """The config's Literals are derived from the implementing modules, and each implementation
+    takes every value the config allows (and refuses one it does not)."""
+    from aetheris import AetherisConfig
+    from aetheris.distill import align, init, layer_map, optim
+    from aetheris.distill.config import AlignConfig, StudentConfig, TrainConfig
+    from aetheris.model.configuration import BLOCK_KINDS
+    from aetheris.model.ssd import SCAN_IMPLS
+
+    assert _choices(StudentConfig, "experts") == init.EXPERT_STRATEGIES
+    assert _choices(StudentConfig, "init") == init.INIT_SOURCES
+    assert _choices(StudentConfig, "layer_map") == layer_map.LAYER_MAPS
+    assert _choices(AlignConfig, "loss") == tuple(align.LOSSES)
+    assert _choices(AlignConfig, "inputs") == align.ALIGN_INPUTS
+    assert _choices(TrainConfig, "optimizer") == tuple(optim.OPTIMIZERS)
+    assert _choices(TrainConfig, "schedule") == tuple(optim.SCHEDULES)
+    data = _demo()
+    data["student"]["layout"] = "".join(BLOCK_KINDS) + "M"
+    assert parse_config(data).student.layout == "SMAM"
+    for impl in SCAN_IMPLS:
+        assert AetherisConfig(layout="SM", hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+                              ssm_impl=impl).ssm_impl == impl  # fmt: skip
+    with pytest.raises(ValueError, match="ssm_impl='fast'"):
+        AetherisConfig(layout="SM", hidden_size=16, num_attention_heads=2, num_key_value_heads=1, ssm_impl="fast")
+    with pytest.raises(ValueError, match="layer_map='deepest'"):
+        layer_map.resolve_layer_map("deepest", 4, "SM")
+    with pytest.raises(ValueError, match="align inputs='both'"):
+        align.align_student(None, None, None, None, None, inputs="both")
+
+
+def test_optimizer_and_schedule_knobs_build_what_they_name():
+    from aetheris.distill.config import TrainConfig
+    from aetheris.distill.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+
+    w, b = torch.nn.Parameter(torch.ones(3, 3)), torch.nn.Parameter(torch.ones(3))
+    for name in OPTIMIZERS:
+        for schedule in SCHEDULES:
+            cfg = TrainConfig(steps=10, batch_size=1, lr=0.1, optimizer=name, betas=(0.8, 0.9), eps=1e-6,
+                              weight_decay=0.05, schedule=schedule, warmup_steps=2)  # fmt: skip
+            opt = build_optimizer([w, b], cfg)
+            sched = build_scheduler(opt, cfg)
+            assert isinstance(opt, OPTIMIZERS[name]) and opt.defaults["betas"] == (0.8, 0.9) and opt.defaults["eps"] == 1e-6
+            assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # matrices only
+            lrs = []
+            for _ in range(10):
+                opt.step()
+                sched.step()
+                lrs.append(sched.get_last_lr()[0])
+            assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)  # linear warmup over 2 steps
+            expected_end = {"cosine": 0.0, "linear": 0.0, "constant": 0.1}[schedule]
+            assert lrs[-1] == pytest.approx(expected_end, abs=1e-9)
+    data = _demo()
+    data["train"]["kd"]["schedule"] = "step"
+    with pytest.raises(ConfigError, match=r"train.kd.schedule: input should be 'cosine', 'linear' or 'constant'"):
+        parse_config(data, "x.yaml")
+
+
+def test_kd_and_sft_knobs(tmp_path):
+    data = _demo()
+    cfg = parse_config(data)
+    assert cfg.kd.cache_dtype == "float16" and cfg.kd.held_out_rows == 8
+    assert cfg.sft.data == ["embedded:chat", "embedded:tools"]
+    data["sft"]["data"] = ["embedded:tools", "chats.jsonl"]
+    assert parse_config(data).sft.data == ["embedded:tools", "chats.jsonl"]
+    data["sft"]["data"] = ["embedded:toolz"]
+    assert "sft.data: unknown built-in chat source(s) ['embedded:toolz']; built in: embedded:chat, embedded:tools" in _error(data, tmp_path)
+    data = _demo()
+    data["sft"]["assistant_only"] = True  # nothing read it: the loss is always on assistant tokens only
+    assert "sft.assistant_only: unknown key" in _error(data, tmp_path)
+    data = _demo()
+    data["kd"]["cache_dtype"] = "int8"
+    assert "kd.cache_dtype: input should be" in _error(data, tmp_path)
+
+
 def test_not_yaml_and_not_a_mapping(tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("teacher: [unclosed\n")
@@ -171,7 +254,7 @@ def test_cache_round_trip_matches_teacher(teacher, tmp_path):
     assert torch.allclose(ref_logp.gather(-1, ids), vals, atol=1e-6)
     # The cached rows feed the top-k loss directly.
     hs, head = torch.randn(3, SEQ, 4), torch.randn(VOCAB, 4)
-    out_loss = kd_loss(hs, head, teacher_topk_logprobs=vals, teacher_topk_ids=ids, temperature=2.0)
+    out_loss = KDObjective(temperature=2.0)(hs, head, TeacherTopK(vals, ids))
     assert torch.isfinite(out_loss.loss)
     with pytest.raises(KeyError, match="not in the top-k cache"):
         cache.lookup([42])
@@ -234,4 +317,4 @@ def test_check_config_command(tmp_path):
     data["kd"]["temperature"] = "hot"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
     bad = CliRunner().invoke(app, ["check-config", str(tmp_path / "bad.yaml")])
-    assert bad.exit_code == 1 and "kd.temperature: expected a number, got 'hot'" in bad.output
+    assert bad.exit_code == 2 and "kd.temperature: expected a number, got 'hot'" in bad.output

@@ -6,9 +6,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aetheris.distill.losses import counted_positions, kd_loss, logit_transform
+from aetheris.distill.losses import (
+    KDObjective,
+    TeacherHidden,
+    TeacherLogits,
+    TeacherTopK,
+    counted_positions,
+    logit_transform,
+)
 
 V, H = 23, 8
+
+
+def kd(hs, head, teacher, *, labels=None, attention_mask=None, student_logit_fn=None, row_weights=None, **objective):
+    """One objective call: the loss's weights and chunking, then the batch."""
+    return KDObjective(**objective)(hs, head, teacher, labels=labels, attention_mask=attention_mask,
+                                    student_logit_fn=student_logit_fn, row_weights=row_weights)  # fmt: skip
 
 
 def _setup(seed=0, batch=2, length=7):
@@ -41,7 +54,7 @@ def test_chunked_equals_unchunked_values_and_grads(chunk, fused):
     mask[1, 5:] = 0
     labels[0, 2] = -100
     fn = logit_transform(logit_scale=0.7, softcap=5.0)
-    out = kd_loss(hs, head, teacher_logits=t_logits, labels=labels, attention_mask=mask,
+    out = kd(hs, head, TeacherLogits(t_logits), labels=labels, attention_mask=mask,
                   temperature=2.0, alpha=0.3, chunk_size=chunk, student_logit_fn=fn, fused=fused)
     g_out = torch.autograd.grad(out.loss, (hs, head))
     ref, kl, ce = _reference(hs, head, t_logits, labels, mask, 2.0, 0.3, fn)
@@ -57,15 +70,15 @@ def test_teacher_hidden_form_equals_logits_form():
     g = torch.Generator().manual_seed(5)
     t_hidden, t_head = torch.randn(2, 7, 12, generator=g), torch.randn(V, 12, generator=g)
     t_fn = logit_transform(softcap=3.0)
-    a = kd_loss(hs, head, teacher_hidden=t_hidden, teacher_head=t_head, teacher_logit_fn=t_fn, chunk_size=4)
-    b = kd_loss(hs, head, teacher_logits=t_fn(t_hidden @ t_head.t()))
+    a = kd(hs, head, TeacherHidden(t_hidden, t_head, t_fn), chunk_size=4)
+    b = kd(hs, head, TeacherLogits(t_fn(t_hidden @ t_head.t())))
     assert torch.allclose(a.loss, b.loss, atol=1e-6)
 
 
 def test_kl_zero_when_student_is_teacher():
     hs, head, _, labels = _setup()
     t_logits = (hs @ head.t()).detach()
-    out = kd_loss(hs, head, teacher_logits=t_logits, temperature=3.0, chunk_size=4)
+    out = kd(hs, head, TeacherLogits(t_logits), temperature=3.0, chunk_size=4)
     assert abs(out.loss.item()) < 1e-6
 
 
@@ -73,8 +86,8 @@ def test_topk_with_k_equal_vocab_is_full_kl():
     hs, head, t_logits, labels = _setup()
     t_lp = F.log_softmax(t_logits / 2.0, -1)
     vals, ids = t_lp.topk(V, -1)
-    full = kd_loss(hs, head, teacher_logits=t_logits, temperature=2.0)
-    topk = kd_loss(hs, head, teacher_topk_logprobs=vals, teacher_topk_ids=ids, temperature=2.0, chunk_size=3)
+    full = kd(hs, head, TeacherLogits(t_logits), temperature=2.0)
+    topk = kd(hs, head, TeacherTopK(vals, ids), temperature=2.0, chunk_size=3)
     assert torch.allclose(full.loss, topk.loss, atol=1e-5)
     g1, g2 = torch.autograd.grad(full.loss, head), torch.autograd.grad(topk.loss, head)
     assert torch.allclose(g1[0], g2[0], atol=1e-5) and torch.isfinite(g2[0]).all()
@@ -86,7 +99,7 @@ def test_topk_tail_bucket_by_hand():
     hs = torch.zeros(1, 2, 1)
     head = torch.zeros(4, 1, requires_grad=True)  # student logits all 0 -> uniform
     vals, ids = p.log()[:2].view(1, 1, 2).expand(1, 2, 2), torch.tensor([0, 1]).view(1, 1, 2).expand(1, 2, 2)
-    out = kd_loss(hs, head, teacher_topk_logprobs=vals, teacher_topk_ids=ids)
+    out = kd(hs, head, TeacherTopK(vals, ids))
     # buckets: {0}: .5 vs .25, {1}: .3 vs .25, tail: .2 vs .5
     expected = 0.5 * math.log(0.5 / 0.25) + 0.3 * math.log(0.3 / 0.25) + 0.2 * math.log(0.2 / 0.5)
     assert out.n_tokens == 1 and out.kl.item() == pytest.approx(expected, abs=1e-6)
@@ -98,7 +111,7 @@ def test_full_kl_numeric_by_hand():
     head = torch.tensor([[0.0], [0.0]], requires_grad=True)
     t = torch.tensor([[[math.log(3.0), 0.0], [0.0, 0.0]]])
     labels = torch.tensor([[0, 0]])
-    out = kd_loss(hs, head, teacher_logits=t, labels=labels, alpha=0.5)
+    out = kd(hs, head, TeacherLogits(t), labels=labels, alpha=0.5)
     kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
     assert out.kl.item() == pytest.approx(kl, abs=1e-6)
     assert out.ce.item() == pytest.approx(math.log(2), abs=1e-6)
@@ -108,7 +121,7 @@ def test_full_kl_numeric_by_hand():
 def test_temperature_squared_scaling():
     hs, head, t_logits, _ = _setup()
     for temperature in (1.0, 2.0, 4.0):
-        out = kd_loss(hs, head, teacher_logits=t_logits, temperature=temperature)
+        out = kd(hs, head, TeacherLogits(t_logits), temperature=temperature)
         _, kl, _ = _reference(hs, head, t_logits, torch.zeros(2, 7, dtype=torch.long), torch.ones(2, 7), temperature, 0)
         assert out.loss.item() == pytest.approx(temperature**2 * kl.item(), rel=1e-5)
         assert out.kl.item() == pytest.approx(kl.item(), rel=1e-5)
@@ -118,12 +131,12 @@ def test_padding_positions_are_ignored():
     hs, head, t_logits, labels = _setup()
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[0, 4:] = 0
-    base = kd_loss(hs, head, teacher_logits=t_logits, labels=labels, attention_mask=mask, alpha=1.0)
+    base = kd(hs, head, TeacherLogits(t_logits), labels=labels, attention_mask=mask, alpha=1.0)
     hs2, t2, labels2 = hs.detach().clone(), t_logits.clone(), labels.clone()
     hs2[0, 4:] = 1e3  # garbage in padded positions must not change anything
     t2[0, 4:] = -1e3
     labels2[0, 4:] = 3
-    other = kd_loss(hs2, head, teacher_logits=t2, labels=labels2, attention_mask=mask, alpha=1.0)
+    other = kd(hs2, head, TeacherLogits(t2), labels=labels2, attention_mask=mask, alpha=1.0)
     assert torch.allclose(base.loss, other.loss) and base.n_tokens == other.n_tokens == 3 + 6
 
 
@@ -133,12 +146,15 @@ def test_counted_positions_rules():
     assert idx.tolist() == [0, 2] and targets.tolist() == [6, 7]
 
 
-def test_bad_teacher_forms_are_refused():
+def test_bad_teacher_signals_are_refused():
     hs, head, t_logits, _ = _setup()
-    with pytest.raises(ValueError, match="exactly one form"):
-        kd_loss(hs, head)
+    with pytest.raises(ValueError, match="hidden width 5 != head width 4"):
+        TeacherHidden(torch.zeros(2, 7, 5), torch.zeros(V, 4))
+    vals, ids = t_logits.topk(3, -1)
+    with pytest.raises(ValueError, match="TeacherTopK: logprobs"):
+        TeacherTopK(vals, ids[..., :2])
     with pytest.raises(ValueError, match="alpha > 0 needs labels"):
-        kd_loss(hs, head, teacher_logits=t_logits, alpha=1.0)
+        kd(hs, head, TeacherLogits(t_logits), alpha=1.0)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -150,7 +166,7 @@ def test_logits_exist_one_chunk_at_a_time_forward_and_backward(fused):
         seen.append(logits.shape[0])
         return logits
 
-    out = kd_loss(hs, head, teacher_logits=t_logits, chunk_size=4, student_logit_fn=spy, fused=fused)
+    out = kd(hs, head, TeacherLogits(t_logits), chunk_size=4, student_logit_fn=spy, fused=fused)
     n_forward = len(seen)
     out.loss.backward()
     assert out.n_tokens == 3 * 8 and n_forward == 6  # ceil(24 / 4) chunks
@@ -160,24 +176,27 @@ def test_logits_exist_one_chunk_at_a_time_forward_and_backward(fused):
     assert max(seen) == 4
 
 
+def _teachers(t_logits, t_hidden, t_head, vals, ids):
+    return {
+        "logits": TeacherLogits(t_logits),
+        "hidden": TeacherHidden(t_hidden, t_head, logit_transform(softcap=4.0)),
+        "topk": TeacherTopK(vals, ids),
+    }
+
+
 @pytest.mark.parametrize("form", ["logits", "hidden", "topk"])
 def test_fused_equals_checkpointed_for_every_teacher_form(form):
     hs, head, t_logits, labels = _setup(seed=3, batch=3, length=6)
     g = torch.Generator().manual_seed(9)
     t_hidden, t_head = torch.randn(3, 6, 5, generator=g), torch.randn(V, 5, generator=g)
     vals, ids = F.log_softmax(t_logits / 1.5, -1).topk(6, -1)
-    teacher = {
-        "logits": {"teacher_logits": t_logits},
-        "hidden": {"teacher_hidden": t_hidden, "teacher_head": t_head,
-                   "teacher_logit_fn": logit_transform(softcap=4.0)},
-        "topk": {"teacher_topk_logprobs": vals, "teacher_topk_ids": ids},
-    }[form]  # fmt: skip
+    teacher = _teachers(t_logits, t_hidden, t_head, vals, ids)[form]
     mask = torch.ones(3, 6, dtype=torch.long)
     mask[2, 3:] = 0
     results = []
     for fused in (True, False):
-        out = kd_loss(hs, head, labels=labels, attention_mask=mask, temperature=1.5, alpha=0.4,
-                      kl_weight=0.25, chunk_size=4, fused=fused, **teacher)  # fmt: skip
+        out = kd(hs, head, teacher, labels=labels, attention_mask=mask, temperature=1.5, alpha=0.4,
+                 kl_weight=0.25, chunk_size=4, fused=fused)  # fmt: skip
         # an upstream gradient other than 1: the fused backward must scale what it stored
         grads = torch.autograd.grad(3.0 * out.loss + hs.sum(), (hs, head))
         results.append((out, grads))
@@ -190,23 +209,65 @@ def test_fused_equals_checkpointed_for_every_teacher_form(form):
 
 def test_fused_with_a_frozen_head_or_frozen_hidden():
     hs, head, t_logits, labels = _setup()
-    ref = torch.autograd.grad(kd_loss(hs, head, teacher_logits=t_logits, fused=False).loss, (hs, head))
-    only_h = torch.autograd.grad(kd_loss(hs, head.detach(), teacher_logits=t_logits).loss, hs)[0]
-    only_head = torch.autograd.grad(kd_loss(hs.detach(), head, teacher_logits=t_logits).loss, head)[0]
+    ref = torch.autograd.grad(kd(hs, head, TeacherLogits(t_logits), fused=False).loss, (hs, head))
+    only_h = torch.autograd.grad(kd(hs, head.detach(), TeacherLogits(t_logits)).loss, hs)[0]
+    only_head = torch.autograd.grad(kd(hs.detach(), head, TeacherLogits(t_logits)).loss, head)[0]
     assert torch.allclose(only_h, ref[0], atol=1e-6) and torch.allclose(only_head, ref[1], atol=1e-6)
 
 
 def test_fused_bf16_head_matches_fp32_gradients():
     hs, head, t_logits, labels = _setup(seed=4)
-    ref = torch.autograd.grad(kd_loss(hs, head, teacher_logits=t_logits, labels=labels, alpha=0.5).loss, head)[0]
+    ref = torch.autograd.grad(kd(hs, head, TeacherLogits(t_logits), labels=labels, alpha=0.5).loss, head)[0]
     head16 = head.detach().to(torch.bfloat16).requires_grad_()
-    out = kd_loss(hs.detach().to(torch.bfloat16), head16, teacher_logits=t_logits, labels=labels, alpha=0.5)
+    out = kd(hs.detach().to(torch.bfloat16), head16, TeacherLogits(t_logits), labels=labels, alpha=0.5)
     (g,) = torch.autograd.grad(out.loss, head16)
     assert g.dtype == torch.bfloat16 and torch.allclose(g.float(), ref, rtol=0.05, atol=0.02)
 
 
 def test_all_padding_gives_zero_loss_that_backpropagates():
     hs, head, t_logits, labels = _setup()
-    out = kd_loss(hs, head, teacher_logits=t_logits, labels=torch.full_like(labels, -100), alpha=1.0)
+    out = kd(hs, head, TeacherLogits(t_logits), labels=torch.full_like(labels, -100), alpha=1.0)
     out.loss.backward()
     assert out.n_tokens == 0 and out.loss.item() == 0 and torch.count_nonzero(head.grad) == 0
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("form", ["logits", "hidden", "topk"])
+def test_per_row_sums_are_each_rows_own_loss(form, fused):
+    """row_kl / row_ce / row_tokens of a batch equal the totals of each row run alone: what
+    per-group weighting (equity-aware KD) reads, without full-vocabulary logits."""
+    hs, head, t_logits, labels = _setup(seed=6, batch=3, length=6)
+    g = torch.Generator().manual_seed(2)
+    t_hidden, t_head = torch.randn(3, 6, 5, generator=g), torch.randn(V, 5, generator=g)
+    vals, ids = F.log_softmax(t_logits / 1.5, -1).topk(6, -1)
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[1, 2:] = 0
+    batch = kd(hs, head, _teachers(t_logits, t_hidden, t_head, vals, ids)[form], labels=labels,
+               attention_mask=mask, temperature=1.5, alpha=0.4, chunk_size=4, fused=fused)  # fmt: skip
+    assert batch.row_tokens.tolist() == [5, 1, 5] and batch.n_tokens == 11
+    for r in range(3):
+        one = kd(hs[r : r + 1], head, _teachers(t_logits[r : r + 1], t_hidden[r : r + 1], t_head, vals[r : r + 1],
+                 ids[r : r + 1])[form], labels=labels[r : r + 1], attention_mask=mask[r : r + 1], temperature=1.5,
+                 alpha=0.4, chunk_size=4, fused=fused)  # fmt: skip
+        assert batch.row_kl[r].item() == pytest.approx(one.kl.item() * one.n_tokens, abs=1e-5)
+        assert batch.row_ce[r].item() == pytest.approx(one.ce.item() * one.n_tokens, abs=1e-5)
+    assert torch.allclose(batch.row_kl.sum() / 11, batch.kl, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_row_weights_scale_each_rows_share_of_loss_and_gradient(fused):
+    hs, head, t_logits, labels = _setup(seed=8, batch=2, length=7)
+    w = torch.tensor([2.5, 0.0])
+    out = kd(hs, head, TeacherLogits(t_logits), labels=labels, temperature=2.0, alpha=0.3, chunk_size=3,
+             fused=fused, row_weights=w)  # fmt: skip
+    g_h, g_head = torch.autograd.grad(out.loss, (hs, head))
+    # The reference: row 0 alone, scaled by 2.5 and by its share of the batch's counted positions.
+    ref, _, _ = _reference(hs[:1], head, t_logits[:1], labels[:1], torch.ones(1, 7), 2.0, 0.3)
+    ref = 2.5 * ref * 6 / 12
+    r_h, r_head = torch.autograd.grad(ref, (hs, head))
+    assert torch.allclose(out.loss, ref, atol=1e-6)
+    assert torch.allclose(g_h, r_h, atol=1e-6) and torch.allclose(g_head, r_head, atol=1e-6)
+    assert torch.count_nonzero(g_h[1]) == 0  # a row of weight 0 gets no gradient
+    # metrics stay unweighted: the mean KL over both rows
+    plain = kd(hs, head, TeacherLogits(t_logits), labels=labels, temperature=2.0, alpha=0.3, chunk_size=3, fused=fused)
+    assert torch.allclose(out.kl, plain.kl) and torch.allclose(out.row_kl, plain.row_kl)

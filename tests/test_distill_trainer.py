@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from aetheris import AetherisConfig, AetherisForCausalLM
-from aetheris.distill import trainer as trainer_module
+from aetheris.distill import metrics as metrics_module
+from aetheris.distill.checkpoint import find_last_checkpoint, load_model_state
 from aetheris.distill.config import TrainConfig
-from aetheris.distill.trainer import NonFiniteLossError, find_last_checkpoint, load_model_state, train
+from aetheris.distill.trainer import NonFiniteLossError, train
 
 HERE = Path(__file__).resolve()
 SRC = HERE.parents[1] / "src"
@@ -161,7 +162,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
 
 def test_grad_accumulation_equals_larger_batch(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # JSONL-only fallback
-    monkeypatch.setattr(trainer_module, "_TB_WARNED", False)
+    monkeypatch.setattr(metrics_module, "_TB_WARNED", False)
     m1, m2 = tiny_student(), tiny_student()
     with pytest.warns(UserWarning, match="tensorboard is not installed"):
         train(m1, Synthetic(), make_step_fn(), cfg(steps=3, batch_size=2, grad_accum=2, checkpoint_every=0),
@@ -225,7 +226,7 @@ def test_bf16_autocast_and_gradient_checkpointing(tmp_path):
 
 def test_kd_stage_through_the_trainer_lowers_the_kl(tmp_path):
     """The recipe for the KD stage: student hidden states (no full logits) + chunked loss vs a teacher."""
-    from aetheris.distill.losses import kd_loss, logit_transform
+    from aetheris.distill.losses import KDObjective, TeacherLogits, logit_transform
 
     torch.manual_seed(1)
     teacher = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -238,9 +239,9 @@ def test_kd_stage_through_the_trainer_lowers_the_kl(tmp_path):
             t_logits = teacher(input_ids=ids).logits * 30  # random inits are near uniform: sharpen
         out = model(input_ids=ids, output_hidden_states=True, logits_to_keep=no_logits, use_cache=False)
         student = getattr(model, "module", model)  # DDP wraps it
-        res = kd_loss(out.hidden_states[-1], student.lm_head.weight, teacher_logits=t_logits, labels=ids,
-                      temperature=2.0, alpha=0.1, chunk_size=5,
-                      student_logit_fn=logit_transform(student.config.logit_scale, student.config.final_logit_softcapping))
+        res = KDObjective(temperature=2.0, alpha=0.1, chunk_size=5)(
+            out.hidden_states[-1], student.lm_head.weight, TeacherLogits(t_logits), labels=ids,
+            student_logit_fn=logit_transform(student.config.logit_scale, student.config.final_logit_softcapping))
         return {"loss": res.loss, "kl": res.kl, "ce": res.ce}
 
     train(tiny_student(), Synthetic(n=8), step_fn, cfg(steps=15, lr=1e-2, warmup_steps=0, checkpoint_every=0), tmp_path)
@@ -268,3 +269,17 @@ def test_two_cpu_processes_equal_one(tmp_path):
 
 if __name__ == "__main__":
     main()
+
+
+def test_the_configs_optimizer_and_schedule_are_what_trains(tmp_path):
+    """train.<stage>.optimizer/betas/eps/schedule reach the loop: the checkpointed optimizer holds
+    them and the logged learning rate follows the named schedule."""
+    c = cfg(steps=5, grad_accum=1, optimizer="adam", betas=(0.5, 0.6), eps=1e-5, schedule="constant",
+            warmup_steps=2, checkpoint_every=0)  # fmt: skip
+    train(tiny_student(), Synthetic(), make_step_fn(), c, tmp_path)
+    groups = torch.load(find_last_checkpoint(tmp_path) / "optimizer-rank0.pt", weights_only=True)["param_groups"]
+    assert [g["betas"] for g in groups] == [(0.5, 0.6)] * 2 and groups[0]["eps"] == 1e-5
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]  # matrices decay, biases/norms do not
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([1.5e-3, 3e-3, 3e-3, 3e-3, 3e-3])  # linear warmup, then constant
+    assert json.loads((find_last_checkpoint(tmp_path) / "trainer_state.json").read_text())["config"]["optimizer"] == "adam"

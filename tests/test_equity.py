@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from aetheris.equity import compare, des, load_results, permutation_p
+from aetheris.equity import compare, des, permutation_p
+from aetheris.eval.results import load_results
 
 
 def results(name, tasks):

@@ -7,8 +7,9 @@ import torch
 from eval_tiny import data_dir, tiny_tokenizer, training_text
 
 from aetheris import AetherisConfig, AetherisForCausalLM
-from aetheris.equity import compare, load_results
+from aetheris.equity import compare
 from aetheris.eval.lm import HFLM
+from aetheris.eval.results import load_results
 from aetheris.eval.runner import evaluate_model, plan_languages, resolve_tasks
 
 

@@ -1,5 +1,6 @@
 """The batched scorer: batching and padding must not change any number."""
 
+import copy
 import math
 
 import pytest
@@ -99,6 +100,33 @@ def test_batched_generation_equals_one_at_a_time(lm):
             checked += 1
     assert checked >= 2
     assert all(isinstance(t, str) for t in batched)
+
+
+def test_rendered_prompts_are_neither_wrapped_again_nor_given_a_second_bos(lm):
+    tok = copy.deepcopy(lm.tokenizer)
+    tok.chat_template = "{% for m in messages %}<s>User: {{ m.content }}\n{% endfor %}Assistant:"
+    # One prompt per batch: no padding, so every comparison below runs the same ops on the same
+    # shapes and may be exact on any CPU.
+    chat = HFLM(lm.model, tok, batch_size=1, chat_template=True)
+    prompts = ["Swali: 2 + 2?", "hello"]
+    text = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts]  # fmt: skip
+    assert text[1] == "<s>User: hello\nAssistant:"
+    wrapped = chat.generate(prompts, stop=[], max_new_tokens=10)
+    assert chat.generate(text, stop=[], max_new_tokens=10, rendered=True) == wrapped
+    # what `rendered` stands for, done by hand: the ids of the template's text, one <s>, as the model's input
+    ids = [tok.encode(t, add_special_tokens=False) for t in text]
+    assert all(i.count(tok.bos_token_id) == 1 for i in ids)
+    out = [
+        lm.model.generate(
+            torch.tensor([i]), attention_mask=torch.ones(1, len(i), dtype=torch.long), do_sample=False,
+            max_new_tokens=10, pad_token_id=lm.pad_id,
+        )
+        for i in ids
+    ]  # fmt: skip
+    assert wrapped == [tok.decode(o[0, len(i) :], skip_special_tokens=True) for o, i in zip(out, ids, strict=True)]
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        chat.generate(prompts, stop=[], max_new_tokens=0)
 
 
 def test_text_bits_are_the_nll_of_every_token(lm):

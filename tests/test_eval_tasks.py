@@ -4,8 +4,11 @@ import json
 
 import pytest
 from eval_tiny import data_dir
+from pydantic import BaseModel, ValidationError
+from typer.testing import CliRunner
 
-from aetheris.eval.tasks import TASKS, UnknownLanguageError, get_task, resolve_language
+from aetheris.cli import app
+from aetheris.eval.tasks import TASKS, TaskName, UnknownLanguageError, get_task, resolve_language
 from aetheris.eval.tasks.flores import FloresBPB
 from aetheris.eval.tasks.mgsm import MGSMCoT, MGSMDirect, exact_match, flexible_extract
 from aetheris.eval.tasks.xcopa import XCOPA, XCOPAGen, lm_eval_choices, lm_eval_context, parse_choice
@@ -28,8 +31,20 @@ class ScriptedLM:
 
 def test_registry_names_every_task_including_the_tools_plug_in():
     assert set(TASKS) == {"xcopa", "xcopa_gen", "mgsm_direct", "mgsm_cot", "flores_bpb", "tools"}
+    assert all(get_task(name).name == name for name in TASKS)
     with pytest.raises(KeyError, match="expected one of"):
         get_task("xcopaa")
+
+
+def test_task_choices_are_derived_from_the_registry():
+    class Profile(BaseModel):
+        tasks: list[TaskName]
+
+    assert Profile(tasks=["xcopa", "tools"]).tasks == ["xcopa", "tools"]
+    with pytest.raises(ValidationError, match=r"tasks\.1\n.*unknown task 'xcopaa'; expected one of xcopa, "):
+        Profile(tasks=["xcopa", "xcopaa"])
+    res = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
+    assert f"Comma-separated: {', '.join(TASKS)}." in " ".join(res.output.split())
 
 
 def test_xcopa_prompt_is_lm_eval_s():

@@ -48,7 +48,7 @@ def config(teacher_dir, out, top_k_cache=True, experts="split", init="teacher"):
         "student": {"layout": "SMSM", "experts": experts, "init": init, "overrides": {"ssm_chunk_size": 16}},
         "data": {"train": ["embedded"], "eval": ["embedded"], "seq_len": 32},
         "align": {"calibration_samples": 4},
-        "kd": {"top_k_cache": top_k_cache, "top_k": 8, "chunk_size": 16},
+        "kd": {"top_k_cache": top_k_cache, "top_k": 8, "chunk_size": 16, "held_out_rows": 3, "cache_dtype": "float32"},
         "sft": {"max_length": 1024},
         "train": {"align": budget, "kd": budget, "sft": budget},
         "output_dir": str(out),
@@ -70,7 +70,8 @@ def test_all_stages_produce_a_student_that_loads_and_generates(teacher_dir, tmp_
     align = json.loads((tmp_path / "align" / "stage.json").read_text())
     assert all(r["loss_after"] < r["loss_before"] for r in align["layers"] if r["kind"] == "S")
     assert all(r["loss_after"] <= r["loss_before"] for r in align["layers"])
-    assert (tmp_path / "topk-cache" / "manifest.json").exists()
+    assert json.loads((tmp_path / "topk-cache" / "manifest.json").read_text())["dtype"] == "float32"  # kd.cache_dtype
+    assert json.loads((tmp_path / "kd" / "stage.json").read_text())["held_out_rows"] == 3  # kd.held_out_rows
 
 
 def test_stages_run_one_at_a_time_and_resume(teacher_dir, tmp_path):
@@ -95,8 +96,7 @@ def test_cli_rejects_a_bad_config(tmp_path):
 def test_kd_loss_trains_the_routers_balance_too(teacher_dir, tmp_path):
     """In training the KD loss carries the load-balancing and z-losses; the held-out KL does not."""
     from aetheris.distill.init import init_student, student_config
-    from aetheris.distill.losses import kd_loss
-    from aetheris.distill.pipeline import _student_kd, _teacher_hidden
+    from aetheris.distill.kd import OnlineTeacher, kd_objective, kd_step
     from aetheris.teacher import introspect
 
     cfg = config(teacher_dir, tmp_path)
@@ -105,18 +105,18 @@ def test_kd_loss_trains_the_routers_balance_too(teacher_dir, tmp_path):
     student = init_student(spec, student_config(spec, layout="SMSM", experts="upcycle"))
     ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(0))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-    teacher_fn = _teacher_hidden(teacher)
+    online, objective = OnlineTeacher(teacher), kd_objective(cfg.kd)
     student.train()
-    res = _student_kd(student, batch, teacher_fn, cfg)
+    res = kd_step(student, batch, online, objective)
     out = student(input_ids=ids, output_hidden_states=True)
     c = student.config
-    plain = kd_loss(out.hidden_states[-1], student.lm_head.weight, labels=ids, attention_mask=batch["attention_mask"],
-                    temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size, **teacher_fn(batch))  # fmt: skip
+    plain = objective(out.hidden_states[-1], student.lm_head.weight, online(batch), labels=ids,
+                      attention_mask=batch["attention_mask"])  # fmt: skip
     router = c.router_aux_loss_coef * out.aux_loss + c.router_z_loss_coef * out.z_loss
     assert float(router) > 0
     torch.testing.assert_close(res.loss, plain.loss + router)
     student.eval()
-    assert float(_student_kd(student, batch, teacher_fn, cfg).loss) == pytest.approx(float(plain.loss), rel=1e-5)
+    assert float(kd_step(student, batch, online, objective).loss) == pytest.approx(float(plain.loss), rel=1e-5)
 
 
 def test_random_init_student_has_the_same_shapes_copies_nothing_and_distils(gemma_dir, tmp_path):

@@ -162,7 +162,7 @@ def test_cli_reports_bad_input(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     res = CliRunner().invoke(app, ["report", str(bad), str(bad), "-o", str(tmp_path / "out")])
-    assert res.exit_code == 1 and "bad.json: not valid JSON" in res.output
+    assert res.exit_code == 2 and "bad.json: not valid JSON" in res.output
 
 
 def test_cli_with_registry_maps(files, tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_teachers import ARCHS, SMALL, tiny_model  # noqa: E402
+from tiny_teachers import SMALL, TEACHER_TYPES, tiny_model  # noqa: E402
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
@@ -22,8 +22,8 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
-from transformers.activations import ACT2FN
 
+from aetheris.model.attention import rotate
 from aetheris.teacher import (
     EMBEDDED_TEACHERS,
     ChecksumMismatch,
@@ -33,39 +33,33 @@ from aetheris.teacher import (
     UnsupportedArchitectureError,
     introspect,
     load_teacher,
+    teacher_layers,
 )
 from aetheris.teacher.embedded import GGUFParts
 from aetheris.teacher.load import CACHE_MARKER, sha256_of
-from aetheris.teacher.spec import AttentionSpec, LayerSpec, NormSpec, RopeSpec
+from aetheris.teacher.spec import AttentionSpec, LayerSpec, RopeSpec
 
 # ---- reference implementation from the spec only -------------------------------------------
-
-
-def ref_norm(n: NormSpec, x: torch.Tensor) -> torch.Tensor:
-    if n.kind == "layernorm":
-        x = x - x.mean(-1, keepdim=True)
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + n.eps) * n.scale()
-    return y if n.bias is None else y + n.bias
+# Norms and MLPs use the spec's own plain references (NormSpec.apply, MLPSpec.apply), which
+# introspection checks module by module; the attention and block wiring below are written here.
 
 
 def ref_rope(x: torch.Tensor, rope: RopeSpec) -> torch.Tensor:
+    """The spec's own frequencies and scaling, through the student's rotation (checked against HF here)."""
     angles = torch.arange(x.shape[-2], dtype=torch.float32)[:, None] * rope.inv_freq[None, :]
     cos, sin = angles.cos() * rope.attention_scaling, angles.sin() * rope.attention_scaling
-    if rope.interleaved:
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        return torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
-    half = rope.rotary_dim // 2
-    x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+    return rotate(x, cos, sin, rope.interleaved)
 
 
 def ref_attention(a: AttentionSpec, x: torch.Tensor) -> torch.Tensor:
     b, t, _ = x.shape
-    q = F.linear(x, a.q_weight, a.q_bias).view(b, t, a.num_heads, a.head_dim)
-    k = F.linear(x, a.k_weight, a.k_bias).view(b, t, a.num_kv_heads, a.head_dim)
+    q, k = F.linear(x, a.q_weight, a.q_bias), F.linear(x, a.k_weight, a.k_bias)
+    if a.q_norm is not None and a.qk_norm_scope == "full":
+        q, k = a.q_norm.apply(q), a.k_norm.apply(k)
+    q, k = q.view(b, t, a.num_heads, a.head_dim), k.view(b, t, a.num_kv_heads, a.head_dim)
     v = F.linear(x, a.v_weight, a.v_bias).view(b, t, a.num_kv_heads, a.head_dim)
-    if a.q_norm is not None:
-        q, k = ref_norm(a.q_norm, q), ref_norm(a.k_norm, k)
+    if a.q_norm is not None and a.qk_norm_scope == "head":
+        q, k = a.q_norm.apply(q), a.k_norm.apply(k)
     q, k, v = (z.transpose(1, 2) for z in (q, k, v))
     if a.rope is not None:
         q, k = ref_rope(q, a.rope), ref_rope(k, a.rope)
@@ -82,27 +76,20 @@ def ref_attention(a: AttentionSpec, x: torch.Tensor) -> torch.Tensor:
 
 
 def ref_block(layer: LayerSpec, x: torch.Tensor) -> torch.Tensor:
-    m = layer.mlp
-    mlp = lambda h: F.linear(ACT2FN[m.activation](F.linear(h, m.gate_weight)) * F.linear(h, m.up_weight),
-                             m.down_weight)
-    h = ref_norm(layer.attn_norm, x)
-    attn = ref_attention(layer.attention, h)
+    norm = lambda n, h: h if n is None else n.apply(h)
+    r = layer.residual_scale
+    attn = norm(layer.attn_out_norm, ref_attention(layer.attention, norm(layer.attn_norm, x)))
     if layer.parallel:
-        return x + attn + mlp(h)
-    if layer.attn_out_norm is not None:
-        attn = ref_norm(layer.attn_out_norm, attn)
-    x = x + attn
-    out = mlp(ref_norm(layer.mlp_norm, x))
-    if layer.mlp_out_norm is not None:
-        out = ref_norm(layer.mlp_out_norm, out)
-    return x + out
+        return x + r * attn + r * layer.mlp.apply(norm(layer.mlp_norm, x))
+    x = x + r * attn
+    return x + r * norm(layer.mlp_out_norm, layer.mlp.apply(norm(layer.mlp_norm, x)))
 
 
 def ref_logits(spec: TeacherSpec, ids: torch.Tensor) -> torch.Tensor:
     x = spec.embed_tokens[ids] * spec.embed_scale
     for layer in spec.layers:
         x = ref_block(layer, x)
-    logits = F.linear(ref_norm(spec.final_norm, x), spec.lm_head) * spec.logit_scale
+    logits = F.linear(spec.final_norm.apply(x), spec.lm_head, spec.lm_head_bias) * spec.logit_scale
     if spec.final_logit_softcap is not None:
         logits = spec.final_logit_softcap * torch.tanh(logits / spec.final_logit_softcap)
     return logits
@@ -114,47 +101,77 @@ IDS = torch.tensor([[5, 17, 200, 3, 99, 42, 7]])  # longer than the sliding wind
 # ---- introspection ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_spec_holds_the_models_own_tensors(arch):
     model = tiny_model(arch)
     spec = introspect(model)
-    blocks = model.model.layers
-    assert spec.num_layers == len(blocks) and spec.hidden_size == 64 and spec.vocab_size == 256
-    assert spec.embed_tokens is model.model.embed_tokens.weight
-    assert spec.lm_head.data_ptr() == model.lm_head.weight.data_ptr()
+    found = teacher_layers(model)
+    params = {_storage(p) for p in model.parameters()}
+    assert spec.num_layers == len(found) and spec.hidden_size == 64 and spec.vocab_size == 256
+    assert spec.embed_tokens is model.get_input_embeddings().weight
+    assert spec.lm_head.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     assert spec.tied_embeddings == model.config.tie_word_embeddings
-    assert spec.final_norm.weight is model.model.norm.weight
-    for layer, block in zip(spec.layers, blocks, strict=True):
+    for layer, modules in zip(spec.layers, found, strict=True):
         a = layer.attention
-        assert a.q_weight is block.self_attn.q_proj.weight and a.o_weight is block.self_attn.o_proj.weight
-        assert a.k_weight is block.self_attn.k_proj.weight and a.v_weight is block.self_attn.v_proj.weight
-        assert layer.mlp.down_weight is block.mlp.down_proj.weight
-        assert layer.attn_norm.weight is block.input_layernorm.weight
+        per_head_fused = hasattr(modules.attention, "query_key_value")  # GPT-NeoX's rows are strided: a copy
+        for t in (a.q_weight, a.k_weight, a.v_weight, a.o_weight, layer.mlp.up_weight, layer.mlp.down_weight):
+            assert _storage(t) in params or (per_head_fused and t is not a.o_weight and t.dim() == 2)
+        if layer.attn_norm is not None:
+            assert layer.attn_norm.weight is modules.block.input_layernorm.weight
+        heads = 2 if a.num_kv_heads == 2 else 4
         assert a.q_weight.shape == (a.num_heads * a.head_dim, 64)
         assert a.k_weight.shape == a.v_weight.shape == (a.num_kv_heads * a.head_dim, 64)
         assert a.o_weight.shape == (64, a.num_heads * a.head_dim)
-        assert (a.num_heads, a.num_kv_heads, a.kv_groups) == (4, 2, 2)
-        assert layer.mlp.gate_weight.shape == layer.mlp.up_weight.shape == (128, 64)
-        types = getattr(model.config, "layer_types", None) or ["full_attention"] * len(blocks)
-        assert layer.layer_type == types[layer.index]
+        assert (a.num_heads, a.num_kv_heads, a.kv_groups) == (4, heads, 4 // heads)
+        assert layer.mlp.up_weight.shape == (128, 64) and layer.mlp.down_weight.shape == (64, 128)
+        types = getattr(model.config, "layer_types", None)
+        if types:
+            assert layer.layer_type == types[layer.index]
         assert (a.sliding_window is not None) == (layer.layer_type == "sliding_attention")
     # the parameter count through the spec is the model's (tied tensors once, nothing missed)
     assert spec.num_parameters() == sum(p.numel() for p in model.parameters())
 
 
 def test_architecture_conventions_are_explicit():
-    gemma, cohere, qwen = (introspect(tiny_model(a)) for a in ("gemma3", "cohere2", "qwen3"))
+    s = {a: introspect(tiny_model(a)) for a in TEACHER_TYPES}
+    gemma, cohere2, qwen = s["gemma3"], s["cohere2"], s["qwen3"]
     assert gemma.embed_scale == pytest.approx(8.0) and gemma.final_logit_softcap == 3.0
     assert gemma.final_norm.weight_offset == 1.0 and gemma.layers[0].attn_out_norm is not None
     assert gemma.layers[0].attention.scaling == pytest.approx(24**-0.5)
     assert gemma.rope_thetas() == {"sliding_attention": 10_000.0, "full_attention": 1_000_000.0}
-    assert cohere.layers[0].parallel and cohere.layers[0].mlp_norm is None
-    assert cohere.final_norm.kind == "layernorm" and cohere.logit_scale == 0.5
-    assert cohere.layers[0].attention.rope.interleaved and cohere.layers[2].attention.rope is None
+    assert cohere2.layers[0].parallel and cohere2.layers[0].mlp_norm is cohere2.layers[0].attn_norm
+    assert cohere2.final_norm.kind == "layernorm" and cohere2.final_norm.bias is None and cohere2.logit_scale == 0.5
+    assert cohere2.layers[0].attention.rope.interleaved and cohere2.layers[2].attention.rope is None
     assert qwen.layers[0].attention.q_norm is not None and qwen.tied_embeddings
+    q2 = s["qwen2"].layers[0].attention
+    assert q2.q_bias is not None and q2.v_bias is not None and q2.o_bias is None
+    g2 = s["gemma2"].layers
+    assert g2[0].attention.logit_softcap == 5.0 and g2[0].attention.sliding_window == 4 and g2[1].attention.sliding_window is None
+    assert g2[0].mlp_out_norm.weight_offset == 1.0
+    phi = s["phi"]
+    assert phi.layers[0].parallel and not phi.layers[0].mlp.gated and phi.layers[0].mlp.up_bias is not None
+    assert phi.final_norm.kind == "layernorm" and phi.final_norm.bias is not None and phi.lm_head_bias is not None
+    assert phi.layers[0].attention.rope.rotary_dim == 8 and phi.layers[0].attention.o_bias is not None
+    assert s["stablelm"].layers[0].attention.rope.rotary_dim == 4 and not s["stablelm"].layers[0].parallel
+    neox = s["gpt_neox"].layers[0]
+    assert neox.parallel and neox.mlp_norm is not neox.attn_norm and neox.attention.rope.rotary_dim == 4
+    assert not s["starcoder2"].layers[0].mlp.gated and s["starcoder2"].layers[0].attention.sliding_window == 4
+    assert s["cohere"].layers[0].attention.rope.interleaved and s["cohere"].layers[0].parallel
+    assert s["mistral"].layers[1].attention.sliding_window == 4
+    assert s["phi3"].layers[0].mlp.gated and s["phi3"].layers[0].attention.q_weight.shape == (64, 64)
+    olmo = s["olmo2"].layers[0]
+    assert olmo.attn_norm is None and olmo.mlp_norm is None and olmo.attn_out_norm and olmo.mlp_out_norm
+    assert olmo.attention.qk_norm_scope == "full" and olmo.attention.k_norm.weight.numel() == 32
+    granite = s["granite"]
+    assert granite.embed_scale == 3.0 and granite.logit_scale == 0.5 and granite.layers[0].residual_scale == 0.5
+    assert granite.layers[0].attention.scaling == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", TEACHER_TYPES)
 def test_reference_attention_from_spec_matches_hf(arch):
     model = tiny_model(arch)
     spec = introspect(model)
@@ -166,24 +183,53 @@ def test_reference_attention_from_spec_matches_hf(arch):
 
         return hook
 
-    # layer 0 and the last layer: for Gemma3/Cohere2 that is one sliding and one global layer
+    # layer 0 and the last layer: for Gemma2/3 and Cohere2 that is one sliding and one global layer
     last = spec.num_layers - 1
+    found = teacher_layers(model)
     for i in (0, last):
-        model.model.layers[i].self_attn.register_forward_hook(grab(i), with_kwargs=True)
+        found[i].attention.register_forward_hook(grab(i), with_kwargs=True)
     with torch.no_grad():
         logits = model(IDS, use_cache=False).logits
         for i in (0, last):
             attn_in, attn_out = seen[i]
             torch.testing.assert_close(ref_attention(spec.layers[i].attention, attn_in), attn_out)
-        first_in = ref_norm(spec.layers[0].attn_norm, spec.embed_tokens[IDS] * spec.embed_scale)
+        first_in = spec.embed_tokens[IDS] * spec.embed_scale
+        if spec.layers[0].attn_norm is not None:
+            first_in = spec.layers[0].attn_norm.apply(first_in)
         torch.testing.assert_close(first_in, seen[0][0])
         torch.testing.assert_close(ref_logits(spec, IDS), logits, rtol=1e-4, atol=1e-4)
 
 
-def test_unsupported_architecture_is_named():
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
-    with pytest.raises(UnsupportedArchitectureError, match=r"'gpt2'.*cohere2, gemma3_text, llama, qwen3"):
-        introspect(model)
+def _gpt2():
+    return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+
+
+def _mamba():
+    from transformers import MambaConfig, MambaForCausalLM
+
+    return MambaForCausalLM(MambaConfig(num_hidden_layers=1, hidden_size=16, state_size=4, vocab_size=64))
+
+
+def _t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration(T5Config(num_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8, vocab_size=64))
+
+
+def _cohere_qk_norm():
+    return tiny_model("cohere", use_qk_norm=True)  # CohereLayerNorm with a weight row per head
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (_gpt2, r"'gpt2' \(GPT2LMHeadModel\), module 'transformer.wpe': learned absolute position embeddings"),
+    (_mamba, r"'mamba' .*module 'backbone.layers.0': a layer without softmax attention"),
+    (_t5, r"'t5' .*an encoder-decoder model is not supported"),
+    (_cohere_qk_norm, r"module 'model.layers.0.self_attn.q_norm': a norm without one weight per feature .*\(4, 16\)"),
+])  # fmt: skip
+def test_unsupported_architectures_name_the_module_and_the_convention(build, match):
+    with pytest.raises(UnsupportedArchitectureError, match=match) as error:
+        introspect(build())
+    assert "\n" not in str(error.value)  # one line for the CLI
 
 
 # ---- loading ---------------------------------------------------------------------------------

@@ -149,4 +149,4 @@ def test_cli_validate_tools(tmp_path):
     ok = CliRunner().invoke(app, ["validate-tools", str(good)])
     assert ok.exit_code == 0 and "1 items" in ok.output
     fail = CliRunner().invoke(app, ["validate-tools", str(good), str(bad)])
-    assert fail.exit_code == 1 and "bad.jsonl:1" in fail.output and "'send_cash'" in fail.output
+    assert fail.exit_code == 2 and "bad.jsonl:1" in fail.output and "'send_cash'" in fail.output

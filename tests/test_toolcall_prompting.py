@@ -1,8 +1,7 @@
 """Prompts: the model's own tool template when it has one, the documented fallback otherwise."""
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from toolcall_tiny import tool_tokenizer
 
 from aetheris.toolcall.checker import check
 from aetheris.toolcall.format import GoldCall, ToolItem
@@ -29,18 +28,8 @@ NO_SYSTEM_TEMPLATE = (
 
 
 def byte_tokenizer(template=None):
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|eos|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(
-        ['<tool_call>{"name": "weather", "arguments": {}}</tool_call>', "hali ya hewa"], trainer
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>")
-    fast.chat_template = template
-    return fast
+    texts = ['<tool_call>{"name": "weather", "arguments": {}}</tool_call>', "hali ya hewa"]
+    return tool_tokenizer(texts, vocab_size=320, template=template)
 
 
 WEATHER = {

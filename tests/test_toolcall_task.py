@@ -1,4 +1,5 @@
-"""evaluate_tools end to end on a tiny random Llama: every item scored, failures categorised."""
+"""The `tools` task end to end through the harness on a tiny random Llama: every item scored,
+failures categorised; and on other items than the package's (Nodehaus)."""
 
 import json
 import os
@@ -6,13 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from toolcall_tiny import tool_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from aetheris.toolcall import task
+from aetheris.eval.lm import HFLM
+from aetheris.eval.results import load_results
+from aetheris.eval.runner import evaluate_model, plan_languages, run
+from aetheris.eval.tasks.tools import ToolsTask
 from aetheris.toolcall.checker import CATEGORIES
 from aetheris.toolcall.format import OMIT, GoldCall, ToolItem
 from aetheris.toolcall.loaders import load_nodehaus
+from aetheris.toolcall.prompting import render_prompt
 
 
 def data_dir() -> Path:
@@ -29,18 +34,8 @@ TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|eos|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(
-        ['<tool_call>{"name": "weather_forecast"}</tool_call>', "What is the weather?"], trainer
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>")  # no pad token: eos stands in
-    fast.chat_template = TEMPLATE
-    return fast
+    texts = ['<tool_call>{"name": "weather_forecast"}</tool_call>', "What is the weather?"]
+    return tool_tokenizer(texts, vocab_size=300, template=TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,15 @@ def items():
     return pick
 
 
-def test_tiny_random_llama_every_item_scored(tokenizer, items):
+def evaluate(lm, items, out: Path, max_new_tokens: int):
+    """The results file of `items` scored by `lm` through the harness, read back and validated."""
+    task = ToolsTask(items)
+    task.max_new_tokens = max_new_tokens
+    result = evaluate_model(lm, "tiny/llama", [task], plan_languages([task], ["en", "de"]), out)
+    return load_results(result["path"]).tasks["tools"]
+
+
+def test_tiny_random_llama_every_item_scored(tokenizer, items, tmp_path):
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -70,21 +73,32 @@ def test_tiny_random_llama_every_item_scored(tokenizer, items):
         eos_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config).eval()
-    block = task.evaluate_tools(model, tokenizer, items, batch_size=2, max_new_tokens=8, progress=False)
-    assert block["metric"] == "acc" and block["higher_is_better"] is True
-    assert set(block["languages"]) == {"en", "de"}
-    for lang, result in block["languages"].items():
-        records = result["items"]
-        assert result["n"] == len(records) == 3
+    block = evaluate(HFLM(model, tokenizer, batch_size=2), items, tmp_path, max_new_tokens=8)
+    assert block.metric == "acc" and block.higher_is_better is True
+    assert set(block.languages) == {"en", "de"}
+    for lang, result in block.languages.items():
+        records = [r.model_dump() for r in result.items]
+        assert result.n == len(records) == 3
         assert [r["id"] for r in records] == [i.id for i in items if i.lang == lang]
-        assert result["score"] == pytest.approx(sum(r["score"] for r in records) / 3)
+        assert result.score == pytest.approx(sum(r["score"] for r in records) / 3)
         failed = [r for r in records if r["score"] == 0.0]
         assert all(r["category"] in CATEGORIES for r in failed)
         assert all(r["category"] is None for r in records if r["score"] == 1.0)
-        assert sum(result["failures"].values()) == len(failed)
+        assert [r["kind"] for r in records] == [i.category for i in items if i.lang == lang]
         # garbage text holds no call: the two items that need one fail
-        assert sum(result["failures"].get(c, 0) for c in ("no_call", "invalid_json")) == 2
-    assert tokenizer.pad_token is None and tokenizer.padding_side == "right"  # state restored
+        assert sum(r["category"] in ("no_call", "invalid_json") for r in records) == 2
+    assert tokenizer.pad_token is None and tokenizer.padding_side == "right"  # left untouched
+
+
+class Scripted:
+    """An LM whose replies are fixed per prompt: only generation is replaced."""
+
+    def __init__(self, tokenizer, replies: dict[str, str]) -> None:
+        self.tokenizer, self.replies, self.batch_size = tokenizer, replies, 2
+
+    def generate(self, prompts, stop, max_new_tokens, rendered=False):
+        assert rendered and not stop  # the template's own text, generated to the end
+        return [self.replies[p] for p in prompts]
 
 
 def gold_reply(item: ToolItem) -> str:
@@ -95,8 +109,8 @@ def gold_reply(item: ToolItem) -> str:
     return "\n".join(f"<tool_call>{json.dumps(c, ensure_ascii=False)}</tool_call>" for c in calls) or "Sorry."
 
 
-def test_scoring_credits_right_calls_and_spots_wrong_language(monkeypatch, items, tokenizer):
-    # Replace only generation: the German items answer with the English city, the rest with gold.
+def test_scoring_credits_right_calls_and_spots_wrong_language(items, tokenizer, tmp_path):
+    # The German items answer with the English values (the Munich one: the English city), the rest with gold.
     english = {i.id: i for i in items if i.lang == "en"}
     munich_de = ToolItem(
         id="munich",
@@ -115,25 +129,40 @@ def test_scoring_credits_right_calls_and_spots_wrong_language(monkeypatch, items
         }
     )
     everything = [*items, munich_de, munich_en]
-    replies = [
-        gold_reply(munich_en if i is munich_de else english.get(i.id, i) if i.lang == "de" else i)
-        for i in everything
-    ]
-    monkeypatch.setattr(task, "generate_replies", lambda *a, **k: replies)
-    block = task.evaluate_tools(None, tokenizer, everything, batch_size=2, max_new_tokens=4, progress=False)
-    assert block["languages"]["en"]["score"] == 1.0
-    de = {r["id"]: r for r in block["languages"]["de"]["items"]}
+    replies: dict[str, str] = {}
+    for i in everything:
+        reply = gold_reply(munich_en if i is munich_de else english.get(i.id, i) if i.lang == "de" else i)
+        assert replies.setdefault(render_prompt(tokenizer, i), reply) == reply  # a prompt has one reply
+    block = evaluate(Scripted(tokenizer, replies), everything, tmp_path, max_new_tokens=4)
+    assert block.languages["en"].score == 1.0
+    de = {r.id: r.model_dump() for r in block.languages["de"].items}
     assert de["munich"] == {
         "id": "munich",
         "score": 0.0,
         "category": "wrong_language_value",
         "kind": "simple",
+        "output": gold_reply(munich_en),
     }
-    assert block["languages"]["de"]["failures"]["wrong_language_value"] >= 1
+    assert sum(r["category"] == "wrong_language_value" for r in de.values()) >= 1
 
 
-def test_bad_arguments_are_refused(tokenizer, items):
-    with pytest.raises(ValueError, match="batch_size"):
-        task.evaluate_tools(None, tokenizer, items, batch_size=0, max_new_tokens=4)
+def test_bad_arguments_are_refused(tokenizer, items, tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        HFLM(
+            LlamaForCausalLM(
+                LlamaConfig(
+                    vocab_size=len(tokenizer),
+                    hidden_size=16,
+                    num_hidden_layers=1,
+                    num_attention_heads=2,
+                    intermediate_size=32,
+                )
+            ),
+            tokenizer,
+            batch_size=0,
+        )
+    for option in ("batch_size", "max_new_tokens"):  # refused before any model is loaded
+        with pytest.raises(ValueError, match=f"{option} must be >= 1, got 0"):
+            run(["/no/such/model"], ["tools"], tmp_path, **{option: 0})
     with pytest.raises(ValueError, match=f"item id {items[0].id!r} appears twice for language 'en'"):
-        task.evaluate_tools(None, tokenizer, [items[0], items[0]], batch_size=1, max_new_tokens=4)
+        ToolsTask([items[0], items[0]])

@@ -1,14 +1,69 @@
 """The `aetheris` command. Each subcommand lives beside the code it drives."""
 
+import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
+from aetheris.compress.cli import compress_cmd as _compress_cmd
+from aetheris.errors import BadValueError, MissingPathError, UserError
+from aetheris.eval.tasks import TASKS
 from aetheris.languages import print_table as _languages_table
+from aetheris.teacher.embedded import EMBEDDED_TEACHERS
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+class _OneLineErrors(TyperGroup):
+    """Every subcommand runs inside `invoke`: a UserError raised anywhere below ends as one line
+    `Error: ...` on stderr with exit code 2, like a bad option; other errors are bugs and keep
+    their traceback."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(2) from None
+        finally:  # an invocation inside another program (tests) leaves its logging as it was
+            configure_logging(None)
+
+
+# rich_markup_mode=None: click prints usage errors as plain lines ending with `Error: ...`,
+# where typer's rich mode would end them with a box border.
+app = typer.Typer(cls=_OneLineErrors, no_args_is_help=True, add_completion=False, help=__doc__,
+                  rich_markup_mode=None)
+
+
+class _LevelPrefix(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(level: int | None = logging.INFO) -> None:
+    """Show `aetheris.*` log messages from `level` up on stderr (None: stop showing them).
+    Library code only logs; the command decides what is shown."""
+    logger = logging.getLogger("aetheris")
+    for old in [h for h in logger.handlers if getattr(h, "aetheris_cli", False)]:
+        logger.removeHandler(old)
+    logger.setLevel(logging.NOTSET if level is None else level)
+    if level is None:
+        return
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of this invocation
+    handler.aetheris_cli = True
+    handler.setFormatter(_LevelPrefix("%(message)s"))
+    logger.addHandler(handler)
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also debug messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 @app.command()
@@ -33,8 +88,8 @@ def report(
     tokenizer: Annotated[
         list[str] | None,
         typer.Option(
-            help="Tokenizer (local dir or hub id) for fertility; repeatable. "
-            "Default: the teacher's model folder when it holds a tokenizer."
+            help="Tokenizer for fertility: a model name (embedded, folder, .gguf or hub id); repeatable. "
+            "Default: the teacher's, when it is an embedded teacher, a .gguf or a folder with a tokenizer."
         ),
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Benchmark data (holds flores_sib200/).")] = None,
@@ -72,17 +127,21 @@ def validate_tools(paths: list[str]) -> None:
             failed = True
             continue
         typer.echo(f"ok   {path}: {len(items)} items")
-    if failed:
-        raise typer.Exit(1)
+    if failed:  # bad input files: the same exit code as every other user error
+        raise typer.Exit(2)
 
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher models.")
 app.add_typer(teacher_app, name="teacher")
+app.command("compress")(_compress_cmd)
+
+
+MODEL_HELP = f"embedded teacher ({', '.join(EMBEDDED_TEACHERS)}), model folder, .gguf file or hub id"
 
 
 @teacher_app.command("info")
 def teacher_info(
-    source: str = typer.Argument(..., help="Embedded name, .gguf file, model directory or hub id."),
+    source: str = typer.Argument(..., help=f"The model: {MODEL_HELP}."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     cache_dir: str = typer.Option(None, help="GGUF cache (default $AETHERIS_CACHE/teachers)."),
 ) -> None:
@@ -92,16 +151,16 @@ def teacher_info(
 
     loaded = load_teacher(source, dtype=dtype, cache_dir=cache_dir)
     cached = " (from cache)" if loaded.from_cache else ""
-    typer.echo(f"loaded {loaded.source} in {loaded.seconds:.1f}s{cached}")
+    typer.echo(f"loaded {loaded.name} in {loaded.seconds:.1f}s{cached}")
     print_spec(introspect(loaded.model))
 
 
 @app.command("eval")
 def eval_cmd(
-    models: Annotated[list[str], typer.Argument(help="HF causal LMs: hub ids or local directories.")],
+    models: Annotated[list[str], typer.Argument(help=f"Models, each an {MODEL_HELP}.")],
     tasks: str = typer.Option(
         "xcopa,mgsm_direct,flores_bpb",
-        help="Comma-separated: xcopa, xcopa_gen, mgsm_direct, mgsm_cot, flores_bpb, tools.",
+        help=f"Comma-separated: {', '.join(TASKS)}.",
     ),
     langs: str = typer.Option("", help="Comma-separated language codes (default: every task language)."),
     limit: int = typer.Option(None, help="First N items per task and language."),
@@ -117,28 +176,30 @@ def eval_cmd(
 ) -> None:
     """Evaluate models on the multilingual tasks; resumes from the per-item cache."""
     import os
-    from pathlib import Path
 
     from aetheris.eval.runner import run
+    from aetheris.teacher.load import resolve_model
 
+    for model in models:  # every name checked before the first model loads
+        resolve_model(model)
+    _check_device(device)
     data = data_dir or os.environ.get("AETHERIS_DATA_DIR")
-    try:
-        results = run(
-            models,
-            tasks.split(","),
-            Path(out),
-            langs=[c for c in langs.split(",") if c.strip()] or None,
-            data_dir=Path(data) if data else None,
-            limit=limit,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            chat_template=chat_template,
-            max_new_tokens=max_new_tokens,
-        )
-    except (KeyError, ValueError, ImportError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from e
+    if data and not Path(data).is_dir():
+        given = "--data-dir" if data_dir else "$AETHERIS_DATA_DIR"
+        raise MissingPathError(f"{given} {data}: no such folder; expected the benchmark data folder")
+    results = run(
+        models,
+        tasks.split(","),
+        Path(out),
+        langs=[c for c in langs.split(",") if c.strip()] or None,
+        data_dir=Path(data) if data else None,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        chat_template=chat_template,
+        max_new_tokens=max_new_tokens,
+    )
     for r in results:
         typer.echo(f"{r['model_name']}: {r['path']}")
         for name, task in r["tasks"].items():
@@ -149,6 +210,15 @@ def eval_cmd(
             )
             if failures:  # tool calling: why the calls failed, over all languages
                 typer.echo("    failures: " + ", ".join(f"{c}={n}" for c, n in failures.most_common()))
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise BadValueError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
 
 
 @app.command("data")
@@ -168,6 +238,19 @@ def data(
     print_data_summary(list(sources or []), tau=tau, chat=chat)
 
 
+def _load_run_config(path: Path):
+    """The validated run config, its teacher name checked as every model name is (no loading)."""
+    from aetheris.distill.config import ConfigError, load_config
+    from aetheris.teacher.load import resolve_model
+
+    cfg = load_config(path)
+    try:
+        resolve_model(cfg.teacher.name)
+    except UserError as err:
+        raise ConfigError(f"{path}: teacher.name: {err}") from None
+    return cfg
+
+
 @app.command("check-config")
 def check_config(path: Annotated[Path, typer.Argument(help="Run config (YAML).")]) -> None:
     """Validate a distillation run config; every bad key is named."""
@@ -177,7 +260,8 @@ def check_config(path: Annotated[Path, typer.Argument(help="Run config (YAML).")
         cfg = load_config(path)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
+    cfg = _load_run_config(path)
     typer.echo(
         f"{path}: ok (teacher {cfg.teacher.name}, student {cfg.student.layout}, output {cfg.output_dir})"
     )
@@ -190,12 +274,12 @@ def distill(
     resume: Annotated[bool, typer.Option(help="Continue a killed stage from its last checkpoint.")] = False,
 ) -> None:
     """Distil a teacher into an Aetheris student: init -> align -> kd -> sft."""
-    from aetheris.distill.config import ConfigError, load_config
     from aetheris.distill.pipeline import run_stages
+    from aetheris.teacher import UnsupportedArchitectureError
 
+    cfg = _load_run_config(config)
     try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"student written to {run_stages(cfg, stage=stage, resume=resume)}")
+        student = run_stages(cfg, stage=stage, resume=resume)
+    except UnsupportedArchitectureError as err:  # say which teacher, from which config
+        raise BadValueError(f"{config}: teacher.name {cfg.teacher.name}: {err}") from None
+    typer.echo(f"student written to {student}")

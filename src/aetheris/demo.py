@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from aetheris.distill.pipeline import run_stages
 from aetheris.eval.runner import run as run_eval
 from aetheris.paths import shared_data_dir
 from aetheris.report.cli import run_report
-from aetheris.teacher import load_teacher
 
 # Which languages the demo measures: one or two per family, all five Tiny Aya regions.
 EVAL = {
@@ -33,21 +33,21 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="report folder (default: <output_dir>/report)")
     args = ap.parse_args()
     started = time.perf_counter()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the stages report through logging
     cfg = load_config(args.config)
     student = run_stages(cfg, "all", resume=True)
-    teacher_dir = load_teacher(cfg.teacher.name).weights_dir  # the dequantised cache: an HF folder
     results_dir = Path(cfg.output_dir) / "eval"
     data_dir = shared_data_dir()
     merged: dict[str, dict] = {}
     for task, (langs, limit) in EVAL.items():  # each task its own languages and item limit
-        for res in run_eval([str(teacher_dir), str(student)], [task], results_dir / task, langs=langs,
+        for res in run_eval([cfg.teacher.name, str(student)], [task], results_dir / task, langs=langs,
                             data_dir=data_dir, limit=limit, batch_size=8,
                             max_new_tokens=96 if task == "tools" else None):  # fmt: skip
             res.pop("path", None), res.pop("seconds", None)
             merged.setdefault(res["model"], {**res, "tasks": {}})["tasks"].update(res["tasks"])
     paths = []
     for name, res in zip(
-        ("teacher", "student"), (merged[str(teacher_dir)], merged[str(student)]), strict=True
+        ("teacher", "student"), (merged[cfg.teacher.name], merged[str(student)]), strict=True
     ):
         res["model_name"] = cfg.teacher.name if name == "teacher" else f"student of {cfg.teacher.name}"
         paths.append(results_dir / f"{name}.json")

@@ -1,6 +1,6 @@
 """Who paid for compression: per-language drops, family drops, the Degradation Equity Score.
 
-Input is two results files in the `aetheris.results/1` schema (teacher, student). For every task
+Input is two results files (`aetheris.eval.results`: teacher, student). For every task
 they share: drop per language (positive = worse), mean drop per family (or finer group), and the
 Degradation Equity Score (DES) = population variance of the family mean drops (lower = fairer).
 Uncertainty comes from a percentile bootstrap over items (paired by item id when teacher and
@@ -9,133 +9,29 @@ student scored the same items) and a permutation test of "the drop does not depe
 
 from __future__ import annotations
 
-import json
-import math
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel
 from scipy.stats import spearmanr
 
-SCHEMA = "aetheris.results/1"
+from aetheris.eval.results import (
+    LanguageResult,
+    ResultsLike,
+    TaskResult,
+    item_arrays,
+    load_results,
+    statistic,
+)
+
 Level = Literal["family", "group"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Results files
-# ---------------------------------------------------------------------------------------------
-
-
-class Item(BaseModel):
-    id: str
-    score: float
-    bits: float | None = None
-    bytes: float | None = None
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_as_text(cls, v: object) -> object:
-        return str(v) if isinstance(v, int) else v
-
-
-class LanguageResult(BaseModel):
-    score: float
-    n: int
-    items: list[Item] = []
-
-    @model_validator(mode="after")
-    def _items_consistent(self) -> LanguageResult:
-        ratio = [it.bits is not None and it.bytes is not None for it in self.items]
-        if any(ratio) and not all(ratio):
-            raise ValueError("either every item carries `bits` and `bytes` or none does")
-        return self
-
-
-class TaskResult(BaseModel):
-    metric: str
-    higher_is_better: bool
-    languages: dict[str, LanguageResult]
-
-
-class ModelResults(BaseModel):
-    # "schema" would shadow a BaseModel attribute, hence the alias.
-    schema_: str = Field(alias="schema")
-    model: str
-    model_name: str
-    created: str | None = None
-    tasks: dict[str, TaskResult]
-
-    model_config = {"populate_by_name": True}
-
-    @model_validator(mode="after")
-    def _known_schema(self) -> ModelResults:
-        if self.schema_ != SCHEMA:
-            raise ValueError(f"schema is {self.schema_!r}, expected {SCHEMA!r}")
-        return self
-
-
-ResultsLike = ModelResults | Mapping | str | Path
-
-
-def load_results(source: ResultsLike) -> ModelResults:
-    """Read and validate a results file (path), a parsed dict, or pass a ModelResults through."""
-    if isinstance(source, ModelResults):
-        return source
-    where = "results"
-    if isinstance(source, str | Path):
-        where = str(source)
-        try:
-            data = json.loads(Path(source).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"results file not found: {source}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{source}: not valid JSON ({e})") from None
-    else:
-        data = dict(source)
-    try:
-        results = ModelResults.model_validate(data)
-    except ValidationError as e:
-        raise ValueError(f"{where}: not an {SCHEMA} results file:\n{e}") from None
-    for task, tr in results.tasks.items():
-        for lang, lr in tr.languages.items():
-            _check_score(lr, f"{where}: tasks.{task}.languages.{lang}")
-    return results
-
-
-def _check_score(lr: LanguageResult, where: str) -> None:
-    """The recorded score must be the statistic of its items, or the bootstrap would lie."""
-    if not lr.items:
-        return
-    recomputed = float(_statistic(_arrays(lr), np.arange(len(lr.items))[None, :])[0])
-    if not math.isclose(recomputed, lr.score, rel_tol=1e-6, abs_tol=1e-9):
-        raise ValueError(f"{where}: score {lr.score} but its items give {recomputed}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Bootstrap over items
 # ---------------------------------------------------------------------------------------------
-
-
-def _arrays(lr: LanguageResult, order: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    items = lr.items
-    if order is not None:
-        by_id = {it.id: it for it in items}
-        items = [by_id[i] for i in order]
-    out = {"score": np.array([it.score for it in items], dtype=float)}
-    if items and items[0].bits is not None:
-        out["bits"] = np.array([it.bits for it in items], dtype=float)
-        out["bytes"] = np.array([it.bytes for it in items], dtype=float)
-    return out
-
-
-def _statistic(arrays: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-    """Language score for each row of resampled indices: mean, or sum(bits)/sum(bytes)."""
-    if "bits" in arrays:
-        return arrays["bits"][idx].sum(axis=1) / arrays["bytes"][idx].sum(axis=1)
-    return arrays["score"][idx].mean(axis=1)
 
 
 def _paired_ids(t: LanguageResult, s: LanguageResult) -> list[str] | None:
@@ -160,10 +56,10 @@ def _boot_scores(
     ids = _paired_ids(t, s)
     if ids is not None:
         idx = rng.integers(0, len(ids), size=(n_boot, len(ids)))
-        return _statistic(_arrays(t, ids), idx), _statistic(_arrays(s, ids), idx), True
+        return statistic(item_arrays(t.items, ids), idx), statistic(item_arrays(s.items, ids), idx), True
     t_idx = rng.integers(0, len(t.items), size=(n_boot, len(t.items)))
     s_idx = rng.integers(0, len(s.items), size=(n_boot, len(s.items)))
-    return _statistic(_arrays(t), t_idx), _statistic(_arrays(s), s_idx), False
+    return statistic(item_arrays(t.items), t_idx), statistic(item_arrays(s.items), s_idx), False
 
 
 # ---------------------------------------------------------------------------------------------

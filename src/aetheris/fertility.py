@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from aetheris.errors import MissingPathError
 from aetheris.paths import shared_data_dir
 
 SPLITS = ("train", "dev", "test")
@@ -64,7 +65,7 @@ def flores_sentences(
     root = Path(data_dir) if data_dir is not None else shared_data_dir()
     folder = root / "flores_sib200" / "annotated" / flores_code
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"no SIB-200 folder for FLORES code {flores_code!r}: {folder} "
             "(set AETHERIS_DATA_DIR to the folder holding flores_sib200/)"
         )

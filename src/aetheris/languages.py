@@ -23,6 +23,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from aetheris.errors import UserError
+
 Region = Literal["Europe", "Asia-Pacific", "Africa", "South Asia", "West Asia", "Other"]
 REGIONS: tuple[str, ...] = get_args(Region)  # Tiny Aya's five, then everything else
 _DATA_FILE = "data/languages.json"
@@ -43,7 +45,7 @@ class Language:
     tiny_aya: bool  # covered by Tiny Aya
 
 
-class UnknownLanguageError(KeyError):
+class UnknownLanguageError(UserError, KeyError):
     """No language has this code; the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError would repr() the message

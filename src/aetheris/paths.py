@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from aetheris.errors import MissingPathError
+
 ENV_VAR = "AETHERIS_DATA_DIR"
 # src/aetheris/paths.py -> parents[2] is the repository root (the parent of src/).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 
-class DataDirNotFoundError(FileNotFoundError):
+class DataDirNotFoundError(MissingPathError):
     """Neither $AETHERIS_DATA_DIR nor the default shared data folder exists."""
 
 
@@ -52,5 +54,5 @@ def data_path(*parts: str, hub_id: str | None = None) -> Path:
         raise DataDirNotFoundError(f"{err}{instead}") from err
     path = root.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"expected data at {path}, but it does not exist.{instead}")
+        raise MissingPathError(f"expected data at {path}, but it does not exist.{instead}")
     return path

@@ -8,14 +8,19 @@ SFT; optionally `tools`). A malformed row is never fatal: it is skipped and coun
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aetheris.errors import BadValueError, MissingPathError
 from aetheris.languages import UnknownLanguageError, get
+
+if TYPE_CHECKING:
+    from aetheris.data.hub import HubSource
 
 _ROLES = {"system", "user", "assistant", "tool"}
 
@@ -175,9 +180,45 @@ def read_hf(dataset_id: str, split: str = "train", name: str | None = None,
             yield example
 
 
-def read_source(spec: str | Path, summary: LoadSummary | None = None) -> Iterator[Example]:
-    """Dispatch on the spec: `hf:<id>[:split]`, a .jsonl/.parquet file, or a folder of them."""
+EMBEDDED = ("embedded", "embedded:text", "embedded:chat")
+_SUFFIXES = (".jsonl", ".parquet")
+_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_spec(spec: str) -> str:
+    """The spec if its form is one `read_source` (or `embedded`) reads; ValueError saying why not.
+
+    Needs no network: only a spec that looks like a hub id is looked for on disk, because
+    `owner/name` without `hf:` is read as a folder (the commonest slip in a run config).
+    """
+    if spec in EMBEDDED:
+        return spec
+    if spec.startswith("hf:"):
+        dataset_id, _, split = spec[3:].partition(":")
+        if not _DATASET_ID.match(dataset_id) or (split and not split.strip()):
+            raise ValueError(f"expected hf:<dataset id>[:split], got {spec!r}")
+        return spec
+    prefix, sep, _ = spec.partition(":")
+    if sep and "/" not in prefix and len(prefix) > 1:  # "C:" stays a Windows drive
+        raise ValueError(f"unknown source prefix {prefix + ':'!r} in {spec!r}; expected hf:<dataset id>, "
+                         "embedded, a .jsonl/.parquet file, a folder, or a mapping with hub:")  # fmt: skip
+    path = Path(spec).expanduser()
+    if path.suffix and path.suffix not in _SUFFIXES and not path.is_dir():
+        raise ValueError(f"unsupported file type {path.suffix!r} in {spec!r}; expected .jsonl or .parquet")
+    if not path.suffix and _DATASET_ID.match(spec) and "/" in spec and not path.exists():
+        raise ValueError(f"{spec!r} is no local folder; a hub dataset is written hf:{spec} (rows with lang and "
+                         "text) or as a mapping with hub: (per-language subsets, fields mapped)")  # fmt: skip
+    return spec
+
+
+def read_source(spec: str | Path | HubSource, summary: LoadSummary | None = None) -> Iterator[Example]:
+    """Dispatch on the spec: a `HubSource`, `hf:<id>[:split]`, a .jsonl/.parquet file, or a folder."""
     summary = summary if summary is not None else LoadSummary()
+    if not isinstance(spec, str | Path):
+        from aetheris.data.hub import read_hub  # hub.py builds on this module
+
+        yield from read_hub(spec, summary)
+        return
     text = str(spec)
     if text.startswith("hf:"):
         dataset_id, _, split = text[3:].partition(":")
@@ -185,12 +226,12 @@ def read_source(spec: str | Path, summary: LoadSummary | None = None) -> Iterato
         return
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"data source {path} does not exist (expected .jsonl, .parquet, a folder "
+        raise MissingPathError(f"data source {path} does not exist (expected .jsonl, .parquet, a folder "
                                 "or hf:<dataset id>)")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in {".jsonl", ".parquet"})
         if not files:
-            raise FileNotFoundError(f"{path}: folder holds no .jsonl or .parquet files")
+            raise MissingPathError(f"{path}: folder holds no .jsonl or .parquet files")
         for file in files:
             yield from read_source(file, summary)
     elif path.suffix == ".jsonl":
@@ -198,11 +239,11 @@ def read_source(spec: str | Path, summary: LoadSummary | None = None) -> Iterato
     elif path.suffix == ".parquet":
         yield from read_parquet(path, summary)
     else:
-        raise ValueError(f"data source {path}: unsupported file type {path.suffix!r}; "
+        raise BadValueError(f"data source {path}: unsupported file type {path.suffix!r}; "
                          "expected .jsonl or .parquet")
 
 
-def read_sources(specs: Iterable[str | Path], summary: LoadSummary | None = None) -> list[Example]:
+def read_sources(specs: Iterable[str | Path | HubSource], summary: LoadSummary | None = None) -> list[Example]:
     """Every example of several sources, in order (one summary for all)."""
     summary = summary if summary is not None else LoadSummary()
     return [example for spec in specs for example in read_source(spec, summary)]

@@ -13,20 +13,26 @@ MLP (upcycled experts) are left as they are.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from aetheris.distill.config import TrainConfig
 from aetheris.distill.init import teacher_layer
 from aetheris.distill.trainer import train
 from aetheris.model import AetherisForCausalLM
 from aetheris.model.configuration import AetherisConfig
 from aetheris.model.moe import weighted_router_loss
-from aetheris.teacher.introspect import introspect
+from aetheris.teacher.introspect import introspect, teacher_layers
 from aetheris.teacher.spec import NormSpec, TeacherSpec
+
+logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # config.py derives its align choices from this module
+    from aetheris.distill.config import TrainConfig
 
 
 @dataclass
@@ -47,8 +53,9 @@ def teacher_activations(
     output}, each (b, t, d), from one forward pass."""
     acts: dict[int, dict[str, torch.Tensor]] = {i: {} for i in set(layers)}
     hooks = []
+    modules = teacher_layers(teacher)
     for i in acts:
-        layer = teacher.model.layers[i]
+        layer = modules[i].block
 
         def grab_input(module, args, kwargs, i=i):
             acts[i]["x"] = (args[0] if args else kwargs["hidden_states"]).detach()
@@ -60,8 +67,8 @@ def teacher_activations(
             return hook
 
         hooks.append(layer.register_forward_pre_hook(grab_input, with_kwargs=True))
-        hooks.append(layer.self_attn.register_forward_hook(grab("attn")))
-        hooks.append(layer.mlp.register_forward_hook(grab("mlp")))
+        hooks.append(modules[i].attention.register_forward_hook(grab("attn")))
+        hooks.append(modules[i].mlp.register_forward_hook(grab("mlp")))
     try:
         teacher(input_ids=input_ids, attention_mask=attention_mask)
     finally:
@@ -105,6 +112,8 @@ def cosine_distance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
 
 LOSSES = {"mse": normalised_mse, "cosine": cosine_distance}
+# What each block sees while it is aligned (see align_student).
+ALIGN_INPUTS = ("student", "teacher")
 
 
 def residual_branch(
@@ -120,7 +129,8 @@ def residual_branch(
             extra = weighted_router_loss([logits], config, mask.reshape(-1))[2]
     else:
         y = block.mixer(h, mask)
-    return (y if block.post_norm is None else block.post_norm(y)), extra
+    y = y if block.post_norm is None else block.post_norm(y)
+    return y * block.residual_multiplier, extra
 
 
 def align_block(
@@ -156,9 +166,14 @@ def align_block(
     after = full_loss()
     if not after < before:  # a budget too small to help (experts copied from the MLP): keep the start
         block.load_state_dict(start)
-        print(f"align: loss {before:.4f} -> {after:.4f} did not improve; the block keeps its initial weights")
+        logger.info("align: loss %.4f -> %.4f did not improve; the block keeps its initial weights", before, after)
         after = before
     return before, after
+
+
+def _pairs_with_previous(config: AetherisConfig, block: int) -> bool:
+    """A parallel student's M block reads the input of the S/A block before it (see AetherisModel)."""
+    return config.parallel_residual and block > 0 and config.layout[block - 1] in "SA"
 
 
 @torch.no_grad()
@@ -200,8 +215,8 @@ def align_student(
     stream after its mapped layer's attention (S) or whole layer (M). A student that keeps a
     third of the teacher's layers sees at block i a stream the teacher never had there; this way
     every block is trained on the inputs it will get, and corrects what came before it."""
-    if inputs not in ("teacher", "student"):
-        raise ValueError(f"align inputs={inputs!r}: expected 'teacher' or 'student'")
+    if inputs not in ALIGN_INPUTS:
+        raise ValueError(f"align inputs={inputs!r}: expected one of {ALIGN_INPUTS}")
     spec = spec if spec is not None else introspect(teacher)
     config = student.config
     blocks = [(i, teacher_layer(config, i)) for i, c in enumerate(config.layout) if c == "S" or (c == "M" and moe)]
@@ -213,15 +228,18 @@ def align_student(
         with torch.no_grad():
             attn = a["attn"] if layer.attn_out_norm is None else apply_norm(layer.attn_out_norm, a["attn"])
             mlp = a["mlp"] if layer.mlp_out_norm is None else apply_norm(layer.mlp_out_norm, a["mlp"])
+            attn, mlp = attn * layer.residual_scale, mlp * layer.residual_scale  # Granite's multiplier
             if inputs == "student":
                 x = student_stream(student, input_ids, attention_mask, block_idx)
                 y = a["x"] + attn + (mlp if block.kind == "M" else 0) - x
+                if block.kind == "M" and _pairs_with_previous(config, block_idx):  # it reads the pair's input
+                    x = student_stream(student, input_ids, attention_mask, block_idx - 1)
             elif block.kind == "S":
                 x, y = a["x"], attn
             else:  # the MLP reads the stream after the attention (parallel blocks: before it)
                 x = a["x"] if layer.parallel else a["x"] + attn
                 y = mlp
-        x = x.to(block.norm.weight.dtype)
+        x = x.to(next(block.parameters()).dtype)  # block.norm may be the identity (OLMo 2)
         out = Path(output_dir) / f"block-{block_idx:02d}"
         m = torch.ones(x.shape[:2]) if attention_mask is None else attention_mask.float()
         with torch.no_grad():
@@ -235,5 +253,6 @@ def align_student(
             steps = cfg.steps
         report.append(LayerAlignment(block_idx, t, before, after, steps, block.kind))
         what = "attention" if block.kind == "S" else "MLP"
-        print(f"align block {block_idx} ({block.kind}) <- teacher layer {t} {what}: loss {before:.4f} -> {after:.4f}")
+        logger.info("align block %d (%s) <- teacher layer %d %s: loss %.4f -> %.4f", block_idx, block.kind, t, what,
+                    before, after)  # fmt: skip
     return report

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from aetheris.distill.layer_map import block_influence
+from aetheris.teacher.introspect import teacher_layers
 
 
 @torch.no_grad()
@@ -15,13 +16,14 @@ def mlp_inputs(teacher: nn.Module, input_ids: torch.Tensor, layers: list[int],
     captured: dict[int, torch.Tensor] = {}
     keep = None if attention_mask is None else attention_mask.reshape(-1).bool()
     hooks = []
+    modules = teacher_layers(teacher)
     for i in set(layers):
 
         def hook(module, args, i=i):
             x = args[0].reshape(-1, args[0].shape[-1])
             captured[i] = x if keep is None else x[keep]
 
-        hooks.append(teacher.model.layers[i].mlp.register_forward_pre_hook(hook))
+        hooks.append(modules[i].mlp.register_forward_pre_hook(hook))
     try:
         teacher(input_ids=input_ids, attention_mask=attention_mask)
     finally:

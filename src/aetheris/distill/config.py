@@ -9,8 +9,22 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aetheris.data.hub import DataSource
+from aetheris.distill.align import ALIGN_INPUTS, LOSSES
+from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES
+from aetheris.distill.layer_map import LAYER_MAPS
+from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
+from aetheris.errors import UserError
+from aetheris.model.configuration import BLOCK_KINDS
 
-class ConfigError(ValueError):
+# Each choice's values are owned by the module that implements it; the Literals here are derived.
+DTYPES = ("float32", "bfloat16", "float16")
+# Built-in SFT chats: the embedded corpus's chats and the tool-calling training split (pipeline.Run.examples).
+EMBEDDED_CHATS = ("embedded:chat", "embedded:tools")
+
+
+
+class ConfigError(UserError, ValueError):
     """A run config that cannot be used: the message names the file and every bad key."""
 
 
@@ -20,7 +34,7 @@ class _Strict(BaseModel):
 
 class TeacherConfig(_Strict):
     name: str = Field(description="hub id, local model folder or .gguf file")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal[DTYPES] = "float32"
 
 
 class StudentConfig(_Strict):
@@ -28,12 +42,12 @@ class StudentConfig(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict, description="extra AetherisConfig fields")
     # Which teacher layer feeds each student block pair: evenly spaced, explicit, or ShortGPT's
     # block influence on calibration text.
-    layer_map: Literal["uniform", "block-influence"] | list[int] = "uniform"
-    experts: Literal["upcycle", "split"] = "split"
+    layer_map: Literal[LAYER_MAPS] | list[int] = "uniform"
+    experts: Literal[EXPERT_STRATEGIES] = "split"
     # Where the weights come from: the teacher (MambaInLlama attention -> SSM, MLP -> experts,
     # embeddings copied), or the model's own random initialisation with the same config and shapes
     # (the baseline that shows what init-from-teacher buys; `experts` then only sets the width).
-    init: Literal["teacher", "random"] = "teacher"
+    init: Literal[INIT_SOURCES] = "teacher"
 
     @field_validator("overrides")
     @classmethod
@@ -49,23 +63,25 @@ class StudentConfig(_Strict):
     @field_validator("layout")
     @classmethod
     def _layout_letters(cls, v: str) -> str:
-        if not v or set(v) - set("SMA"):
-            raise ValueError(f"expected a non-empty string of the letters S, M, A, got {v!r}")
+        if not v or set(v) - set(BLOCK_KINDS):
+            raise ValueError(f"expected a non-empty string of the letters {', '.join(BLOCK_KINDS)}, got {v!r}")
         return v
 
 
 class DataConfig(_Strict):
-    train: list[str] = Field(min_length=1, description="paths or hub ids")
-    eval: list[str] = Field(default_factory=list)
+    train: list[DataSource] = Field(
+        min_length=1, description="files, folders, hf:<id>, embedded, or hub mappings (aetheris.data.hub)"
+    )
+    eval: list[DataSource] = Field(default_factory=list, description="held-out text, same forms as train")
     tau: float = Field(0.3, gt=0, le=1, description="language sampling p_i ∝ n_i^tau")
     seq_len: int = Field(gt=0)
 
 
 class AlignConfig(_Strict):
-    loss: Literal["mse", "cosine"] = Field("mse", description="normalised MSE, or 1 - cosine similarity")
+    loss: Literal[tuple(LOSSES)] = Field("mse", description="normalised MSE, or 1 - cosine similarity")
     moe: bool = Field(True, description="also fit each MoE block (router included) to its teacher MLP")
     moe_lr_scale: float = Field(0.3, gt=0, description="MoE blocks' learning rate, as a fraction of the align lr")
-    inputs: Literal["teacher", "student"] = Field(
+    inputs: Literal[ALIGN_INPUTS] = Field(
         "student", description="each block sees the student's own stream (blocks in order), or the teacher's"
     )
     calibration_samples: int = Field(256, gt=0)
@@ -81,12 +97,27 @@ class KDConfig(_Strict):
         True, description="head gradients taken per chunk in the forward (3 head matmuls, not 4); false = checkpointed"
     )
     cache_dir: Path | None = Field(None, description="top-k cache folder; default <output_dir>/topk-cache")
+    cache_dtype: Literal[DTYPES] = Field("float16", description="dtype of the cached top-k log-probs on disk")
+    held_out_rows: int = Field(8, gt=0, description="held-out rows the KL before/after KD is measured on")
 
 
 class SFTConfig(_Strict):
     kl_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) beside the CE")
-    assistant_only: bool = True
+    data: list[str] = Field(
+        default_factory=lambda: list(EMBEDDED_CHATS),
+        min_length=1,
+        description="chat sources: embedded:chat (built-in chats), embedded:tools (the tool-calling "
+        "training split), or files/hf: ids whose rows have messages",
+    )
     max_length: int = Field(1024, gt=0, description="tokens per conversation (tool definitions included)")
+
+    @field_validator("data")
+    @classmethod
+    def _known_embedded(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s.startswith("embedded") and s not in EMBEDDED_CHATS]
+        if bad:
+            raise ValueError(f"unknown built-in chat source(s) {bad}; built in: {', '.join(EMBEDDED_CHATS)}")
+        return v
 
 
 class TrainConfig(_Strict):
@@ -96,9 +127,13 @@ class TrainConfig(_Strict):
     batch_size: int = Field(gt=0, description="per process, per micro-batch")
     grad_accum: int = Field(1, gt=0)
     lr: float = Field(gt=0)
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0, description="on weight matrices only (not biases, norms, SSM scalars)")
+    schedule: Literal[tuple(SCHEDULES)] = Field("cosine", description="after a linear warmup over warmup_steps")
     warmup_steps: int = Field(0, ge=0)
     clip: float | None = Field(1.0, gt=0, description="max gradient norm; null = no clipping")
-    weight_decay: float = Field(0.0, ge=0)
     gradient_checkpointing: bool = False
     bf16: bool = False
     checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")

@@ -11,9 +11,12 @@ come from the teacher MLP:
   experts' outputs sum to the MLP's, each token runs 1/E of it; the router is fitted to predict
   which group is most active.
 
-Gemma's sandwich norms (on the attention and MLP outputs) become the student's per-block
-post-norms. What the student cannot copy (LayerNorm mean-centring, QK-norm and RoPE inside
-replaced attention) is left to the alignment stage.
+The teacher's conventions become config fields, so that `A`/`M` blocks copy it exactly: norm type
+(RMSNorm/LayerNorm, bias), pre-, post- (Gemma's sandwich, OLMo 2) and parallel blocks (Cohere,
+Phi, GPT-NeoX), biases, QK-norm scope, partial or interleaved RoPE, soft caps and multipliers.
+What an SSM block cannot copy (q/k/v/o biases, QK-norm and RoPE inside replaced attention) is
+left to the alignment stage. With `split`, every expert keeps the MLP's whole output bias: one
+expert runs per token, and it must add what the MLP adds.
 
 `init="random"` is the baseline: the same config and shapes (widths, layer map and expert width
 from the teacher), but every weight, embeddings included, from the model's own random
@@ -28,7 +31,7 @@ import torch
 
 from aetheris.distill.layer_map import resolve_layer_map
 from aetheris.model import AetherisConfig, AetherisForCausalLM
-from aetheris.teacher.spec import LayerSpec, MLPSpec, TeacherSpec
+from aetheris.teacher.spec import LayerSpec, MLPSpec, NormSpec, TeacherSpec
 
 EXPERT_STRATEGIES = ("upcycle", "split")
 INIT_SOURCES = ("teacher", "random")
@@ -58,6 +61,12 @@ def student_config(
     mapping = resolve_layer_map(layer_map, spec.num_layers, layout, influence)
     a_blocks = [i for i, c in enumerate(layout) if c == "A"]
     a_attn = [spec.layers[mapping[_slot(layout, i)]].attention for i in a_blocks]
+    for block, a in zip(a_blocks, a_attn):
+        if a.rope is not None and a.rope.rope_type != "default":
+            raise ValueError(
+                f"layout block {block} ('A'): its teacher layer uses rope_type={a.rope.rope_type!r}; the "
+                "student's attention computes default RoPE only (use an 'S' block there)"
+            )
     sliding_windows = [a.sliding_window for a in a_attn]
     args = dict(
         vocab_size=spec.vocab_size,
@@ -76,7 +85,7 @@ def student_config(
         final_logit_softcapping=spec.final_logit_softcap,
         rope_theta=attn.rope.theta if attn.rope is not None else 10000.0,
         qk_norm=attn.q_norm is not None,
-        post_norm=spec.layers[0].attn_out_norm is not None,
+        **teacher_conventions(spec),
         sliding_window=next((w for w in sliding_windows if w), None),
         attn_sliding=[w is not None for w in sliding_windows],
         attn_rope_theta=[a.rope.theta if a.rope is not None else None for a in a_attn],
@@ -96,6 +105,47 @@ def student_config(
             args.setdefault(key, getattr(spec.config, key, None))
     args.update(overrides)
     return AetherisConfig(**args)
+
+
+def teacher_conventions(spec: TeacherSpec) -> dict:
+    """The AetherisConfig fields that make A and M blocks compute what the teacher's layers compute.
+
+    They are per model in the student, so every teacher layer must agree on them."""
+    merged: dict = {}
+    for layer in spec.layers:
+        conv = _layer_conventions(layer)
+        differ = sorted(k for k in conv if merged.get(k, conv[k]) != conv[k])
+        if differ:
+            raise ValueError(
+                f"teacher layer {layer.index} differs from the layers before it in {differ}: the student "
+                "keeps one value of each per model"
+            )
+        merged.update(conv)
+    final = spec.final_norm
+    return {
+        **merged,
+        "norm_type": final.kind,
+        "norm_bias": final.bias is not None,
+        "lm_head_bias": spec.lm_head_bias is not None,
+    }
+
+
+def _layer_conventions(layer: LayerSpec) -> dict:
+    a, m = layer.attention, layer.mlp
+    rope = {} if a.rope is None else {"rotary_dim": a.rope.rotary_dim, "rope_interleaved": a.rope.interleaved}
+    return {
+        **rope,
+        "pre_norm": layer.attn_norm is not None,
+        "post_norm": layer.attn_out_norm is not None,
+        "parallel_residual": layer.parallel,
+        "residual_multiplier": layer.residual_scale,
+        "attention_bias": a.q_bias is not None,
+        "attention_out_bias": a.o_bias is not None,
+        "qk_norm_scope": a.qk_norm_scope,
+        "attn_logit_softcapping": a.logit_softcap,
+        "mlp_gated": m.gated,
+        "mlp_bias": m.up_bias is not None,
+    }
 
 
 def _slot(layout: str, block: int) -> int:
@@ -134,33 +184,38 @@ def init_student(
     m.embed_tokens.weight.copy_(spec.embed_tokens)
     if not config.tie_word_embeddings:
         student.lm_head.weight.copy_(spec.lm_head)
-    m.norm.weight.copy_(spec.final_norm.scale())
+    if spec.lm_head_bias is not None:
+        student.lm_head.bias.copy_(spec.lm_head_bias)
+    _copy_norm(m.norm, spec.final_norm)
     for i, block in enumerate(m.layers):
         layer = spec.layers[teacher_layer(config, i)]
+        _copy_norm(block.norm, layer.mlp_norm if block.kind == "M" else layer.attn_norm)
+        if block.post_norm is not None:
+            _copy_norm(block.post_norm, layer.mlp_out_norm if block.kind == "M" else layer.attn_out_norm)
         if block.kind == "S":
             _init_ssm(block, layer)
         elif block.kind == "A":
             _init_attention(block, layer)
+        elif experts == "upcycle":
+            for expert in block.mixer.experts:
+                _copy_mlp(expert, layer.mlp, torch.arange(layer.mlp.intermediate_size))
         else:
-            norm = layer.attn_norm if layer.parallel else layer.mlp_norm
-            block.norm.weight.copy_(norm.scale())
-        if block.post_norm is not None:
-            out_norm = layer.mlp_out_norm if block.kind == "M" else layer.attn_out_norm
-            block.post_norm.weight.copy_(out_norm.scale())
-        if block.kind == "M":
-            if experts == "upcycle":
-                for expert in block.mixer.experts:
-                    _copy_mlp(expert, layer.mlp, torch.arange(layer.mlp.intermediate_size))
-            else:
-                if calibration is None or layer.index not in calibration:
-                    raise ValueError(
-                        f"experts='split' needs calibration inputs for teacher layer {layer.index}"
-                    )
-                groups, router = split_mlp(layer.mlp, calibration[layer.index], len(block.mixer.experts))
-                for expert, neurons in zip(block.mixer.experts, groups):
-                    _copy_mlp(expert, layer.mlp, neurons)
-                block.mixer.router.weight.copy_(router)
+            if calibration is None or layer.index not in calibration:
+                raise ValueError(f"experts='split' needs calibration inputs for teacher layer {layer.index}")
+            groups, router = split_mlp(layer.mlp, calibration[layer.index], len(block.mixer.experts))
+            for expert, neurons in zip(block.mixer.experts, groups):
+                _copy_mlp(expert, layer.mlp, neurons)
+            block.mixer.router.weight.copy_(router)
     return student
+
+
+def _copy_norm(module: torch.nn.Module, norm: NormSpec | None) -> None:
+    """The teacher norm's applied scale (Gemma's 1 + weight) and bias; none for an identity slot."""
+    if norm is None:
+        return
+    module.weight.copy_(norm.scale())
+    if norm.bias is not None:
+        module.bias.copy_(norm.bias)
 
 
 def _init_ssm(block, layer: LayerSpec) -> None:
@@ -169,7 +224,6 @@ def _init_ssm(block, layer: LayerSpec) -> None:
         raise ValueError(
             f"SSM d_state={mixer.d_state} must equal the teacher head_dim={attn.head_dim} to take K and Q"
         )
-    block.norm.weight.copy_(layer.attn_norm.scale())
     z, x, B, C, _ = mixer.in_proj.weight.split(mixer.sizes, dim=0)
     x.copy_(attn.v_weight)
     B.copy_(attn.k_weight)
@@ -179,25 +233,31 @@ def _init_ssm(block, layer: LayerSpec) -> None:
 
 def _init_attention(block, layer: LayerSpec) -> None:
     attn, mod = layer.attention, block.mixer
-    block.norm.weight.copy_(layer.attn_norm.scale())
     for name in ("q", "k", "v", "o"):
-        getattr(mod, f"{name}_proj").weight.copy_(getattr(attn, f"{name}_weight"))
+        proj = getattr(mod, f"{name}_proj")
+        proj.weight.copy_(getattr(attn, f"{name}_weight"))
+        if getattr(attn, f"{name}_bias") is not None:
+            proj.bias.copy_(getattr(attn, f"{name}_bias"))
     if mod.q_norm is not None:
-        mod.q_norm.weight.copy_(attn.q_norm.scale())
-        mod.k_norm.weight.copy_(attn.k_norm.scale())
+        _copy_norm(mod.q_norm, attn.q_norm)
+        _copy_norm(mod.k_norm, attn.k_norm)
 
 
 def _copy_mlp(expert, mlp: MLPSpec, neurons: torch.Tensor) -> None:
-    expert.gate_proj.weight.copy_(mlp.gate_weight[neurons])
+    if mlp.gated:
+        expert.gate_proj.weight.copy_(mlp.gate_weight[neurons])
     expert.up_proj.weight.copy_(mlp.up_weight[neurons])
     expert.down_proj.weight.copy_(mlp.down_weight[:, neurons])
+    if mlp.up_bias is not None:
+        if mlp.gated:
+            expert.gate_proj.bias.copy_(mlp.gate_bias[neurons])
+        expert.up_proj.bias.copy_(mlp.up_bias[neurons])
+        expert.down_proj.bias.copy_(mlp.down_bias)  # whole: the one expert a token runs adds it
 
 
 def mlp_activations(mlp: MLPSpec, x: torch.Tensor) -> torch.Tensor:
-    """Per-neuron activations act(gate x) * (up x): (tokens, intermediate)."""
-    from transformers.activations import ACT2FN
-
-    return ACT2FN[mlp.activation](x @ mlp.gate_weight.T) * (x @ mlp.up_weight.T)
+    """Per-neuron activations act(gate x) * (up x), or act(up x): (tokens, intermediate)."""
+    return mlp.activations(x)
 
 
 def split_mlp(
@@ -225,7 +285,7 @@ def split_mlp(
     target = target - target.mean(0)
     gram = x.T @ x + 1e-3 * torch.eye(x.shape[1]) * x.pow(2).sum() / x.shape[0]
     router = torch.linalg.solve(gram, x.T @ target).T
-    return groups, router.to(mlp.gate_weight.dtype)
+    return groups, router.to(mlp.up_weight.dtype)
 
 
 def _balanced_assign(similarity: torch.Tensor, size: int) -> torch.Tensor:
@@ -245,4 +305,6 @@ def _balanced_assign(similarity: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _float(mlp: MLPSpec) -> MLPSpec:
-    return MLPSpec(mlp.gate_weight.float(), mlp.up_weight.float(), mlp.down_weight.float(), mlp.activation)
+    f = lambda t: None if t is None else t.float()  # noqa: E731
+    return MLPSpec(f(mlp.gate_weight), f(mlp.up_weight), f(mlp.down_weight), mlp.activation,
+                   f(mlp.gate_bias), f(mlp.up_bias), f(mlp.down_bias))  # fmt: skip

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+# The named strategies; an explicit list of teacher layer indices is the other way to give a map.
+LAYER_MAPS = ("uniform", "block-influence")
 
 def num_slots(layout: str) -> int:
     """How many teacher layers a layout needs: max(#mixer blocks, #MoE blocks)."""
@@ -55,9 +57,7 @@ def resolve_layer_map(
                 raise ValueError(f"block-influence keeps {n} distinct layers but the teacher has {n_teacher}")
             top = sorted(range(n_teacher), key=lambda i: -influence[i])[:n]
             return sorted(top)
-        raise ValueError(
-            f"layer_map={strategy!r}: expected 'uniform', 'block-influence' or a list of layer indices"
-        )
+        raise ValueError(f"layer_map={strategy!r}: expected one of {LAYER_MAPS} or a list of layer indices")
     layers = [int(i) for i in strategy]
     if len(layers) != n:
         raise ValueError(f"layer_map has {len(layers)} entries: the layout {layout!r} needs {n}")

@@ -1,13 +1,22 @@
-"""Distillation losses computed over chunks of positions, so that full-vocabulary logits
+"""Distillation objectives computed over chunks of positions, so that full-vocabulary logits
 (262k for Gemma-3 / Tiny Aya) never exist for the whole batch at once.
 
-Conventions (all functions):
+The public pieces, in torchtune's manner (small objects, one job each):
+- a teacher signal, one class per form the teacher comes in: `TeacherLogits` (full logits),
+  `TeacherHidden` (last hidden state + head: its logits are made per chunk too) and `TeacherTopK`
+  (top-k log-probabilities from the cache in `topk_cache`);
+- `KDObjective`, the weights and chunking of the loss, called on the student's hidden states and
+  head with one teacher signal.
+
+Conventions:
 - Inputs are per position, unshifted, as a causal LM returns them: position t predicts token t+1.
 - `labels` are HF-style (the input ids, -100 where a token must not be learnt); position t counts
   iff it has a next token that counts: labels[t+1] != -100 and attention_mask[t] = attention_mask[t+1] = 1.
   The last position never counts (it has no next token), with or without labels.
-- loss = T² · KL(teacher_T ‖ student_T) + alpha · CE(student at T = 1, labels), each a mean over
-  counted positions. T² keeps the KL gradient's size independent of T (Hinton et al., 2015).
+- loss = kl_weight · T² · KL(teacher_T ‖ student_T) + alpha · CE(student at T = 1, labels), each a
+  mean over counted positions. T² keeps the KL gradient's size independent of T (Hinton et al., 2015).
+- Per-row sums of KL and CE come back too, and `row_weights` scales each row's share of the loss:
+  what per-group (equity-aware) weighting needs, without full-vocabulary logits.
 - Only one chunk of logits exists at a time. In training (`fused`, the default) each chunk's
   gradients with respect to the hidden states and the head are taken in the forward, while its
   logits exist, and the backward only scales them: the head's matmuls run three times per chunk
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +43,13 @@ TAIL_EPS = 1e-6
 
 @dataclass
 class KDLoss:
-    loss: torch.Tensor  # T² · kl + alpha · ce
+    loss: torch.Tensor  # kl_weight · T² · kl + alpha · ce (row-weighted when row_weights are given)
     kl: torch.Tensor  # mean KL per counted position, at temperature T (not T²-scaled)
     ce: torch.Tensor  # mean CE per counted position at T = 1 (0 when there are no labels)
     n_tokens: int  # counted positions
+    row_kl: torch.Tensor  # [B] summed KL of each row's counted positions (a metric: no gradient)
+    row_ce: torch.Tensor  # [B] summed CE of each row's counted positions (a metric: no gradient)
+    row_tokens: torch.Tensor  # [B] counted positions per row
 
 
 def logit_transform(logit_scale: float = 1.0, softcap: float | None = None) -> LogitFn | None:
@@ -71,7 +84,7 @@ def counted_positions(
     return idx, None if targets is None else targets[idx]
 
 
-def _student_logits(h: torch.Tensor, head: torch.Tensor, fn: LogitFn | None) -> torch.Tensor:
+def _logits(h: torch.Tensor, head: torch.Tensor, fn: LogitFn | None) -> torch.Tensor:
     logits = (h @ head.t()).float()
     return fn(logits) if fn is not None else logits
 
@@ -82,95 +95,162 @@ def _soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def _kl_full(s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL per position [n] between full distributions."""
     s_lp = F.log_softmax(_soften(s_logits, temperature), dim=-1)
     t_lp = F.log_softmax(_soften(t_logits.float(), temperature), dim=-1)
-    return F.kl_div(s_lp, t_lp, log_target=True, reduction="sum")
+    return F.kl_div(s_lp, t_lp, log_target=True, reduction="none").sum(-1)
 
 
-def _kl_topk(
-    s_logits: torch.Tensor, t_lp: torch.Tensor, t_ids: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """KL over k+1 buckets: the teacher's top-k ids, and everything else as one tail bucket."""
-    s_lp = F.log_softmax(_soften(s_logits, temperature), dim=-1)
-    t_lp = t_lp.float()
-    s_lp_k = s_lp.gather(-1, t_ids)
-    kl = (t_lp.exp() * (t_lp - s_lp_k)).sum()
-    # Student tail: logsumexp over the ids outside the top-k. finfo.min (not -inf) keeps the
-    # backward finite when k covers the whole vocabulary.
-    s_tail = s_lp.scatter(-1, t_ids, torch.finfo(s_lp.dtype).min).logsumexp(-1)
-    t_tail = (1 - t_lp.exp().sum(-1)).clamp(min=0)
-    has_tail = t_tail > TAIL_EPS
-    safe_t = torch.where(has_tail, t_tail, torch.ones_like(t_tail))
-    safe_s = torch.where(has_tail, s_tail, torch.zeros_like(s_tail))
-    return kl + torch.where(has_tail, safe_t * (safe_t.log() - safe_s), torch.zeros_like(t_tail)).sum()
+# ---------------------------------------------------------------- teacher signals
 
 
-def _chunk(h: torch.Tensor, head: torch.Tensor, *loss_args) -> torch.Tensor:
-    """Summed (KL, CE) of one chunk of positions, as a 2-vector (the checkpointed reference)."""
-    return _chunk_from_logits(_student_logits(h, head, None), *loss_args)
+class TeacherSignal(Protocol):
+    """One form of the teacher's next-token distribution, per position of a [B, L] batch."""
+
+    def at(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The per-position tensors of these flat (B·L) positions."""
+        ...
+
+    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+        """KL(teacher_T ‖ student_T) per position [n], for the student's logits of `part`'s positions."""
+        ...
 
 
-def _chunk_from_logits(
-    raw: torch.Tensor,
-    targets: torch.Tensor | None,
-    teacher: tuple[torch.Tensor, ...],
-    mode: str,
-    temperature: float,
-    s_fn: LogitFn | None,
-    t_fn: LogitFn | None,
-) -> torch.Tensor:
-    """Summed (KL, CE) of one chunk, from the student's raw logits `h @ head.t()`."""
-    s_logits = s_fn(raw) if s_fn is not None else raw
-    if mode == "logits":
-        kl = _kl_full(s_logits, teacher[0], temperature)
-    elif mode == "hidden":
+@dataclass(frozen=True)
+class TeacherLogits:
+    """The teacher's full logits [B, L, V]."""
+
+    logits: torch.Tensor
+
+    def at(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.logits.reshape(-1, self.logits.shape[-1])[idx],)
+
+    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+        return _kl_full(s_logits, part[0], temperature)
+
+
+@dataclass(frozen=True)
+class TeacherHidden:
+    """The teacher's last hidden state [B, L, Ht] and head [V, Ht] (+ its logit post-processing):
+    its logits are made chunk by chunk, like the student's."""
+
+    hidden: torch.Tensor
+    head: torch.Tensor
+    logit_fn: LogitFn | None = None
+
+    def __post_init__(self) -> None:
+        if self.hidden.shape[-1] != self.head.shape[-1]:
+            raise ValueError(
+                f"TeacherHidden: hidden width {self.hidden.shape[-1]} != head width {self.head.shape[-1]}"
+            )
+
+    def at(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.hidden.reshape(-1, self.hidden.shape[-1])[idx],)
+
+    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
         with torch.no_grad():
-            t_logits = _student_logits(teacher[0], teacher[1], t_fn)
-        kl = _kl_full(s_logits, t_logits, temperature)
-    else:
-        kl = _kl_topk(s_logits, teacher[0], teacher[1], temperature)
+            t_logits = _logits(part[0], self.head, self.logit_fn)
+        return _kl_full(s_logits, t_logits, temperature)
+
+
+@dataclass(frozen=True)
+class TeacherTopK:
+    """Log-probabilities [B, L, k] of the teacher's distribution *already softened at the loss's
+    temperature*, and their token ids (see topk_cache). KL over k + 1 buckets: the top-k ids, and
+    the teacher's remaining mass against the student's mass outside those ids."""
+
+    logprobs: torch.Tensor
+    ids: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.logprobs.shape != self.ids.shape:
+            raise ValueError(f"TeacherTopK: logprobs {tuple(self.logprobs.shape)} != ids {tuple(self.ids.shape)}")
+
+    def at(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        k = self.ids.shape[-1]
+        return self.logprobs.reshape(-1, k)[idx], self.ids.reshape(-1, k)[idx].long()
+
+    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+        t_lp, t_ids = part[0].float(), part[1]
+        s_lp = F.log_softmax(_soften(s_logits, temperature), dim=-1)
+        kl = (t_lp.exp() * (t_lp - s_lp.gather(-1, t_ids))).sum(-1)
+        # Student tail: logsumexp over the ids outside the top-k. finfo.min (not -inf) keeps the
+        # backward finite when k covers the whole vocabulary.
+        s_tail = s_lp.scatter(-1, t_ids, torch.finfo(s_lp.dtype).min).logsumexp(-1)
+        t_tail = (1 - t_lp.exp().sum(-1)).clamp(min=0)
+        has_tail = t_tail > TAIL_EPS
+        safe_t = torch.where(has_tail, t_tail, torch.ones_like(t_tail))
+        safe_s = torch.where(has_tail, s_tail, torch.zeros_like(s_tail))
+        return kl + torch.where(has_tail, safe_t * (safe_t.log() - safe_s), torch.zeros_like(t_tail))
+
+
+# ---------------------------------------------------------------- chunks
+
+
+@dataclass
+class _Chunk:
+    sl: slice  # into the counted positions
+    rows: torch.Tensor  # batch row of each position
+    weights: torch.Tensor  # [n, 2] per-position weights of (KL, CE)
+    targets: torch.Tensor | None
+    teacher: tuple[torch.Tensor, ...]
+
+
+def _chunk_terms(raw: torch.Tensor, c: _Chunk, teacher: TeacherSignal, temperature: float,
+                 s_fn: LogitFn | None) -> torch.Tensor:  # fmt: skip
+    """Per-position (KL, CE) [n, 2] of one chunk, from the student's raw logits `h @ head.t()`."""
+    s_logits = s_fn(raw) if s_fn is not None else raw
+    kl = teacher.kl(s_logits, c.teacher, temperature)
     # CE is reported whenever there are labels (a useful metric), weighted by alpha in the loss.
-    ce = F.cross_entropy(s_logits, targets, reduction="sum") if targets is not None else kl * 0
-    return torch.stack([kl, ce])
+    ce = F.cross_entropy(s_logits, c.targets, reduction="none") if c.targets is not None else torch.zeros_like(kl)
+    return torch.stack([kl, ce], dim=-1)
+
+
+def _checkpointed_chunk(h: torch.Tensor, head: torch.Tensor, c: _Chunk, *args) -> torch.Tensor:
+    return _chunk_terms(_logits(h, head, None), c, *args)
 
 
 class _FusedHeadLoss(torch.autograd.Function):
-    """sum_chunks w · (KL, CE) of `h @ head.t()`, its gradients taken chunk by chunk in the forward.
+    """Σ over positions of weights · (KL, CE) of `h @ head.t()`, gradients taken chunk by chunk in
+    the forward.
 
-    Returns (weighted sum, unweighted [KL, CE] sums); only the first is differentiable. The
+    Returns (weighted sum, unweighted per-row [B, 2] sums); only the first is differentiable. The
     backward multiplies the stored d/dh and d/dhead by the incoming gradient, which is exact
     because the output is linear in them.
     """
 
     @staticmethod
-    def forward(ctx, h, head, weights, chunks, loss_args):  # noqa: ANN001 - autograd's signature
+    def forward(ctx, h, head, n_rows, chunks, loss_args):  # noqa: ANN001 - autograd's signature
         need_h, need_head = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.zeros_like(h) if need_h else None
         # fp32 accumulator: the head's gradient sums over every chunk.
         grad_head = torch.zeros_like(head, dtype=torch.float32) if need_head else None
-        totals = h.new_zeros(2, dtype=torch.float32)
-        for sl, targets, teacher in chunks:
-            hc = h[sl]
+        rows = h.new_zeros(n_rows, 2, dtype=torch.float32)
+        loss = h.new_zeros((), dtype=torch.float32)
+        for c in chunks:
+            hc = h[c.sl]
             with torch.enable_grad():
-                raw = _student_logits(hc, head, None).requires_grad_()
-                part = _chunk_from_logits(raw, targets, teacher, *loss_args)
-                (g,) = torch.autograd.grad((part * weights).sum(), raw)
-            totals += part.detach()
+                raw = _logits(hc, head, None).requires_grad_()
+                part = _chunk_terms(raw, c, *loss_args)
+                weighted = (part * c.weights).sum()
+                (g,) = torch.autograd.grad(weighted, raw)
+            rows.index_add_(0, c.rows, part.detach())
+            loss += weighted.detach()
             g = g.to(head.dtype)
             if need_h:
-                grad_h[sl] = g @ head
+                grad_h[c.sl] = g @ head
             if need_head and head.dtype == torch.float32:
                 grad_head.addmm_(g.t(), hc)  # in place: 2x faster on CPU than adding a product
             elif need_head:
                 grad_head.add_(g.t() @ hc)
         ctx.save_for_backward(grad_h, grad_head)
         ctx.head_dtype = head.dtype
-        ctx.mark_non_differentiable(totals)
-        return (totals * weights).sum(), totals
+        ctx.mark_non_differentiable(rows)
+        return loss, rows
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, _grad_totals):  # noqa: ANN001
+    def backward(ctx, grad_out, _grad_rows):  # noqa: ANN001
         grad_h, grad_head = ctx.saved_tensors
         return (
             None if grad_h is None else grad_h * grad_out,
@@ -180,89 +260,78 @@ class _FusedHeadLoss(torch.autograd.Function):
             None,
         )
 
-def kd_loss(
-    student_hidden: torch.Tensor,
-    student_head: torch.Tensor,
-    *,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_hidden: torch.Tensor | None = None,
-    teacher_head: torch.Tensor | None = None,
-    teacher_topk_logprobs: torch.Tensor | None = None,
-    teacher_topk_ids: torch.Tensor | None = None,
-    labels: torch.Tensor | None = None,
-    attention_mask: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    alpha: float = 0.0,
-    chunk_size: int = 1024,
-    student_logit_fn: LogitFn | None = None,
-    teacher_logit_fn: LogitFn | None = None,
-    kl_weight: float = 1.0,
-    fused: bool = True,
-) -> KDLoss:
+
+# ---------------------------------------------------------------- the objective
+
+
+@dataclass(frozen=True)
+class KDObjective:
     """kl_weight·T²·KL(teacher ‖ student) + alpha·CE, chunked over positions.
 
-    Only `loss` carries gradients when `fused` (the default; see the module docstring); `kl` and
-    `ce` are then metrics, so weight them here, not by combining them afterwards.
-
-    student_hidden: [B, L, H] final (normed) hidden states; student_head: [V, H] lm_head weight.
-    The teacher comes in exactly one form:
-      - teacher_logits [B, L, V];
-      - teacher_hidden [B, L, Ht] + teacher_head [V, Ht] (+ teacher_logit_fn): its logits are
-        made per chunk too;
-      - teacher_topk_logprobs + teacher_topk_ids [B, L, k]: log-probabilities of the teacher's
-        distribution *already softened at `temperature`* and their token ids (see topk_cache);
-        the teacher's remaining mass is matched against the student's mass outside those ids.
+    Only `loss` carries gradients when `fused` (the default; see the module docstring); `kl`,
+    `ce` and the per-row sums are then metrics, so weight terms here, not by combining them afterwards.
     """
-    forms = {
-        "logits": teacher_logits is not None,
-        "hidden": teacher_hidden is not None or teacher_head is not None,
-        "topk": teacher_topk_logprobs is not None or teacher_topk_ids is not None,
-    }
-    if sum(forms.values()) != 1:
-        raise ValueError(
-            f"kd_loss: give the teacher in exactly one form, got {[k for k, v in forms.items() if v]}"
-        )
-    mode = next(k for k, v in forms.items() if v)
-    if mode == "hidden" and (teacher_hidden is None or teacher_head is None):
-        raise ValueError("kd_loss: teacher_hidden needs teacher_head (and vice versa)")
-    if mode == "topk" and (teacher_topk_logprobs is None or teacher_topk_ids is None):
-        raise ValueError("kd_loss: teacher_topk_logprobs needs teacher_topk_ids (and vice versa)")
-    if alpha and labels is None:
-        raise ValueError("kd_loss: alpha > 0 needs labels")
 
-    batch, length, hid = student_hidden.shape
-    idx, targets = counted_positions((batch, length), labels, attention_mask, student_hidden.device)
-    if mode == "logits":
-        teacher_flat = (teacher_logits.reshape(batch * length, -1),)
-    elif mode == "hidden":
-        teacher_flat = (teacher_hidden.reshape(batch * length, -1), teacher_head)
-    else:
-        k = teacher_topk_ids.shape[-1]
-        teacher_flat = (teacher_topk_logprobs.reshape(-1, k), teacher_topk_ids.reshape(-1, k).long())
+    temperature: float = 1.0
+    alpha: float = 0.0
+    kl_weight: float = 1.0
+    chunk_size: int = 1024
+    fused: bool = True
 
-    n = idx.numel()
-    chunks = [
-        (
-            slice(start, start + chunk_size),
-            None if targets is None else targets[start : start + chunk_size],
-            tuple(t if (mode == "hidden" and i == 1) else t[idx[start : start + chunk_size]]
-                  for i, t in enumerate(teacher_flat)),  # teacher_head is shared, not per position
-        )  # fmt: skip
-        for start in range(0, n, chunk_size)
-    ]
-    loss_args = (mode, temperature, student_logit_fn, teacher_logit_fn)
-    weights = torch.tensor([kl_weight * temperature**2, alpha], dtype=torch.float32, device=student_hidden.device)
-    h = student_hidden.reshape(-1, hid)[idx]
-    wants_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head.requires_grad)
-    if wants_grad and fused and n:
-        loss, total = _FusedHeadLoss.apply(h, student_head, weights, chunks, loss_args)
-    else:
-        total = student_hidden.new_zeros(2, dtype=torch.float32)
-        for sl, tgt, teacher in chunks:
-            args = (h[sl], student_head, tgt, teacher, *loss_args)
-            total = total + (checkpoint(_chunk, *args, use_reentrant=False) if wants_grad else _chunk(*args))
-        if n == 0:  # nothing counts (all padding): a zero that still has a graph, so backward() works
-            total = total + 0 * (student_hidden.sum() + student_head.sum())
-        loss = (total * weights).sum()
-    kl, ce = total[0] / max(n, 1), total[1] / max(n, 1)
-    return KDLoss(loss=loss / max(n, 1), kl=kl, ce=ce, n_tokens=n)
+    def __call__(
+        self,
+        student_hidden: torch.Tensor,
+        student_head: torch.Tensor,
+        teacher: TeacherSignal,
+        *,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        student_logit_fn: LogitFn | None = None,
+        row_weights: torch.Tensor | None = None,
+    ) -> KDLoss:
+        """student_hidden: [B, L, H] final (normed) hidden states; student_head: [V, H] lm_head
+        weight; row_weights: [B] factors on each row's terms (default 1)."""
+        if self.alpha and labels is None:
+            raise ValueError("KDObjective: alpha > 0 needs labels")
+        batch, length, hid = student_hidden.shape
+        device = student_hidden.device
+        idx, targets = counted_positions((batch, length), labels, attention_mask, device)
+        rows = idx // length
+        terms = torch.tensor([self.kl_weight * self.temperature**2, self.alpha], dtype=torch.float32, device=device)
+        pos_weights = terms.expand(len(idx), 2)
+        if row_weights is not None:
+            pos_weights = pos_weights * row_weights.to(device, torch.float32)[rows, None]
+        chunks = []
+        for start in range(0, len(idx), self.chunk_size):
+            sl = slice(start, start + self.chunk_size)
+            tgt = None if targets is None else targets[sl]
+            chunks.append(_Chunk(sl, rows[sl], pos_weights[sl], tgt, teacher.at(idx[sl])))
+        loss_args = (teacher, self.temperature, student_logit_fn)
+        h = student_hidden.reshape(-1, hid)[idx]
+        wants_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head.requires_grad)
+        if wants_grad and self.fused and len(idx):
+            loss, per_row = _FusedHeadLoss.apply(h, student_head, batch, chunks, loss_args)
+        else:
+            loss, per_row = self._checkpointed(h, student_head, batch, chunks, loss_args, wants_grad)
+            if not len(idx):  # nothing counts (all padding): a zero that still has a graph, so backward() works
+                loss = loss + 0 * (student_hidden.sum() + student_head.sum())
+        n = max(len(idx), 1)
+        total = per_row.detach().sum(0)
+        return KDLoss(loss=loss / n, kl=total[0] / n, ce=total[1] / n, n_tokens=len(idx),
+                      row_kl=per_row[:, 0].detach(), row_ce=per_row[:, 1].detach(),
+                      row_tokens=torch.bincount(rows, minlength=batch))  # fmt: skip
+
+    @staticmethod
+    def _checkpointed(h, head, n_rows, chunks, loss_args, wants_grad):  # noqa: ANN001, ANN205
+        """The plain reference: each chunk under checkpoint (its logits recomputed in the backward)."""
+        loss = h.new_zeros((), dtype=torch.float32)
+        per_row = h.new_zeros(n_rows, 2, dtype=torch.float32)
+        for c in chunks:
+            args = (h[c.sl], head, c, *loss_args)
+            if wants_grad:
+                part = checkpoint(_checkpointed_chunk, *args, use_reentrant=False)
+            else:
+                part = _checkpointed_chunk(*args)
+            loss = loss + (part * c.weights).sum()
+            per_row = per_row.index_add(0, c.rows, part.detach())
+        return loss, per_row

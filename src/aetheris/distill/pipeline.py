@@ -13,6 +13,7 @@ loop in `trainer.py`, so `--resume` continues a killed stage from its last check
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -29,14 +30,22 @@ from aetheris.distill.align import align_student
 from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.config import RunConfig
 from aetheris.distill.init import init_student, student_config
-from aetheris.distill.losses import kd_loss, logit_transform
-from aetheris.distill.topk_cache import TopKCache, build_topk_cache, rows_fingerprint, tokenizer_fingerprint
+from aetheris.distill.kd import (
+    CachedTeacher,
+    OnlineTeacher,
+    build_run_cache,
+    held_out_kl,
+    kd_objective,
+    kd_step,
+    topk_cache_key,
+)
+from aetheris.distill.topk_cache import tokenizer_fingerprint
 from aetheris.distill.trainer import train
+from aetheris.errors import BadValueError, MissingPathError
 from aetheris.model import AetherisForCausalLM
 from aetheris.teacher import introspect, load_teacher
 
-STAGES = ("init", "align", "kd", "sft")
-NO_LOGITS = torch.empty(0, dtype=torch.long)
+logger = logging.getLogger(__name__)
 
 
 class Run:
@@ -54,23 +63,26 @@ class Run:
         if self._teacher is None:
             self._teacher = load_teacher(self.cfg.teacher.name, dtype=self.cfg.teacher.dtype)
             if self._teacher.tokenizer is None:
-                raise ValueError(f"teacher {self.cfg.teacher.name!r} has no tokenizer: the student needs one")
+                raise BadValueError(f"teacher {self.cfg.teacher.name!r} has no tokenizer: the student needs one")
             if ensure_chat_template(self._teacher.tokenizer):  # base models ship none; SFT needs one
-                print(
+                logger.warning(
                     "teacher tokenizer has no chat template: using aetheris.data.chat.FALLBACK_CHAT_TEMPLATE"
                 )
-            print(f"teacher {self.cfg.teacher.name} loaded in {self._teacher.seconds:.0f}s")
+            logger.info("teacher %s loaded in %.0fs", self.cfg.teacher.name, self._teacher.seconds)
         return self._teacher
 
-    def examples(self, specs: list[str], kind: str = "text", held_out: bool = False) -> list[Example]:
+    def examples(self, specs: list[str], kind: str = "text", held_out: bool | None = False) -> list[Example]:
         """`embedded` names the built-in corpus (its last paragraph per language is held out for
-        evaluation, the rest trains); anything else is a file, folder or hf: id."""
+        evaluation, the rest trains; held_out=None takes both), `embedded:tools` the tool-calling
+        training split as chats; anything else is a file, folder or hf: id."""
         out: list[Example] = []
         for spec in specs:
-            if spec in ("embedded", f"embedded:{kind}"):
+            if spec == "embedded:tools" and kind == "chat":
+                out += _tool_chats()
+            elif spec in ("embedded", f"embedded:{kind}"):
                 rows = embedded_corpus(kind, self.summary)
                 last = {e.lang: i for i, e in enumerate(rows)}  # index of each language's last row
-                out += [e for i, e in enumerate(rows) if (last[e.lang] == i) == held_out]
+                out += [e for i, e in enumerate(rows) if held_out is None or (last[e.lang] == i) == held_out]
             else:
                 out += [
                     e
@@ -78,7 +90,7 @@ class Run:
                     if (e.text if kind == "text" else e.messages)
                 ]
         if not out:
-            raise ValueError(f"data: no usable {kind} rows in {specs} (skipped: {self.summary.as_dict()})")
+            raise BadValueError(f"data: no usable {kind} rows in {specs} (skipped: {self.summary.as_dict()})")
         return out
 
     def packed(
@@ -95,7 +107,7 @@ class Run:
     def load_stage(self, stage: str) -> AetherisForCausalLM:
         path = self.out / stage
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: stage '{stage}' has not been run (run the stages in order)")
+            raise MissingPathError(f"{path}: stage '{stage}' has not been run (run the stages in order)")
         return AetherisForCausalLM.from_pretrained(path, dtype=torch.float32)
 
     def save_stage(self, model: AetherisForCausalLM, stage: str, note: dict[str, Any]) -> Path:
@@ -136,7 +148,7 @@ def stage_init(run: Run) -> Path:
     note = {"init": cfg.student.init, "layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
             "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
             "teacher_parameters": spec.num_parameters()}  # fmt: skip
-    print(f"init: {note}")
+    logger.info("init: %s", note)
     return run.save_stage(student, "init", note)
 
 
@@ -154,48 +166,6 @@ def stage_align(run: Run) -> Path:
     return run.save_stage(student, "align", note)
 
 
-def _student_kd(model, batch, teacher_fn: Callable[[dict], dict], cfg: RunConfig):
-    """T²·KL(teacher ‖ student) + α·CE on one batch, logits built chunk by chunk; in training the
-    routers' load-balancing and z-losses are added to `loss`, as the model adds them to its CE."""
-    hidden, head, router = _hidden_and_head(model, batch)
-    res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
-                  temperature=cfg.kd.temperature, alpha=cfg.kd.alpha, chunk_size=cfg.kd.chunk_size,
-                  fused=cfg.kd.fused_loss, **teacher_fn(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
-    res.loss = res.loss + router
-    return res
-
-
-def _teacher_hidden(teacher) -> Callable[[dict], dict]:
-    """Online teacher: its last hidden state and head, so its logits are also built in chunks."""
-    head = teacher.get_output_embeddings().weight
-    cfg = teacher.config
-    fn = logit_transform(
-        getattr(cfg, "logit_scale", 1.0) or 1.0, getattr(cfg, "final_logit_softcapping", None)
-    )
-
-    def get(batch: dict) -> dict:
-        with torch.no_grad():
-            out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          output_hidden_states=True, logits_to_keep=NO_LOGITS)  # fmt: skip
-        return {"teacher_hidden": out.hidden_states[-1], "teacher_head": head, "teacher_logit_fn": fn}
-
-    return get
-
-
-@torch.no_grad()
-def held_out_kl(student, rows: list[dict], teacher_fn, cfg: RunConfig) -> float:
-    student.eval()
-    total, n = 0.0, 0
-    for i in range(0, len(rows), 2):
-        batch = {
-            k: torch.stack([r[k] for r in rows[i : i + 2]]) for k in ("input_ids", "attention_mask", "labels")
-        }
-        res = _student_kd(student, batch, teacher_fn, cfg)
-        total += float(res.kl) * int(res.n_tokens)
-        n += int(res.n_tokens)
-    return total / max(n, 1)
-
-
 def stage_kd(run: Run) -> Path:
     cfg, t = run.cfg, run.teacher
     student = run.load_stage("align")
@@ -204,37 +174,26 @@ def stage_kd(run: Run) -> Path:
     rows = run.packed(cfg.data.train, n_rows, seed=budget.seed)
     for i, r in enumerate(rows):
         r["row_id"] = torch.tensor(i)
-    held_out = run.packed(cfg.data.eval or cfg.data.train, 8, seed=budget.seed + 1, held_out=True)
-    online = _teacher_hidden(t.model)
-    teacher_fn = online
+    held_out = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=budget.seed + 1, held_out=True)
+    objective = kd_objective(cfg.kd)
+    online = OnlineTeacher(t.model)
+    teacher = online
     if cfg.kd.top_k_cache:
-        # rows_hash: a cache folder shared by runs (kd.cache_dir) serves only runs over these rows
-        key = dict(teacher_id=cfg.teacher.name, k=cfg.kd.top_k, temperature=cfg.kd.temperature,
-                   seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_fingerprint(t.tokenizer),
-                   rows_hash=rows_fingerprint(rows))  # fmt: skip
-        path = cfg.kd.cache_dir or run.out / "topk-cache"
-        batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
-                    "row_ids": r["row_id"][None]} for r in rows)  # fmt: skip
-        build_topk_cache(t.model, batches, path, total_rows=len(rows), **key)
-        cache = TopKCache(path, **key)
-
-        def teacher_fn(batch: dict) -> dict:
-            lp, ids = cache.lookup(batch["row_id"])
-            return {"teacher_topk_logprobs": lp, "teacher_topk_ids": ids}
-
-    before = held_out_kl(student, held_out, online, cfg)
+        key = topk_cache_key(cfg, tokenizer_fingerprint(t.tokenizer), rows)
+        teacher = CachedTeacher(build_run_cache(t.model, rows, cfg, cfg.kd.cache_dir or run.out / "topk-cache", key))
+    before = held_out_kl(student, held_out, online, objective)
 
     def step_fn(model, batch):
-        res = _student_kd(model, batch, teacher_fn, cfg)
+        res = kd_step(model, batch, teacher, objective)
         return {"loss": res.loss, "kl": res.kl, "ce": res.ce}
 
     started = time.perf_counter()
     train(student, rows, step_fn, budget, run.out / "runs" / "kd", resume=run.resume, stage="kd")
-    after = held_out_kl(student, held_out, online, cfg)
+    after = held_out_kl(student, held_out, online, objective)
     tokens = int(sum(int(r["attention_mask"].sum()) for r in rows))
-    note = {"held_out_kl_before": before, "held_out_kl_after": after, "tokens": tokens,
-            "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache}  # fmt: skip
-    print(f"kd: held-out KL {before:.4f} -> {after:.4f} over {tokens} tokens")
+    note = {"held_out_kl_before": before, "held_out_kl_after": after, "held_out_rows": len(held_out),
+            "tokens": tokens, "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache}  # fmt: skip
+    logger.info("kd: held-out KL %.4f -> %.4f over %d tokens", before, after, tokens)
     return run.save_stage(student, "kd", note)
 
 
@@ -264,7 +223,7 @@ def stage_sft(run: Run) -> Path:
     tok = t.tokenizer
     student = run.load_stage("kd")
     budget = cfg.train.sft
-    chats = embedded_corpus("chat", run.summary) + _tool_chats()
+    chats = run.examples(cfg.sft.data, kind="chat", held_out=None)
     sampler = MixtureSampler(chats, tau=cfg.data.tau, seed=budget.seed)
     rows, skipped, wanted = [], 0, budget.steps * budget.batch_size * budget.grad_accum
     for _ in range(50 * wanted):
@@ -297,15 +256,13 @@ def stage_sft(run: Run) -> Path:
             )
         return out
 
-    online = _teacher_hidden(t.model)
+    online = OnlineTeacher(t.model)
+    # CE on assistant tokens (alpha = 1), plus kl_weight * KL to the teacher on the same batch.
+    objective = kd_objective(cfg.kd, temperature=1.0, alpha=1.0, kl_weight=cfg.sft.kl_weight)
 
     def step_fn(model, batch):
-        # CE on assistant tokens (alpha = 1), plus kl_weight * KL to the teacher on the same batch.
-        hidden, head, router = _hidden_and_head(model, batch)
-        res = kd_loss(hidden, head, labels=batch["labels"], attention_mask=batch["attention_mask"],
-                      temperature=1.0, alpha=1.0, kl_weight=cfg.sft.kl_weight, chunk_size=cfg.kd.chunk_size,
-                      fused=cfg.kd.fused_loss, **online(batch), student_logit_fn=_logit_fn(model))  # fmt: skip
-        return {"loss": res.loss + router, "ce": res.ce, "kl": res.kl}
+        res = kd_step(model, batch, online, objective)
+        return {"loss": res.loss, "ce": res.ce, "kl": res.kl}
 
     train(
         student,
@@ -319,19 +276,6 @@ def stage_sft(run: Run) -> Path:
     )
     note = {"conversations": len(rows), "unrenderable_skipped": skipped}
     return run.save_stage(student, "sft", note)
-
-
-def _hidden_and_head(model, batch):
-    student = getattr(model, "module", model)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
-                logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
-    router = out.router_loss if out.router_loss is not None else 0.0  # training mode, MoE blocks only
-    return out.hidden_states[-1], student.lm_head.weight, router
-
-
-def _logit_fn(model):
-    c = getattr(model, "module", model).config
-    return logit_transform(c.logit_scale, c.final_logit_softcapping)
 
 
 def write_final(run: Run, last: str) -> Path:
@@ -370,16 +314,18 @@ def write_final(run: Run, last: str) -> Path:
     return dst
 
 
+# The stages in the order they run: the one list of their names.
+STAGES: dict[str, Callable[[Run], Path]] = {"init": stage_init, "align": stage_align, "kd": stage_kd, "sft": stage_sft}
+
+
 def run_stages(cfg: RunConfig, stage: str = "all", resume: bool = False) -> Path:
     if stage != "all" and stage not in STAGES:
-        raise ValueError(f"--stage {stage!r}: expected one of {', '.join(STAGES)} or all")
+        raise BadValueError(f"--stage {stage!r}: expected one of {', '.join(STAGES)} or all")
     run = Run(cfg, resume)
-    todo = STAGES if stage == "all" else (stage,)
-    fns = {"init": stage_init, "align": stage_align, "kd": stage_kd, "sft": stage_sft}
-    last = None
+    todo = tuple(STAGES) if stage == "all" else (stage,)
     for name in todo:
         started = time.perf_counter()
-        last = fns[name](run)
-        print(f"stage {name} done in {time.perf_counter() - started:.0f}s -> {last}")
+        last = STAGES[name](run)
+        logger.info("stage %s done in %.0fs -> %s", name, time.perf_counter() - started, last)
     run.summary.report()
     return write_final(run, todo[-1])

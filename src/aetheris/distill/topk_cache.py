@@ -32,12 +32,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from aetheris.errors import UserError
+
 MANIFEST = "manifest.json"
 FORMAT = "aetheris-topk-v1"
 VALUES = "log_probs_at_temperature"
 
 
-class CacheMismatchError(ValueError):
+class CacheMismatchError(UserError, ValueError):
     """The cache on disk was made for another teacher, k, temperature, length or tokenizer."""
 
 

@@ -29,7 +29,9 @@ class HFLM:
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.batch_size = max(1, int(batch_size))
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
         self.device = next(model.parameters()).device
         self.max_length = max_length or _model_max_length(model, tokenizer)
         self.chat_template = chat_template and bool(getattr(tokenizer, "chat_template", None))
@@ -46,13 +48,16 @@ class HFLM:
         dtype: str = "auto",
         chat_template: bool = False,
     ) -> HFLM:
-        """Load any causal LM the Auto classes know (hub id or local directory)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load a causal LM by any model name: embedded teacher, folder, .gguf file or hub id."""
+        from aetheris.errors import BadValueError
+        from aetheris.teacher.load import load_teacher
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
-        return cls(model.to(device), tokenizer, batch_size=batch_size, chat_template=chat_template)
+        loaded = load_teacher(name_or_path, dtype=dtype)
+        if loaded.tokenizer is None:
+            raise BadValueError(f"model {name_or_path}: no tokenizer found; evaluation needs one")
+        # torchao-quantised folders (aetheris compress) otherwise keep the dtype they were saved in
+        model = loaded.model if dtype == "auto" else loaded.model.to(getattr(torch, dtype))
+        return cls(model.to(device), loaded.tokenizer, batch_size=batch_size, chat_template=chat_template)
 
     # -- tokenisation ---------------------------------------------------------------------------
 
@@ -158,12 +163,22 @@ class HFLM:
         )
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], stop: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuation of each prompt, cut at the first stop string."""
+    def generate(
+        self, prompts: Sequence[str], stop: Sequence[str], max_new_tokens: int, rendered: bool = False
+    ) -> list[str]:
+        """Greedy continuation of each prompt, cut at the first stop string.
+
+        `rendered`: the prompts are already chat-template text (e.g. tool-calling conversations),
+        so they are neither wrapped again nor given special tokens.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         tok = self.tokenizer
+        if not rendered:
+            prompts = [self.format_prompt(p) for p in prompts]
         # A chat-formatted prompt already holds its BOS; adding one again would double it.
-        special = not self.chat_template
-        encoded = [self.encode(self.format_prompt(p), add_special_tokens=special) for p in prompts]
+        special = not (rendered or self.chat_template)
+        encoded = [self.encode(p, add_special_tokens=special) for p in prompts]
         keep = max(1, self.max_length - max_new_tokens)
         encoded = [e[-keep:] for e in encoded]
         out = [""] * len(prompts)

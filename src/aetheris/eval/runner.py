@@ -1,4 +1,4 @@
-"""Run tasks on models; write one results JSON per model (schema ``aetheris.results/1``).
+"""Run tasks on models; write one results file per model (`aetheris.eval.results`).
 
 Per-item results are cached in append-only JSONL files (one per model/task/language), flushed
 after every batch: a re-run, a larger --limit or a crash resumes where it stopped.
@@ -18,9 +18,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from aetheris.eval.results import (
+    ItemResult,
+    LanguageResult,
+    ModelResults,
+    TaskResult,
+    aggregate,
+    save_results,
+)
 from aetheris.eval.tasks import Item, Task, UnknownLanguageError, get_task, resolve_language
 
-SCHEMA = "aetheris.results/1"
 # Items handed to a task at once, in batches: the scorer sorts them by length inside a chunk,
 # so larger chunks waste less padding; the cache is flushed after each chunk.
 CHUNK_BATCHES = 8
@@ -74,17 +81,10 @@ def model_slug(model: str) -> str:
 
 
 def display_name(model: str) -> str:
-    return Path(model.rstrip("/")).name or model
+    """What people read for a model (the teacher's name for its GGUF cache, never a hash)."""
+    from aetheris.teacher.load import display_name as name_of  # one rule for every command
 
-
-def aggregate(rows: Sequence[Item]) -> float:
-    """Mean item score, or sum(bits)/sum(bytes) when items carry them (schema rule)."""
-    if not rows:
-        return float("nan")
-    if all("bits" in r and "bytes" in r for r in rows):
-        total = sum(r["bytes"] for r in rows)
-        return sum(r["bits"] for r in rows) / total if total else float("nan")
-    return sum(float(r["score"]) for r in rows) / len(rows)
+    return name_of(model)
 
 
 def resolve_tasks(names: Sequence[str]) -> list[Task]:
@@ -144,7 +144,8 @@ def evaluate_model(
     settings: dict | None = None,
     console: Console | None = None,
 ) -> dict:
-    """Score every planned (task, language) for one loaded model; write and return the JSON."""
+    """Score every planned (task, language) for one loaded model; write the results file and
+    return its content as JSON values, plus ``path``."""
     out_dir = Path(out_dir)
     slug = model_slug(model)
     work = []
@@ -173,24 +174,20 @@ def evaluate_model(
                 cache.append(rows)
                 done.update({str(r["id"]): r for r in rows})
                 progress.advance(bar, len(rows))
-    result = {
-        "schema": SCHEMA,
-        "model": model,
-        "model_name": display_name(model),
-        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tasks": {},
-    }
+    result = ModelResults(
+        model=model,
+        model_name=display_name(model),
+        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tasks={},
+    )
     for task, lang, items, _cache, done, _todo in work:
-        entry = result["tasks"].setdefault(
-            task.name, {"metric": task.metric, "higher_is_better": task.higher_is_better, "languages": {}}
+        entry = result.tasks.setdefault(
+            task.name, TaskResult(metric=task.metric, higher_is_better=task.higher_is_better, languages={})
         )
-        rows = [done[it["id"]] for it in items]
-        entry["languages"][lang] = {"score": aggregate(rows), "n": len(rows), "items": rows}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{slug}.json"
-    path.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    result["path"] = str(path)
-    return result
+        rows = [ItemResult.model_validate(done[it["id"]]) for it in items]
+        entry.languages[lang] = LanguageResult(score=aggregate(rows), n=len(rows), items=rows)
+    path = save_results(result, out_dir / f"{slug}.json")
+    return {**result.to_json(), "path": str(path)}
 
 
 def _fingerprint(task: Task, settings: dict) -> str:
@@ -220,6 +217,9 @@ def run(
 
     tasks = resolve_tasks(task_names)
     plan = plan_languages(tasks, langs)  # validate before loading any model
+    for option, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
     if max_new_tokens is not None:
         for t in tasks:
             if hasattr(t, "max_new_tokens"):

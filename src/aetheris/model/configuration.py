@@ -6,8 +6,12 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .ssd import SCAN_IMPLS  # relative: the model folder imports nothing outside itself
+
+# The layout letters: the one list (the run config's layout check reads it too).
 BLOCK_KINDS = {"S": "SSM mixer (Mamba-2)", "M": "MoE feed-forward", "A": "attention (teacher-shaped)"}
-SCAN_IMPLS = ("auto", "reference", "chunked", "cuda")
+NORM_TYPES = ("rmsnorm", "layernorm")
+QK_NORM_SCOPES = ("head", "full")
 
 
 class AetherisConfig(PretrainedConfig):
@@ -52,6 +56,19 @@ class AetherisConfig(PretrainedConfig):
         post_norm: bool = False,
         attention_bias: bool = False,
         rms_norm_eps: float = 1e-6,
+        norm_type: str = "rmsnorm",
+        norm_bias: bool = False,
+        pre_norm: bool = True,
+        parallel_residual: bool = False,
+        residual_multiplier: float = 1.0,
+        attention_out_bias: bool | None = None,
+        qk_norm_scope: str = "head",
+        rotary_dim: int | None = None,
+        rope_interleaved: bool = False,
+        attn_logit_softcapping: float | None = None,
+        mlp_gated: bool = True,
+        mlp_bias: bool = False,
+        lm_head_bias: bool = False,
         embed_scale: float = 1.0,
         logit_scale: float = 1.0,
         final_logit_softcapping: float | None = None,
@@ -89,8 +106,24 @@ class AetherisConfig(PretrainedConfig):
         self.qk_norm = qk_norm
         # Gemma's sandwich layout: an RMSNorm on each block's output before the residual add.
         self.post_norm = post_norm
-        self.attention_bias = attention_bias
-        self.rms_norm_eps = rms_norm_eps
+        self.attention_bias = attention_bias  # on q/k/v (and on o unless attention_out_bias says otherwise)
+        self.attention_out_bias = attention_bias if attention_out_bias is None else attention_out_bias
+        self.rms_norm_eps = rms_norm_eps  # the eps of every block norm, whichever its type
+        # Teacher conventions (defaults: Llama's). Every block and the final norm: RMSNorm or LayerNorm.
+        self.norm_type = norm_type
+        self.norm_bias = norm_bias
+        self.pre_norm = pre_norm  # False: OLMo 2's blocks normalise only their output (post_norm)
+        # Cohere/Phi/GPT-NeoX: an M block right after an S/A block reads that block's input, so the
+        # pair is x + mixer(norm(x)) + mlp(norm'(x)).
+        self.parallel_residual = parallel_residual
+        self.residual_multiplier = residual_multiplier  # Granite: x + m * block(x)
+        self.qk_norm_scope = qk_norm_scope  # "head": over head_dim; "full": over all heads (OLMo 2)
+        self.rotary_dim = rotary_dim if rotary_dim is not None else self.head_dim  # Phi, GPT-NeoX: partial
+        self.rope_interleaved = rope_interleaved  # Cohere pairs (0,1),(2,3)..; Llama (i, i + d/2)
+        self.attn_logit_softcapping = attn_logit_softcapping  # Gemma 2: cap * tanh(scores / cap)
+        self.mlp_gated = mlp_gated  # False: GELU fc1/fc2 experts (GPT-NeoX, Phi, StarCoder2)
+        self.mlp_bias = mlp_bias
+        self.lm_head_bias = lm_head_bias  # Phi
         self.embed_scale = embed_scale
         self.logit_scale = logit_scale
         self.final_logit_softcapping = final_logit_softcapping
@@ -139,6 +172,16 @@ class AetherisConfig(PretrainedConfig):
             raise ValueError(
                 f"AetherisConfig.num_experts_per_tok={self.num_experts_per_tok}: expected 1..num_experts "
                 f"({self.num_experts})"
+            )
+        choices = {"norm_type": NORM_TYPES, "qk_norm_scope": QK_NORM_SCOPES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"AetherisConfig.{name}={getattr(self, name)!r}: expected one of {allowed}")
+        if self.norm_bias and self.norm_type != "layernorm":
+            raise ValueError("AetherisConfig.norm_bias=True: only norm_type='layernorm' has a bias")
+        if not (isinstance(self.rotary_dim, int) and 0 < self.rotary_dim <= self.head_dim and self.rotary_dim % 2 == 0):
+            raise ValueError(
+                f"AetherisConfig.rotary_dim={self.rotary_dim!r}: expected an even integer in 2..head_dim ({self.head_dim})"
             )
         if self.ssm_impl not in SCAN_IMPLS:
             raise ValueError(f"AetherisConfig.ssm_impl={self.ssm_impl!r}: expected one of {SCAN_IMPLS}")

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aetheris.model.configuration import AetherisConfig
-from aetheris.model.ssd import ssd_scan, ssd_step, ssd_step_inplace
+from .configuration import AetherisConfig
+from .ssd import ssd_scan, ssd_step, ssd_step_inplace
 
 
 class RMSNorm(nn.Module):

@@ -13,10 +13,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
-from aetheris.model.attention import Attention
-from aetheris.model.configuration import AetherisConfig
-from aetheris.model.mixer import RMSNorm, SSMMixer
-from aetheris.model.moe import MoE, weighted_router_loss
+from .attention import Attention
+from .configuration import AetherisConfig
+from .mixer import SSMMixer
+from .moe import MoE, weighted_router_loss
+from .norm import block_norm
 
 
 @dataclass
@@ -57,12 +58,17 @@ class AetherisCache(DynamicCache):
 
 
 class AetherisBlock(GradientCheckpointingLayer):
-    """x + mixer(norm(x)), where the mixer is an SSM, an MoE or an attention block."""
+    """x + m * post_norm(mixer(norm(x))), where the mixer is an SSM, an MoE or an attention block.
+
+    `norm` is the identity without `pre_norm` (OLMo 2), `post_norm` exists with `post_norm`
+    (Gemma's sandwich, OLMo 2), m is `residual_multiplier` (Granite). A parallel pair (Cohere, Phi)
+    passes `branch_input`: the branch then reads the pair's input instead of the stream."""
 
     def __init__(self, config: AetherisConfig, layer_idx: int) -> None:
         super().__init__()
         self.kind = config.layout[layer_idx]
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = block_norm(config) if config.pre_norm else nn.Identity()
+        self.residual_multiplier = config.residual_multiplier
         if self.kind == "S":
             self.mixer = SSMMixer(config, layer_idx)
         elif self.kind == "M":
@@ -70,7 +76,7 @@ class AetherisBlock(GradientCheckpointingLayer):
         else:
             sliding = config.attn_sliding[config.layout[:layer_idx].count("A")]
             self.mixer = Attention(config, layer_idx, sliding)
-        self.post_norm = RMSNorm(config.hidden_size, config.rms_norm_eps) if config.post_norm else None
+        self.post_norm = block_norm(config) if config.post_norm else None
 
     def forward(
         self,
@@ -78,8 +84,9 @@ class AetherisBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         cache: Cache | None = None,
+        branch_input: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.norm(hidden_states)
+        h = self.norm(hidden_states if branch_input is None else branch_input)
         router_logits = None
         if self.kind == "S":
             step_mask = None if attention_mask is None else attention_mask[:, -h.shape[1] :]
@@ -90,6 +97,8 @@ class AetherisBlock(GradientCheckpointingLayer):
             h = self.mixer(h, positions, attention_mask, cache)
         if self.post_norm is not None:
             h = self.post_norm(h)
+        if self.residual_multiplier != 1.0:
+            h = h * self.residual_multiplier
         return hidden_states + h, router_logits
 
 
@@ -100,6 +109,17 @@ class AetherisPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["AetherisBlock"]
     _is_stateful = True  # SSM state cannot be rolled back: no assisted decoding
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        # custom_object_save puts only the saved class in auto_map; name the base model too, so
+        # AutoModel (not only AutoModelForCausalLM) loads the folder with trust_remote_code.
+        if self.is_remote_code():
+            module = AetherisModel.__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.AetherisModel",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -115,7 +135,7 @@ class AetherisModel(AetherisPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(AetherisBlock(config, i) for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = block_norm(config)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -156,12 +176,16 @@ class AetherisModel(AetherisPreTrainedModel):
 
         h = inputs_embeds * self.config.embed_scale
         all_hidden, all_router = [], []
+        pair_input = None  # with parallel_residual: the input of the S/A block an M block pairs with
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden.append(h)
+            block_input = h
             h, router_logits = layer(
-                h, attention_mask=attention_mask, positions=positions, cache=cache
-            )
+                h, attention_mask=attention_mask, positions=positions, cache=cache,
+                branch_input=pair_input if layer.kind == "M" else None,
+            )  # fmt: skip
+            pair_input = block_input if self.config.parallel_residual and layer.kind in "SA" else None
             if router_logits is not None:
                 all_router.append(router_logits)
         h = self.norm(h)
@@ -183,7 +207,7 @@ class AetherisForCausalLM(AetherisPreTrainedModel, GenerationMixin):
     def __init__(self, config: AetherisConfig) -> None:
         super().__init__(config)
         self.model = AetherisModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

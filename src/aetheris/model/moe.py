@@ -1,4 +1,5 @@
-"""The sparse MoE feed-forward block: SwiGLU experts, top-k router, dropless dispatch."""
+"""The sparse MoE feed-forward block: teacher-shaped experts (SwiGLU by default), top-k router,
+dropless dispatch."""
 
 from __future__ import annotations
 
@@ -7,19 +8,31 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from aetheris.model.configuration import AetherisConfig
+from .configuration import AetherisConfig
 
 
-class SwiGLU(nn.Module):
-    def __init__(self, hidden: int, intermediate: int, act: str = "silu") -> None:
+class Expert(nn.Module):
+    """One feed-forward expert: gated `down(act(gate(x)) * up(x))` (SwiGLU with silu), or non-gated
+    `down(act(up(x)))` (GPT-NeoX/Phi's GELU fc1/fc2), with or without biases."""
+
+    def __init__(self, hidden: int, intermediate: int, act: str = "silu", gated: bool = True, bias: bool = False) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=bias) if gated else None
+        self.up_proj = nn.Linear(hidden, intermediate, bias=bias)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=bias)
         self.act = ACT2FN[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is None:
+            return self.down_proj(self.act(self.up_proj(x)))
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class SwiGLU(Expert):
+    """The default expert: gated, no biases."""
+
+    def __init__(self, hidden: int, intermediate: int, act: str = "silu") -> None:
+        super().__init__(hidden, intermediate, act)
 
 
 class MoE(nn.Module):
@@ -29,7 +42,7 @@ class MoE(nn.Module):
         self.top_k = config.num_experts_per_tok
         self.router = nn.Linear(config.hidden_size, config.num_experts, bias=False)
         self.experts = nn.ModuleList(
-            SwiGLU(config.hidden_size, config.moe_intermediate_size, config.hidden_act)
+            Expert(config.hidden_size, config.moe_intermediate_size, config.hidden_act, config.mlp_gated, config.mlp_bias)
             for _ in range(config.num_experts)
         )
         # tokens each expert processed in the last forward (utilisation statistics)

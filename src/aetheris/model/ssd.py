@@ -23,12 +23,13 @@ says how many heads there are); D (h,) or None; state (b, h, p, n). y is (b, l, 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 ScanImpl = Literal["auto", "reference", "chunked", "cuda"]
+SCAN_IMPLS: tuple[str, ...] = get_args(ScanImpl)  # the one list; AetherisConfig.ssm_impl checks against it
 logger = logging.getLogger(__name__)
 
 
@@ -253,4 +254,4 @@ def ssd_scan(
         return ssd_chunked(x, dt, A, B, C, D, initial_state, chunk_size)
     if impl == "cuda":
         return ssd_cuda(x, dt, A, B, C, D, initial_state, chunk_size)
-    raise ValueError(f"ssm_impl={impl!r}: expected one of 'auto', 'reference', 'chunked', 'cuda'")
+    raise ValueError(f"ssm_impl={impl!r}: expected one of {SCAN_IMPLS}")

@@ -11,17 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aetheris import __version__
-from aetheris.equity import (
-    EquityReport,
-    Interval,
-    Level,
-    ModelResults,
-    ResultsLike,
-    compare,
-    default_family_map,
-    default_tier_map,
-    load_results,
-)
+from aetheris.equity import EquityReport, Interval, Level, compare, default_family_map, default_tier_map
+from aetheris.eval.results import ModelResults, ResultsLike, load_results
 from aetheris.fertility import (
     LanguageFertility,
     ScriptFertility,
@@ -141,7 +132,7 @@ def _blocks(data: ReportData, teacher: ModelResults) -> list[Block]:
     rep0 = data.equity[0]
     blocks: list[Block] = [
         Heading(1, "Aetheris equity report"),
-        Para(f"Teacher: {data.teacher} ({teacher.model}). Students: {', '.join(data.students)}. "
+        Para(f"Teacher: {data.teacher}. Students: {', '.join(data.students)}. "
              f"Languages grouped by {data.level}. Created {data.created}."),
         Para("Drop is oriented so that positive = worse (teacher − student for accuracy, student − "
              "teacher for bits per byte). A family's drop is the mean over its languages. The "

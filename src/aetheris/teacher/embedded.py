@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from aetheris.errors import UserError
 
-class EmbeddedTeacherMissing(RuntimeError):
-    pass
+
+class EmbeddedTeacherMissing(UserError, RuntimeError):
+    """An embedded teacher's package is not installed (the message gives the pip command)."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ def spec_tables(spec: TeacherSpec) -> Group:
         "hidden size": str(spec.hidden_size),
         "vocab size": str(spec.vocab_size),
         "embedding scale": f"{spec.embed_scale:g}",
-        "lm_head": "tied to embeddings" if spec.tied_embeddings else "separate",
+        "lm_head": ("tied to embeddings" if spec.tied_embeddings else "separate")
+        + (" + bias" if spec.lm_head_bias is not None else ""),
+        "residual multiplier": f"{spec.layers[0].residual_scale:g}" if spec.layers else "-",
         "logit scale": f"{spec.logit_scale:g}",
         "final logit soft-cap": "-" if spec.final_logit_softcap is None else f"{spec.final_logit_softcap:g}",
         "final norm": _norm(spec.final_norm),
@@ -44,9 +46,13 @@ def spec_tables(spec: TeacherSpec) -> Group:
     for layer in spec.layers:
         a, m = layer.attention, layer.mlp
         rope = "none" if a.rope is None else f"{a.rope.theta:g}{' interleaved' if a.rope.interleaved else ''}"
-        norms = [_norm(layer.attn_norm)]
+        if a.rope is not None and a.rope.rotary_dim != a.head_dim:
+            rope += f" on {a.rope.rotary_dim}/{a.head_dim} dims"
+        norms = [_norm(layer.attn_norm or layer.attn_out_norm)]
         if layer.attn_out_norm is not None:
-            norms.append("sandwich")
+            norms.append("sandwich" if layer.attn_norm is not None else "post-norm only")
+        mlp = f"{'gated ' if m.gated else ''}{m.activation} x{m.intermediate_size}"
+        biases = [n for n, b in (("qkv", a.q_bias), ("o", a.o_bias), ("mlp", m.up_bias)) if b is not None]
         layers.add_row(
             str(layer.index),
             layer.layer_type,
@@ -54,9 +60,9 @@ def spec_tables(spec: TeacherSpec) -> Group:
             f"{a.num_heads}/{a.num_kv_heads}",
             str(a.head_dim),
             f"{a.scaling:.4g}",
-            "yes" if a.q_norm is not None else "no",
+            "no" if a.q_norm is None else f"per {a.qk_norm_scope}",
             rope,
-            f"{m.activation} x{m.intermediate_size}",
+            mlp + (f" (bias: {', '.join(biases)})" if biases else ""),
             ", ".join(norms),
             "parallel" if layer.parallel else "sequential",
         )

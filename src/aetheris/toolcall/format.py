@@ -24,6 +24,8 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aetheris.errors import UserError
+
 Category = Literal["simple", "multiple", "parallel", "irrelevance"]
 
 # "integer" means a JSON integer: 5.0 is not one (BFCL's checker agrees). "number" accepts ints.
@@ -37,7 +39,7 @@ StrictValidator = jsonschema.validators.extend(jsonschema.Draft7Validator, type_
 OMIT = ""  # an acceptable value meaning "this argument may be left out"
 
 
-class ItemError(ValueError):
+class ItemError(UserError, ValueError):
     """An item that does not follow the format; the message names the item and the key."""
 
 

@@ -155,12 +155,7 @@ def load_bfcl(
     if version not in _BFCL_FILES:
         raise ValueError(f"BFCL version {version!r}: expected one of {sorted(_BFCL_FILES)}")
     folder = Path(root) / version
-    items = []
-    for category in categories:
-        stem = f"BFCL_{version}_{_BFCL_FILES[version][category]}.json"
-        answers = None if category == "irrelevance" else folder / "possible_answer" / stem
-        items += _bfcl_items(folder / stem, answers, category, "en")
-    return items
+    return _bfcl_categories(folder, folder / "possible_answer", version, categories, "en")
 
 
 def load_bfcl_ar(
@@ -176,11 +171,18 @@ def load_bfcl_ar(
         raise ValueError(f"descriptions={descriptions!r}: expected 'ar' or 'en'")
     root = Path(root)
     folder = root / "user_prompt_ar" / f"func_desc_{descriptions}" / f"func_param_desc_{descriptions}"
+    return _bfcl_categories(folder, root / "possible_answer", "v4", categories, "ar")
+
+
+def _bfcl_categories(
+    folder: Path, answers: Path, version: str, categories: tuple[str, ...], lang: str
+) -> list[ToolItem]:
+    """Every category's prompts from `folder`, gold from `answers` (irrelevance has none)."""
     items = []
     for category in categories:
-        stem = f"BFCL_v4_{_BFCL_FILES['v4'][category]}.json"
-        answers = None if category == "irrelevance" else root / "possible_answer" / stem
-        items += _bfcl_items(folder / stem, answers, category, "ar")
+        stem = f"BFCL_{version}_{_BFCL_FILES[version][category]}.json"
+        gold = None if category == "irrelevance" else answers / stem
+        items += _bfcl_items(folder / stem, gold, category, lang)
     return items
 
 

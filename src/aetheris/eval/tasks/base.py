@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from aetheris.errors import MissingPathError, UserError
+
 Item = dict[str, Any]
 
 
@@ -33,7 +35,20 @@ class Task(Protocol):
         ...
 
 
-class UnknownLanguageError(ValueError):
+class DatasetLanguages:
+    """For tasks whose languages are a map ``codes`` = {canonical code: the dataset's code}."""
+
+    codes: dict[str, str]
+
+    def languages(self) -> list[str]:
+        return list(self.codes)
+
+    def dataset_codes(self) -> dict[str, str]:
+        """Lets a user also type the dataset's own code (e.g. 'zh' for 'zh-Hans')."""
+        return dict(self.codes)
+
+
+class UnknownLanguageError(UserError, ValueError):
     pass
 
 
@@ -61,8 +76,8 @@ def resolve_language(code: str, langs: dict[str, str]) -> str:
     raise UnknownLanguageError(f"unknown language {code!r}; expected one of {', '.join(sorted(langs))}{hint}")
 
 
-def missing_file(path: Path, what: str, hub_id: str) -> FileNotFoundError:
-    return FileNotFoundError(
+def missing_file(path: Path, what: str, hub_id: str) -> MissingPathError:
+    return MissingPathError(
         f"{what}: expected file {path} (the original layout, see shared/data/README.md); "
         f"or omit --data-dir to download the Hugging Face dataset {hub_id!r}"
     )

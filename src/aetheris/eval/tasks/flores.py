@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aetheris.eval.tasks.base import Item, load_hub, missing_file, read_tsv, take
+from aetheris.eval.tasks.base import DatasetLanguages, Item, load_hub, missing_file, read_tsv, take
 
 HUB_ID = "Davlan/sib200"
 SPLITS = ("train", "dev", "test")
@@ -38,23 +38,17 @@ def flores_languages() -> dict[str, str]:
     return langs
 
 
-class FloresBPB:
+class FloresBPB(DatasetLanguages):
     name = "flores_bpb"
     metric = "bits_per_byte"
     higher_is_better = False
     version = "1"
 
     def __init__(self) -> None:
-        self._langs = flores_languages()
-
-    def languages(self) -> list[str]:
-        return list(self._langs)
-
-    def dataset_codes(self) -> dict[str, str]:
-        return dict(self._langs)
+        self.codes = flores_languages()
 
     def load(self, lang: str, data_dir: Path | None, limit: int | None) -> list[Item]:
-        code = self._langs[lang]
+        code = self.codes[lang]
         rows: list[tuple[str, str]] = []
         if data_dir is None:
             for split in HUB_SPLITS:

@@ -13,7 +13,7 @@ import string
 from collections.abc import Sequence
 from pathlib import Path
 
-from aetheris.eval.tasks.base import Item, load_hub, missing_file, read_tsv, take
+from aetheris.eval.tasks.base import DatasetLanguages, Item, load_hub, missing_file, read_tsv, take
 
 HUB_ID = "juletxara/mgsm"
 
@@ -106,20 +106,15 @@ def exact_match(pred: str, target: str) -> bool:
     return pred.lower().translate(_PUNCT) == target.lower().translate(_PUNCT)
 
 
-class MGSMDirect:
+class MGSMDirect(DatasetLanguages):
     name = "mgsm_direct"
     metric = "exact_match"
     higher_is_better = True
     version = "lm-eval-0.4.13"
+    codes = LANGS
 
     def __init__(self, max_new_tokens: int = 256) -> None:
         self.max_new_tokens = max_new_tokens  # lm-eval's max_gen_toks default
-
-    def languages(self) -> list[str]:
-        return list(LANGS)
-
-    def dataset_codes(self) -> dict[str, str]:
-        return dict(LANGS)
 
     def load(self, lang: str, data_dir: Path | None, limit: int | None) -> list[Item]:
         return load_mgsm(lang, data_dir, limit)

@@ -1,7 +1,10 @@
-"""`tools`: the project's multilingual tool-calling benchmark (70 languages) as a runner task.
+"""`tools`: multilingual tool calling as a runner task, the one tool-calling evaluation path.
 
-Items come from the package's own held-out split (src/aetheris/data/toolcall/eval.jsonl);
-replies are generated greedily and scored by `aetheris.toolcall.checker` (JSON only, never run).
+By default the items are the package's own held-out split (src/aetheris/data/toolcall/eval.jsonl,
+70 languages); any other items (e.g. from `aetheris.toolcall.loaders`) can be passed in. Prompts
+are rendered in the model's own tool format when its chat template has one, replies generated
+greedily by the harness's `generate`, and scored by `aetheris.toolcall.checker` (JSON only, never
+run).
 """
 
 from __future__ import annotations
@@ -16,18 +19,25 @@ from aetheris.eval.tasks.base import Item, resolve_language, take
 from aetheris.toolcall.checker import check
 from aetheris.toolcall.format import ToolItem, read_items
 from aetheris.toolcall.prompting import render_prompt, supports_tools
-from aetheris.toolcall.task import generate_replies
 
 
 class ToolsTask:
+    """Each result row: ``id``, ``score`` (1.0 or 0.0), ``category`` (why it failed, None when it
+    passed), ``kind`` (simple, multiple, parallel or irrelevance) and the reply's start."""
+
     name = "tools"
     metric = "acc"
     higher_is_better = True
     version = "1"
     max_new_tokens = 256
 
+    def __init__(self, items: Sequence[ToolItem] | None = None) -> None:
+        self._given = None if items is None else _unique_per_language(items)
+
     @cached_property
     def _items(self) -> list[ToolItem]:
+        if self._given is not None:
+            return self._given
         path = resources.files("aetheris") / "data" / "toolcall" / "eval.jsonl"
         with resources.as_file(path) as p:
             return read_items(p)
@@ -50,9 +60,9 @@ class ToolsTask:
         tok = lm.tokenizer
         native = supports_tools(tok)
         prompts = [render_prompt(tok, it["item"], native=native) for it in items]
-        replies = generate_replies(lm.model, tok, prompts, batch_size=lm.batch_size,
-                                   max_new_tokens=self.max_new_tokens,
-                                   chat_template=bool(getattr(tok, "chat_template", None)), progress=False)  # fmt: skip
+        # Without a chat template the prompt is plain text that still wants the BOS token.
+        templated = bool(getattr(tok, "chat_template", None))
+        replies = lm.generate(prompts, stop=[], max_new_tokens=self.max_new_tokens, rendered=templated)
         rows = []
         for it, reply in zip(items, replies, strict=True):
             item: ToolItem = it["item"]
@@ -60,3 +70,16 @@ class ToolsTask:
             rows.append({"id": item.id, "score": float(result.passed), "category": result.category,
                          "kind": item.category, "output": reply[:500]})  # fmt: skip
         return rows
+
+
+def _unique_per_language(items: Sequence[ToolItem]) -> list[ToolItem]:
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        if (item.lang, item.id) in seen:
+            raise ValueError(
+                f"item id {item.id!r} appears twice for language {item.lang!r}: ids must be unique per "
+                "language (evaluate one setting of a benchmark at a time, e.g. Arabic BFCL with Arabic "
+                "or with English docs)"
+            )
+        seen.add((item.lang, item.id))
+    return list(items)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from aetheris.eval.tasks.base import Item, load_hub, missing_file, read_jsonl, take
+from aetheris.eval.tasks.base import DatasetLanguages, Item, load_hub, missing_file, read_jsonl, take
 
 HUB_ID = "cambridgeltl/xcopa"
 
@@ -75,14 +75,10 @@ def lm_eval_choices(item: Item) -> list[str]:
     return [c[0].lower() + c[1:] for c in (item["choice1"], item["choice2"])]
 
 
-class _XCOPAItems:
+class _XCOPAItems(DatasetLanguages):
     """What both XCOPA variants share: the 11 languages and their items."""
 
-    def languages(self) -> list[str]:
-        return list(LANGS)
-
-    def dataset_codes(self) -> dict[str, str]:
-        return dict(LANGS)
+    codes = LANGS
 
     def load(self, lang: str, data_dir: Path | None, limit: int | None) -> list[Item]:
         return load_xcopa(lang, data_dir, limit)

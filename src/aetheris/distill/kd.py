@@ -1,0 +1,140 @@
+"""The KD step as public components: the student's side of the loss, the teacher's (online or
+from the top-k cache), and one call that joins them, shared by the KD and SFT stages and the
+benchmarks.
+
+    objective = kd_objective(cfg.kd)
+    teacher = OnlineTeacher(teacher_model)            # or CachedTeacher(TopKCache(...))
+    res = kd_step(student, batch, teacher, objective)  # res.loss includes the routers' losses
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aetheris.distill.config import KDConfig, RunConfig
+from aetheris.distill.losses import (
+    KDLoss,
+    KDObjective,
+    LogitFn,
+    TeacherHidden,
+    TeacherSignal,
+    TeacherTopK,
+    logit_transform,
+)
+from aetheris.distill.topk_cache import TopKCache, build_topk_cache, rows_fingerprint
+
+# logits_to_keep=<empty index>: the model returns no logits at all, only hidden states.
+NO_LOGITS = torch.empty(0, dtype=torch.long)
+TeacherFn = Callable[[dict[str, torch.Tensor]], TeacherSignal]
+
+
+def kd_objective(kd: KDConfig, **overrides: Any) -> KDObjective:
+    """The run config's KD loss; SFT overrides the weights (alpha = 1, its kl_weight, T = 1)."""
+    args = dict(temperature=kd.temperature, alpha=kd.alpha, chunk_size=kd.chunk_size, fused=kd.fused_loss)
+    return KDObjective(**{**args, **overrides})
+
+
+def _with_bias(fn: LogitFn | None, bias: torch.Tensor | None) -> LogitFn | None:
+    """`fn(logits + bias)`: a head with a bias (Phi) adds it before the scale and the cap."""
+    if bias is None:
+        return fn
+    return lambda logits: (logits + bias) if fn is None else fn(logits + bias)
+
+
+def _student_logit_fn(student: torch.nn.Module) -> LogitFn | None:
+    c = student.config
+    return _with_bias(logit_transform(c.logit_scale, c.final_logit_softcapping), student.lm_head.bias)
+
+
+@dataclass
+class StudentOutput:
+    hidden: torch.Tensor  # [B, L, H] final normed hidden states
+    head: torch.Tensor  # [V, H] lm_head weight
+    logit_fn: LogitFn | None
+    router_loss: torch.Tensor | float  # load-balancing + z-loss in training mode, else 0
+
+
+def student_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StudentOutput:
+    """The student (possibly DDP-wrapped) on a batch, without full-vocabulary logits."""
+    student = getattr(model, "module", model)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
+                logits_to_keep=NO_LOGITS, use_cache=False)  # fmt: skip
+    router = out.router_loss if out.router_loss is not None else 0.0  # training mode, MoE blocks only
+    return StudentOutput(out.hidden_states[-1], student.lm_head.weight, _student_logit_fn(student), router)
+
+
+class OnlineTeacher:
+    """The teacher run on each batch: its last hidden state and head, so its logits are also made
+    chunk by chunk inside the loss."""
+
+    def __init__(self, teacher: torch.nn.Module) -> None:
+        from aetheris.teacher import introspect
+
+        # The spec knows the teacher's real logits: Cohere's/Granite's scale, the cap, Phi's head bias.
+        spec = introspect(teacher)
+        self.model = teacher
+        self.head = spec.lm_head
+        self.logit_fn = _with_bias(logit_transform(spec.logit_scale, spec.final_logit_softcap), spec.lm_head_bias)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherHidden:
+        with torch.no_grad():
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             output_hidden_states=True, logits_to_keep=NO_LOGITS)  # fmt: skip
+        return TeacherHidden(out.hidden_states[-1], self.head, self.logit_fn)
+
+
+class CachedTeacher:
+    """The teacher's top-k log-probs read from a cache by each batch's `row_id`."""
+
+    def __init__(self, cache: TopKCache) -> None:
+        self.cache = cache
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherTopK:
+        return TeacherTopK(*self.cache.lookup(batch["row_id"]))
+
+
+def topk_cache_key(cfg: RunConfig, tokenizer_hash: str, rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """The key a run's top-k cache is built and read under; `rows_hash` ties it to these rows, so
+    a cache folder shared by runs (kd.cache_dir) serves only runs over the same rows."""
+    return dict(teacher_id=cfg.teacher.name, k=cfg.kd.top_k, temperature=cfg.kd.temperature,
+                seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_hash, rows_hash=rows_fingerprint(rows))  # fmt: skip
+
+
+def build_run_cache(teacher: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], cfg: RunConfig,
+                    path: Any, key: dict[str, Any]) -> TopKCache:  # fmt: skip
+    """Build (or reuse) the top-k cache over `rows` (each with a `row_id`) and open it."""
+    batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
+                "row_ids": r["row_id"][None]} for r in rows)  # fmt: skip
+    dtype = getattr(torch, cfg.kd.cache_dtype)
+    build_topk_cache(teacher, batches, path, total_rows=len(rows), dtype=dtype, **key)
+    return TopKCache(path, **key)
+
+
+def kd_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], teacher: TeacherFn,
+            objective: KDObjective) -> KDLoss:  # fmt: skip
+    """The objective on one batch; in training the routers' load-balancing and z-losses are added
+    to `loss`, as the model adds them to its own CE."""
+    s = student_forward(model, batch)
+    res = objective(s.hidden, s.head, teacher(batch), labels=batch.get("labels"),
+                    attention_mask=batch["attention_mask"], student_logit_fn=s.logit_fn)  # fmt: skip
+    res.loss = res.loss + s.router_loss
+    return res
+
+
+@torch.no_grad()
+def held_out_kl(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,
+                objective: KDObjective, batch_size: int = 2) -> float:  # fmt: skip
+    """Mean KL per counted token over `rows`, the student in eval mode."""
+    student.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        batch = {k: torch.stack([r[k] for r in rows[i : i + batch_size]])
+                 for k in ("input_ids", "attention_mask", "labels")}  # fmt: skip
+        res = kd_step(student, batch, teacher, objective)
+        total += float(res.kl) * res.n_tokens
+        n += res.n_tokens
+    return total / max(n, 1)

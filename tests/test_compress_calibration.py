@@ -1,0 +1,37 @@
+"""Calibration text: language-balanced by default, any language list on request, never the test split."""
+
+import pytest
+from compress_models import tokenizer
+
+from aetheris.compress import parse_settings
+from aetheris.compress.calibration import calibration_batch, calibration_examples, sib200_texts
+
+
+@pytest.mark.parametrize("source", ["embedded", "sib200-train"])
+def test_calibration_is_disjoint_from_the_sib200_test_split(source):
+    try:
+        test = {t for texts in sib200_texts("test").values() for t in texts}
+    except FileNotFoundError:
+        pytest.skip("SIB-200 data not found (set AETHERIS_DATA_DIR)")
+    settings = parse_settings("wanda", {"calibration_source": source})
+    examples = calibration_examples(settings)
+    # every Tiny Aya language by default (SIB-200 lacks one of the 70)
+    expected = 70 if source == "embedded" else len(sib200_texts("train"))
+    assert len({e.lang for e in examples}) == expected >= 69
+    assert not {e.text for e in examples} & test
+
+
+def test_language_list_and_record():
+    settings = parse_settings(
+        "sparsegpt",
+        {"calibration_source": "sib200-train", "calibration_langs": "sw,zh-Hans", "calibration_rows": 3},
+    )
+    try:
+        ids, record = calibration_batch(tokenizer(), settings)
+    except FileNotFoundError:
+        pytest.skip("SIB-200 data not found (set AETHERIS_DATA_DIR)")
+    assert ids.shape == (3, settings.calibration_seq_len)
+    assert record["languages"] == ["sw", "zh-Hans"] and record["count"] == 3
+    assert calibration_batch(tokenizer(), settings)[1]["hash"] == record["hash"]  # deterministic
+    other = parse_settings("sparsegpt", settings.model_dump() | {"calibration_seed": 1})
+    assert calibration_batch(tokenizer(), other)[1]["hash"] != record["hash"]

@@ -59,6 +59,43 @@ def test_manual_one_token_decoding_matches_full_forward():
     torch.testing.assert_close(torch.cat(logits, 1), full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fast_decoding_step_matches_the_plain_step(batch):
+    """No-grad decoding takes SSMMixer.step (in-place state, one-token MoE); with autograd on, the
+    same tokens go through the general paths (ssd_step, chunked-scan bookkeeping). Same logits, same cache."""
+    model = tiny("SMAMSM", post_norm=True)
+    ids = torch.randint(1, 97, (batch, 9))
+    runs = []
+    for grad in (False, True):
+        cache = DynamicCache(config=model.config)
+        with torch.set_grad_enabled(grad):
+            logits = [model(ids[:, :4], cache=cache, use_cache=True).logits[:, -1]]
+            logits += [model(ids[:, t : t + 1], cache=cache, use_cache=True).logits[:, -1] for t in range(4, 9)]
+        states = [cache.get_recurrent_state(i) for i in (0, 4)] + [cache.get_conv_state(i) for i in (0, 4)]
+        runs.append([t.detach() for t in logits + states])
+    for fast, plain in zip(*runs):
+        torch.testing.assert_close(fast, plain)
+
+
+def test_generate_takes_the_fast_decoding_step(monkeypatch):
+    from aetheris.model.mixer import SSMMixer
+    from aetheris.model.moe import MoE
+
+    model = tiny("SMSM")
+    calls = {"step": 0, "one_token": 0}
+    for cls, name in ((SSMMixer, "step"), (MoE, "one_token")):
+        original = getattr(cls, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, counted)
+    model.generate(torch.randint(1, 97, (1, 5)), max_new_tokens=6, do_sample=False, pad_token_id=0)
+    # the prompt is one forward; each of the 5 later tokens runs 2 SSM steps and 2 one-token MoE calls
+    assert calls == {"step": 10, "one_token": 10}
+
+
 def test_left_padding_does_not_change_a_sequence():
     model = tiny()
     torch.manual_seed(3)

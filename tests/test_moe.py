@@ -1,10 +1,11 @@
 """The MoE block: dropless dispatch, dense equivalence, the load-balancing formula."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from aetheris import AetherisConfig
-from aetheris.model.moe import MoE, SwiGLU, router_losses
+from aetheris.model.moe import MoE, SwiGLU, renormalise, router_losses
 
 
 def moe(experts=4, k=1, hidden=16, inter=24):
@@ -108,3 +109,28 @@ def test_top2_routing_weights_sum_to_one():
     )
     torch.testing.assert_close(y.reshape(-1, 16), expected, rtol=1e-5, atol=1e-6)
     assert int(block.last_tokens_per_expert.sum()) == 20
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_one_token_fast_path_matches_the_general_dispatch(k):
+    block = moe(k=k)
+    for x in torch.randn(6, 1, 1, 16):  # decoding: one token at a time
+        y, logits = block(x)  # takes the direct-expert path
+        counts = block.last_tokens_per_expert.clone()
+        probs, expert = block.select(logits)
+        y_ref = block.dispatch(x.reshape(1, 16), renormalise(probs), expert)  # the sort/scatter reference
+        torch.testing.assert_close(y.reshape(1, 16), y_ref)
+        assert torch.equal(counts, block.last_tokens_per_expert) and int(counts.sum()) == k
+
+
+def test_one_token_fast_path_carries_the_router_gradient():
+    block = moe()
+    x = torch.randn(1, 1, 16)
+    block(x)[0].sum().backward()
+    fast = block.router.weight.grad.clone()
+    block.zero_grad()
+    logits = block.router(x.reshape(1, 16)).float()
+    probs, expert = block.select(logits)
+    block.dispatch(x.reshape(1, 16), renormalise(probs), expert).sum().backward()
+    assert fast.abs().sum() > 0
+    torch.testing.assert_close(fast, block.router.weight.grad)

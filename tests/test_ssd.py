@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from aetheris.model.ssd import ssd_chunked, ssd_reference, ssd_scan, ssd_step
+from aetheris.model.ssd import ssd_chunked, ssd_reference, ssd_scan, ssd_step, ssd_step_inplace
 
 
 def make_inputs(b, seqlen, h, gB, gC, p, n, dtype, seed=0, requires_grad=False, gx=None):
@@ -128,3 +128,39 @@ def test_causal_conv_equals_torch_depthwise_conv():
     torch.testing.assert_close(causal_conv1d(x, w, conv.bias, 11), want, rtol=0, atol=1e-12)
     torch.testing.assert_close(causal_conv1d(x, w, conv.bias, 3), want[:, -3:], rtol=0, atol=1e-12)
     torch.testing.assert_close(causal_conv1d(x[:, :2], w, conv.bias, 2), want[:, :2], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("gx,gB,gC", [(2, 2, 6), (6, 2, 6), (1, 3, 1), (2, 3, 6), (6, 6, 6)])
+@pytest.mark.parametrize("with_skip", [True, False])
+def test_inplace_step_matches_the_pure_step(gx, gB, gC, with_skip):
+    x, dt, A, B, C, D, s0 = make_inputs(2, 1, 6, gB, gC, 4, 5, torch.float32, gx=gx)
+    D = D if with_skip else None
+    y_ref, s_ref = ssd_step(s0, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    state = s0.clone()
+    y = ssd_step_inplace(state, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    torch.testing.assert_close(y, y_ref)  # float32 tolerances: the two sum in different orders
+    torch.testing.assert_close(state, s_ref)
+
+
+def test_conv_step_equals_the_last_output_of_the_causal_conv():
+    from aetheris.model.mixer import causal_conv1d, causal_conv1d_step
+
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    w, bias = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    want = causal_conv1d(x, w, bias, 1)[:, 0]
+    window = x.transpose(1, 2)[..., -5:]  # channels first, one input more than the kernel, as the cache returns it
+    torch.testing.assert_close(causal_conv1d_step(window, w, bias), want, rtol=0, atol=1e-12)
+
+
+def test_rms_norm_shortcut_equals_the_plain_formula():
+    from aetheris.model.mixer import GatedRMSNorm, RMSNorm
+
+    norm = RMSNorm(24, eps=1e-5)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(3, 5, 24) * 7
+    torch.testing.assert_close(norm(x), norm.reference(x))  # fp32 rounding: F.rms_norm vs the formula
+    gated, z = GatedRMSNorm(24), torch.randn(3, 5, 24)
+    gated.weight.data.copy_(norm.weight)
+    torch.testing.assert_close(gated(x, z), RMSNorm.reference(gated, x * torch.nn.functional.silu(z)))
+    half = x.bfloat16()  # other dtypes keep the plain path: normalised in fp32
+    assert torch.equal(norm(half), norm.reference(half))

@@ -54,13 +54,19 @@ class MoE(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         logits = self.router(x).float()
-        probs = logits.softmax(dim=-1)
-        weight, expert = probs.topk(self.top_k, dim=-1)  # (T, k)
-        # Renormalise over the chosen experts, as p / p.detach(): exactly 1.0 for top-1 (so identical
-        # experts reproduce the dense MLP), yet the router still receives d(output)/dp.
-        weight = weight / weight.detach().sum(-1, keepdim=True)
+        probs, expert = self.select(logits)
+        if x.shape[0] == 1:  # decoding one sequence: no sort/scatter for a single token
+            y = self.one_token(x, probs, expert)
+        else:
+            y = self.dispatch(x, renormalise(probs), expert)
+        return y.reshape(shape), logits
 
-        # Dropless dispatch: sort the (token, slot) pairs by expert, run each expert on its group.
+    def select(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router logits (T, E) -> the top-k (probabilities (T, k), experts (T, k)); fp32 softmax."""
+        return logits.softmax(dim=-1).topk(self.top_k, dim=-1)
+
+    def dispatch(self, x: torch.Tensor, weight: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """Dropless dispatch of T tokens: sort the (token, slot) pairs by expert, run each expert on its group."""
         flat_expert = expert.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         counts = torch.bincount(flat_expert, minlength=len(self.experts))
@@ -70,7 +76,27 @@ class MoE(nn.Module):
         out = out * weight.reshape(-1)[order, None].to(out.dtype)
         y = torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))  # autocast may change out's dtype
         self.last_tokens_per_expert.copy_(counts)
-        return y.reshape(shape), logits
+        return y
+
+    def one_token(self, x: torch.Tensor, probs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+        """The same result for x (1, d) and its top-k (probs, experts), calling those experts directly.
+
+        `dispatch` is the reference it is tested against. A top-1 weight is exactly 1.0, so without a
+        gradient to carry, neither the weight nor the product is computed.
+        """
+        self.last_tokens_per_expert.zero_().index_fill_(0, expert[0], 1)  # top-k experts are distinct
+        if self.top_k == 1 and not probs.requires_grad:
+            return self.experts[expert.item()](x).to(x.dtype)
+        chosen = expert[0].tolist()
+        weight = renormalise(probs)
+        y = sum(self.experts[e](x) * weight[:, slot, None].to(x.dtype) for slot, e in enumerate(chosen))
+        return y.to(x.dtype)
+
+
+def renormalise(probs: torch.Tensor) -> torch.Tensor:
+    """Top-k router probabilities (T, k) -> weights summing to 1, as p / p.detach(): exactly 1.0 for
+    top-1 (so identical experts reproduce the dense MLP), yet the router still receives d(output)/dp."""
+    return probs / probs.detach().sum(-1, keepdim=True)
 
 
 def router_losses(

@@ -11,6 +11,8 @@ The recurrence, per head h, for a state S of shape (head_dim p, d_state n):
   chunks. O(L) work; takes an initial state and returns the final one. The CPU default.
 - the CUDA path: mamba-ssm's fused Triton kernels, used only when the tensors are on a GPU and
   `mamba_ssm` imports.
+- decoding: `ssd_step` (one token, pure; the reference) and `ssd_step_inplace` (the same update
+  written into the cached state with fewer passes; what generation runs).
 
 Shapes: x (b, l, gx, p); dt (b, l, h), already positive (softplus applied by the caller);
 A (h,), negative; B (b, l, gB, n) and C (b, l, gC, n), where h is a multiple of gx, gB and gC
@@ -60,6 +62,46 @@ def ssd_step(
     if D is not None:
         y = y + D[:, None] * x
     return y, state
+
+
+def _group_view(t: torch.Tensor, gx: int, r: int) -> torch.Tensor:
+    """(b, g, n) -> a view broadcastable to a state grouped as x groups heads, (b, gx, r, p, n).
+
+    At x's group width (or per head) it is a view; at another width it is repeated per head first.
+    """
+    b, g, n = t.shape
+    if g not in (gx, gx * r):
+        t, g = repeat_groups(t[:, None], gx * r)[:, 0], gx * r
+    return t.view(b, gx, g // gx, 1, n)
+
+
+def ssd_step_inplace(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`ssd_step` for decoding: updates `state` in place and returns y (b, h, p).
+
+    Fewer and smaller passes than `ssd_step` (its reference in tests): x and B are broadcast over
+    the heads of their group instead of repeated, and the outer product is fused into the state
+    update. In place, so not for autograd.
+    """
+    b, h, p, n = state.shape
+    gx = x.shape[1]
+    r = h // gx
+    grouped = state.view(b, gx, r, p, n)  # a view: the update lands in `state`
+    dt = dt.view(b, gx, r, 1)
+    xg = x.view(b, gx, 1, p)
+    decay = torch.exp(dt * A.view(gx, r, 1))
+    grouped.mul_(decay.unsqueeze(-1)).addcmul_((dt * xg).unsqueeze(-1), _group_view(B, gx, r))
+    y = (grouped * _group_view(C, gx, r)).sum(-1)  # (b, gx, r, p); beats a matmul at these sizes
+    if D is not None:
+        y = torch.addcmul(y, D.view(gx, r, 1), xg)
+    return y.view(b, h, p)
 
 
 def ssd_reference(

@@ -157,6 +157,9 @@ class RunConfig(_Strict):
     sft: SFTConfig = Field(default_factory=SFTConfig)
     train: StageBudgets
     output_dir: Path
+    # Checkpoints serve only a stage that is still running (train.<stage>.keep_checkpoints bounds
+    # them then); once its folder is written they are removed unless this is true.
+    keep_stage_checkpoints: bool = False
 
 
 _TYPE_WORDS = {

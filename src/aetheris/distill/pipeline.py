@@ -122,7 +122,20 @@ class Run:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         self.log[stage] = note
+        if not self.cfg.keep_stage_checkpoints:
+            self._drop_checkpoints(stage)
         return final
+
+    def _drop_checkpoints(self, stage: str) -> None:
+        """Once a stage's folder is written its checkpoints resume nothing, and at full depth they
+        hold GBs of optimizer state (five 36-block probe runs filled a 56 GB disk)."""
+        runs = self.out / "runs" / stage
+        freed = 0
+        for ckpt in sorted(runs.glob("**/checkpoints")) if runs.is_dir() else []:
+            freed += sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+            shutil.rmtree(ckpt, ignore_errors=True)
+        if freed:
+            logger.info("stage %s: removed its training checkpoints (%.1f MB)", stage, freed / 2**20)
 
 
 def stage_init(run: Run) -> Path:

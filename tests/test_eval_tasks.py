@@ -77,7 +77,7 @@ def test_missing_file_names_the_path_and_the_hub_id(tmp_path):
         XCOPA().load("sw", tmp_path, None)
     with pytest.raises(FileNotFoundError, match=r"mgsm_sw\.tsv.*juletxara/mgsm"):
         MGSMDirect().load("sw", tmp_path, None)
-    with pytest.raises(FileNotFoundError, match=r"swh_Latn/train\.tsv.*Davlan/sib200"):
+    with pytest.raises(FileNotFoundError, match=r"swh_Latn/test\.tsv.*Davlan/sib200"):
         FloresBPB().load("sw", tmp_path, None)
 
 
@@ -157,7 +157,12 @@ def test_mgsm_cot_uses_the_eight_native_exemplars():
 def test_flores_is_parallel_and_scored_in_bits_per_byte():
     task = FloresBPB()
     sw, zh = task.load("sw", data_dir(), None), task.load("zh-Hans", data_dir(), None)
-    assert len(sw) == 1004 and [x["id"] for x in sw] == [x["id"] for x in zh]
+    assert len(sw) == 204 and [x["id"] for x in sw] == [x["id"] for x in zh]  # the test split only
+    every = FloresBPB(("train", "dev", "test")).load("sw", data_dir(), None)
+    calibration = FloresBPB(("train",)).load("sw", data_dir(), None)
+    assert len(every) == 1004 and not {x["id"] for x in sw} & {x["id"] for x in calibration}
+    with pytest.raises(ValueError, match="expected some of train, dev, test"):
+        FloresBPB(("devtest",))
     assert resolve_language("swh_Latn", task.dataset_codes()) == "sw"
 
     class Bits:

@@ -3,6 +3,9 @@
 The 1,004 SIB-200 sentences are sentence-parallel across languages (``index_id``), so a
 language's bits-per-byte is comparable across languages and models with different tokenizers:
 bpb = total negative log-likelihood in bits / total UTF-8 bytes.
+
+Only the `test` split (204 sentences) is scored by default: `train` (701) and `dev` (99) are
+what calibration (`aetheris compress`) and training may read, and evaluation never sees them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from aetheris.eval.tasks.base import DatasetLanguages, Item, load_hub, missing_f
 
 HUB_ID = "Davlan/sib200"
 SPLITS = ("train", "dev", "test")
-HUB_SPLITS = ("train", "validation", "test")
+HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}  # ours -> the hub's names
 
 # Canonical registry code -> FLORES-200 code, for the XCOPA and MGSM languages. Other
 # languages come from the language registry when it is installed.
@@ -42,19 +45,23 @@ class FloresBPB(DatasetLanguages):
     name = "flores_bpb"
     metric = "bits_per_byte"
     higher_is_better = False
-    version = "1"
+    version = "2"  # 2: the test split only (1 scored all three)
 
-    def __init__(self) -> None:
+    def __init__(self, splits: Sequence[str] = ("test",)) -> None:
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown or not splits:
+            raise ValueError(f"flores_bpb splits {list(splits)}: expected some of {', '.join(SPLITS)}")
         self.codes = flores_languages()
+        self.splits = tuple(splits)
 
     def load(self, lang: str, data_dir: Path | None, limit: int | None) -> list[Item]:
         code = self.codes[lang]
         rows: list[tuple[str, str]] = []
         if data_dir is None:
-            for split in HUB_SPLITS:
-                rows += [(str(r["index_id"]), r["text"]) for r in load_hub(HUB_ID, code, split)]
+            for split in self.splits:
+                rows += [(str(r["index_id"]), r["text"]) for r in load_hub(HUB_ID, code, HUB_SPLITS[split])]
         else:
-            for split in SPLITS:
+            for split in self.splits:
                 path = Path(data_dir) / "flores_sib200" / "annotated" / code / f"{split}.tsv"
                 if not path.is_file():
                     raise missing_file(path, f"FLORES/SIB-200 {lang}", HUB_ID)

@@ -46,3 +46,11 @@ def test_bad_counts_are_refused():
         parse_settings("shortgpt", {"n_layers": 1, "fraction": 0.5})
     with pytest.raises(ValueError, match="remove 2 of 2 layers"):
         apply_method(model("llama"), tokenizer(), "shortgpt", {"n_layers": 2} | FAST)
+
+
+def test_lists_of_token_ids_are_not_taken_for_per_layer_lists():
+    m = model("llama")  # two layers and two eos ids: same length, not per layer
+    m.config.eos_token_id = [2, 1]
+    outcome, _ = apply_method(m, tokenizer(), "shortgpt", {"n_layers": 1} | FAST)
+    assert outcome.model.config.num_hidden_layers == 1
+    assert outcome.model.config.eos_token_id == [2, 1]

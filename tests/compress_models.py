@@ -38,6 +38,15 @@ def model(kind: str, seed: int = 0):
     return tiny_model(kind, seed=seed, vocab_size=len(tokenizer()))
 
 
+def block_linears(m) -> dict[str, torch.nn.Linear]:
+    """The prunable / quantisable linear layers of every block, as "block.name"."""
+    from aetheris.compress.prune import decoder_blocks, prunable_linears
+
+    return {
+        f"{i}.{n}": lin for i, b in enumerate(decoder_blocks(m)) for n, lin in prunable_linears(b).items()
+    }
+
+
 def sample_ids(n: int = 2, length: int = 12) -> torch.Tensor:
     text = ["Habari ya asubuhi, rafiki yangu.", "The weather is nice today in Paris."][:n]
     return tokenizer()(text, return_tensors="pt", padding=True).input_ids[:, :length]

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from compress_models import FAST, MODELS, model, tokenizer
+from compress_models import FAST, MODELS, model, sample_ids, tokenizer
 
 from aetheris.compress import apply_method
 from aetheris.compress.calibration import calibration_batch
 from aetheris.compress.prune import decoder_blocks
 from aetheris.compress.registry import parse_settings
-from aetheris.compress.shortgpt import block_influence_of
+from aetheris.compress.shortgpt import block_influence_of, remove_blocks
 from aetheris.distill.calibration import influence_scores
 
 
@@ -46,3 +46,22 @@ def test_bad_counts_are_refused():
         parse_settings("shortgpt", {"n_layers": 1, "fraction": 0.5})
     with pytest.raises(ValueError, match="remove 2 of 2 layers"):
         apply_method(model("llama"), tokenizer(), "shortgpt", {"n_layers": 2} | FAST)
+
+
+def test_lists_of_token_ids_are_not_taken_for_per_layer_lists():
+    m = model("llama")  # two layers and two eos ids: same length, not per layer
+    m.config.eos_token_id = [2, 1]
+    outcome, _ = apply_method(m, tokenizer(), "shortgpt", {"n_layers": 1} | FAST)
+    assert outcome.model.config.num_hidden_layers == 1
+    assert outcome.model.config.eos_token_id == [2, 1]
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "gpt_neox"])
+def test_first_block_removed_the_cache_still_matches_a_full_forward(kind):
+    """Removing block 0 renumbers every other: each attention must write its new cache slot."""
+    short = remove_blocks(model(kind), [0])
+    ids = sample_ids(1, 8)
+    with torch.no_grad():
+        cached = short.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True)
+        full = short.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, full)

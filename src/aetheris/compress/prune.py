@@ -68,12 +68,19 @@ def prune_by_score(weight: torch.Tensor, score: torch.Tensor, settings: Sparsity
 PruneFn = Callable[[torch.Tensor, LinearStats | None, SparsitySettings], torch.Tensor]
 
 
+def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(dotted name, ModuleList) of the residual blocks: an Aetheris student's `model.layers`, or the
+    decoder layers `teacher_layers` finds in any supported HF family (`gpt_neox.layers`, ...)."""
+    if getattr(model.config, "model_type", "") == "aetheris":
+        return "model.layers", model.model.layers
+    from aetheris.teacher.introspect import teacher_layers
+
+    name = teacher_layers(model)[0].name.rsplit(".", 1)[0]
+    return name, model.get_submodule(name)
+
+
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The residual blocks of an HF decoder or an Aetheris student (`model.model.layers`)."""
-    blocks = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(blocks, nn.ModuleList):
-        raise ValueError(f"{type(model).__name__}: no decoder blocks at model.model.layers")
-    return blocks
+    return block_list(model)[1]
 
 
 def prunable_linears(block: nn.Module) -> dict[str, nn.Linear]:

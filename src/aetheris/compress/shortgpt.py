@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from aetheris.compress.calibration import CalibrationSettings, calibration_batch
-from aetheris.compress.prune import CAPTURE_BATCH, decoder_blocks
+from aetheris.compress.prune import CAPTURE_BATCH, block_list, decoder_blocks
 from aetheris.compress.registry import CompressionMethod, Outcome
 from aetheris.distill.calibration import influence_scores
 
@@ -44,6 +44,10 @@ def block_influence_of(model: nn.Module, input_ids: torch.Tensor) -> list[float]
     return (total / input_ids.shape[0]).tolist()
 
 
+# Lists that may have num_hidden_layers entries by chance (two eos ids, a 2-layer model).
+NOT_PER_LAYER = {"architectures", "bos_token_id", "eos_token_id", "pad_token_id"}
+
+
 def _shorter_config(config, keep: list[int], n_layers: int):
     config = copy.deepcopy(config)
     if getattr(config, "model_type", "") == "aetheris":
@@ -54,20 +58,23 @@ def _shorter_config(config, keep: list[int], n_layers: int):
         config.layout = "".join(config.layout[i] for i in keep)
     else:
         for key, value in list(vars(config).items()):  # per-layer lists, e.g. layer_types
-            if isinstance(value, list) and len(value) == n_layers:
+            if isinstance(value, list) and len(value) == n_layers and key not in NOT_PER_LAYER:
                 setattr(config, key, [value[i] for i in keep])
     config.num_hidden_layers = len(keep)
     return config
 
 
 def remove_blocks(model: nn.Module, drop: list[int]) -> nn.Module:
-    """A new model of the same class without the blocks in `drop`, every other weight unchanged."""
-    n = len(decoder_blocks(model))
+    """A new model of the same class without the blocks in `drop`, every other weight unchanged.
+    Built from the shorter config, so each kept layer (and its attention's `layer_idx`, the cache
+    slot it writes) is numbered by its new position."""
+    prefix, blocks = block_list(model)
+    n = len(blocks)
     keep = [i for i in range(n) if i not in set(drop)]
     new_index = {old: new for new, old in enumerate(keep)}
     state = {}
     for key, value in model.state_dict().items():
-        match = re.match(r"(model\.layers\.)(\d+)(\..*)", key)
+        match = re.match(rf"({re.escape(prefix)}\.)(\d+)(\..*)", key)
         if match is None:
             state[key] = value
         elif int(match[2]) in new_index:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from bench_decode import cache_bytes
 from common import machine
 from transformers import AutoModelForCausalLM, DynamicCache
 
@@ -105,15 +106,6 @@ def flores(model_dir: str, name: str, langs: list[str], sentences: int, dtype: s
     return {"bits_per_byte": per_lang, "mean_bits_per_byte": statistics.mean(per_lang.values())}
 
 
-def _cache_bytes(cache) -> int:
-    total = 0
-    for layer in cache.layers:
-        ts = [getattr(layer, "keys", None), getattr(layer, "values", None)]
-        ts += list(getattr(layer, "conv_states", {}).values()) + list(getattr(layer, "recurrent_states", {}).values())
-        total += sum(t.numel() * t.element_size() for t in ts if isinstance(t, torch.Tensor))
-    return total
-
-
 @torch.inference_mode()
 def decode(model, n: int, steps: int, real_prefill: bool) -> dict:
     """ms/token of greedy steps after an n-token context, and the cache's bytes. A transformer's
@@ -137,7 +129,7 @@ def decode(model, n: int, steps: int, real_prefill: bool) -> dict:
         out = model(tok, cache=cache, use_cache=True, logits_to_keep=1)
         times.append(time.perf_counter() - t0)
         tok = out.logits[:, -1:].argmax(-1)
-    return {"ms_per_token": 1e3 * statistics.median(times[1:]), "cache_bytes": _cache_bytes(cache)}
+    return {"ms_per_token": 1e3 * statistics.median(times[1:]), "cache_bytes": cache_bytes(cache)}
 
 
 def write(path: Path, record: dict) -> None:

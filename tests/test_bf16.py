@@ -9,6 +9,7 @@ Run as a script, this file is the bf16 training job the resume test starts and k
 """
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -28,9 +29,12 @@ from aetheris.distill.config import ConfigError, KDConfig, TrainConfig, parse_co
 from aetheris.distill.kd import OnlineTeacher, kd_parameters, kd_step
 from aetheris.distill.losses import KDObjective, TeacherTopK
 from aetheris.distill.trainer import train
+from aetheris.eval.lm import HFLM
+from aetheris.eval.tasks.flores import FloresBPB
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
+from eval_tiny import data_dir, save_tiny_model, tiny_llama, tiny_tokenizer, training_text  # noqa: E402
 from tiny_teachers import tiny_model  # noqa: E402
 
 BF16_EPS = 2.0**-8
@@ -247,6 +251,42 @@ def test_config_bf16_takes_auto_true_false_and_rejects_the_rest():
     run["train"]["kd"]["bf16"] = "sometimes"
     with pytest.raises(ConfigError, match=r"train\.kd\.bf16"):
         parse_config(run, "run.yaml")
+
+
+def _bpb(lm: HFLM, items: list) -> float:
+    rows = FloresBPB().score(lm, items)
+    return sum(r["bits"] for r in rows) / sum(r["bytes"] for r in rows)
+
+
+@pytest.mark.parametrize("arch", ["llama", "aetheris"])
+def test_bf16_eval_bits_per_byte_stay_within_bf16_precision_of_fp32(arch):
+    root = data_dir()
+    tok = tiny_tokenizer(training_text(root))
+    if arch == "llama":
+        model = tiny_llama(tok)
+    else:
+        torch.manual_seed(0)
+        model = AetherisForCausalLM(AetherisConfig(
+            vocab_size=len(tok), hidden_size=64, layout="SMSM", num_attention_heads=4, num_key_value_heads=2,
+            moe_intermediate_size=32, ssm_chunk_size=8, initializer_range=0.3,
+        )).eval()  # fmt: skip
+    items = FloresBPB().load("sw", root, 8)
+    fp32 = _bpb(HFLM(model, tok, batch_size=4), items)
+    bf16 = _bpb(HFLM(copy.deepcopy(model).to(torch.bfloat16), tok, batch_size=4), items)
+    # bf16 logits carry ~eps relative error each; the fp32 log-softmax and the mean over a few
+    # thousand bytes keep bits/byte within a few eps of fp32.
+    assert bf16 == pytest.approx(fp32, rel=4 * BF16_EPS) and bf16 != fp32, (fp32, bf16)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_eval_dtype_native_is_bf16_only_where_the_hardware_has_it(tmp_path, monkeypatch, native):
+    import aetheris.precision as precision
+
+    monkeypatch.setattr(precision, "bf16_support", lambda device: (native, "test"))
+    path = save_tiny_model(tmp_path / "m", data_dir())
+    lm = HFLM.load(str(path), dtype="native")
+    assert next(lm.model.parameters()).dtype == (torch.bfloat16 if native else torch.float32)
+    assert len(lm.generate(["Habari"], stop=[], max_new_tokens=2)) == 1  # generation runs in it too
 
 
 if __name__ == "__main__":

@@ -35,19 +35,11 @@ from aetheris.eval.tasks.flores import FloresBPB
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 from eval_tiny import data_dir, save_tiny_model, tiny_llama, tiny_tokenizer, training_text  # noqa: E402
+from test_distill_trainer import one_thread  # noqa: E402, F401 - autouse: one thread, one reduction order
 from tiny_teachers import tiny_model  # noqa: E402
 
 BF16_EPS = 2.0**-8
 VOCAB, LENGTH = 256, 16
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices on a shared machine; one thread also makes every run reduce in the same order.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_student() -> AetherisForCausalLM:

@@ -314,6 +314,8 @@ def main() -> None:
                     "online and cached (overrides --configs)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--work-dir", help="default: a temporary folder, removed at the end")
+    ap.add_argument("--summarise", action="store_true", help="run nothing: summarise the rounds the children "
+                    "of an earlier run (same settings, --work-dir) completed")
     ap.add_argument("--out", help="write the JSON results here")
     ap.add_argument("--child", choices=["prep", "train"], help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)
@@ -334,6 +336,8 @@ def main() -> None:
     try:
         cfg = run_config(args, work)
         text = json.dumps(cfg, indent=1)
+        if args.summarise and not ((work / "prep.json").exists() and (work / "run.json").read_text() == text):
+            raise SystemExit(f"--summarise: {work} holds no prepared run with these settings")
         if (work / "prep.json").exists() and (work / "run.json").read_text() == text:
             print(f"work dir {work}: reusing its student, rows and top-k cache (same run config)")
             prep = json.loads((work / "prep.json").read_text())
@@ -351,6 +355,10 @@ def main() -> None:
         for rnd in range(args.rounds):
             order = args.configs if rnd % 2 == 0 else args.configs[::-1]
             for name in order:
+                if args.summarise:  # the children's saved results only
+                    if (saved := work / f"result-{name}-r{rnd}.json").exists():
+                        results[name].append({"child_peak_rss_mb": None, **json.loads(saved.read_text())})
+                    continue
                 argv = ["--child", "train", "--work-dir", str(work), "--name", name, "--round", str(rnd)]
                 if args.no_profile:
                     argv.append("--no-profile")
@@ -368,6 +376,8 @@ def main() -> None:
 
     summary = {}
     for name, runs in results.items():
+        if not runs:
+            continue
         timed = [s for r in runs for s in r["step_s"][args.warmup :]]
         med = statistics.median(timed)
         summary[name] = {
@@ -377,7 +387,8 @@ def main() -> None:
             "round_medians_s": [statistics.median(r["step_s"][args.warmup :]) for r in runs],
             "tokens_per_s": runs[0]["tokens_per_step"] / med,
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "child_peak_rss_mb": max(r["child_peak_rss_mb"] for r in runs),
+            "child_peak_rss_mb": max(r["child_peak_rss_mb"] or 0 for r in runs),
+            "rounds": len(runs),
             "teacher_loaded": runs[0]["teacher_loaded"],
             "profile": next((r["profile"] for r in runs if "profile" in r), None),
         }
@@ -397,7 +408,8 @@ def main() -> None:
           f"({prep['student_parameters'] / 1e6:.1f}M parameters, experts {cfg['student']['experts']}, "
           f"overrides {cfg['student']['overrides']}); seq_len {args.seq_len}, batch {args.batch_size}; "
           f"KD T={kd['temperature']} alpha={kd['alpha']} chunk {kd['chunk_size']} top-k {kd['top_k']}; "
-          f"{args.steps} timed steps after {args.warmup} warmup x {args.rounds} round(s)")  # fmt: skip
+          f"{args.steps} timed steps after {args.warmup} warmup x {min(s['rounds'] for s in summary.values())}"
+          f"-{max(s['rounds'] for s in summary.values())} round(s)")  # fmt: skip
     print(table(["config", "tokens/s", "step (s, median)", "step range (s)", "peak RSS (MB)",
                  "tokens/s vs online (x)"], rows))  # fmt: skip
     print(f"\ntop-k cache build (one-off, not in the rows above): {prep['cache_tokens']} tokens in "

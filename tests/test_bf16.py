@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from aetheris import AetherisConfig, AetherisForCausalLM
 from aetheris.distill.checkpoint import find_last_checkpoint
 from aetheris.distill.config import ConfigError, KDConfig, TrainConfig, parse_config
-from aetheris.distill.kd import OnlineTeacher, kd_parameters, kd_step
+from aetheris.distill.kd import CachedTeacher, OnlineTeacher, kd_parameters, kd_step
 from aetheris.distill.losses import KDObjective, TeacherTopK
+from aetheris.distill.topk_cache import TopKCache, build_topk_cache
 from aetheris.distill.trainer import train
 from aetheris.eval.lm import HFLM
 from aetheris.eval.tasks.flores import FloresBPB
@@ -58,16 +59,24 @@ class Rows(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(LENGTH, dtype=torch.long)}
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(LENGTH, dtype=torch.long),
+                "row_id": torch.tensor(i)}  # fmt: skip
 
 
-def teacher_fn(form: str):
+def teacher_fn(form: str, cache_dir: Path | None = None):
     model = tiny_model("llama", seed=1)  # untied head
     with torch.no_grad():
         model.lm_head.weight.mul_(20)  # a random init is near uniform: sharpen it, so that KD has work
     online = OnlineTeacher(model)
     if form == "online":
         return online
+    if form == "cache":  # the pipeline's float16 top-k cache, read under autocast
+        key = dict(teacher_id="tiny", k=16, temperature=1.0, seq_len=LENGTH, tokenizer_hash="-")
+        rows = Rows(2)
+        batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
+                    "row_ids": r["row_id"][None]} for r in (rows[i] for i in range(len(rows))))  # fmt: skip
+        build_topk_cache(model, batches, cache_dir, total_rows=len(rows), dtype=torch.float16, **key)
+        return CachedTeacher(TopKCache(cache_dir, **key))
 
     def topk(batch):  # the cache's form (softened top-k log-probs), made here instead of on disk
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
@@ -100,9 +109,9 @@ def metric(out: Path, key: str = "loss") -> dict[int, float]:
     return {r["step"]: r[key] for r in rows}
 
 
-@pytest.mark.parametrize("form", ["online", "topk"])
+@pytest.mark.parametrize("form", ["online", "topk", "cache"])
 def test_kd_steps_in_bf16_track_fp32(tmp_path, form):
-    teacher = teacher_fn(form)
+    teacher = teacher_fn(form, tmp_path / "cache")
     seen: list[bool] = []
     fp32, bf16 = tiny_student(), tiny_student()
     # Two rows, batch 2: every step sees the same batch, so the losses fall step by step.

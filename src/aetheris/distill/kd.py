@@ -96,7 +96,9 @@ class CachedTeacher:
         self.cache = cache
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherTopK:
-        return TeacherTopK(*self.cache.lookup(batch["row_id"]))
+        # Reading is no compute: CPU autocast has no rule for the cache's float16 (torch.cat fails).
+        with torch.autocast(batch["input_ids"].device.type, enabled=False):
+            return TeacherTopK(*self.cache.lookup(batch["row_id"]))
 
 
 def topk_cache_key(cfg: RunConfig, tokenizer_hash: str, rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:

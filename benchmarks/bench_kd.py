@@ -314,6 +314,7 @@ def main() -> None:
                     "online and cached (overrides --configs)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--work-dir", help="default: a temporary folder, removed at the end")
+    ap.add_argument("--start-round", type=int, default=0, help="with --work-dir: add rounds to an earlier run's")
     ap.add_argument("--summarise", action="store_true", help="run nothing: summarise the rounds the children "
                     "of an earlier run (same settings, --work-dir) completed")
     ap.add_argument("--out", help="write the JSON results here")
@@ -352,7 +353,7 @@ def main() -> None:
             prep.update(child_peak_rss_mb=prep_rss, child_wall_s=prep_wall)
             (work / "prep.json").write_text(json.dumps(prep, indent=1))
         results: dict[str, list[dict]] = {name: [] for name in args.configs}
-        for rnd in range(args.rounds):
+        for rnd in range(args.start_round, args.rounds):
             order = args.configs if rnd % 2 == 0 else args.configs[::-1]
             for name in order:
                 if args.summarise:  # the children's saved results only

@@ -3,7 +3,10 @@
 Configurations side by side: the teacher run online every step vs its top-k log-probs read
 from the pipeline's cache (`TopKCache`), each with and without gradient checkpointing on the
 student, and (`*-ckptloss`) with the loss's chunks checkpointed instead of fused
-(`kd.fused_loss: false`, the plain reference the fused loss is tested against). Every training
+(`kd.fused_loss: false`, the plain reference the fused loss is tested against), and in bf16
+(`*+bf16`: `train.kd.bf16: true`, the online teacher loaded as `teacher.dtype: bfloat16`;
+`*+bf16+frozen`: also `kd.freeze_embeddings`). `--precision` runs fp32 vs bf16 vs bf16+frozen
+head, online and cached, in one run, and prints the CPU flags that decide bf16. Every training
 step is what `aetheris distill --stage kd` does: `aetheris.distill.kd.kd_step` with the run
 config's objective and an `OnlineTeacher` or a `CachedTeacher` (the cache built and keyed as the
 pipeline does, `build_run_cache` + `topk_cache_key`), the training loop `trainer.train` (the
@@ -26,6 +29,7 @@ backward / student backward / optimizer.
 
     cd benchmarks && python bench_kd.py [--seq-len 512] [--batch-size 1] [--steps 4] [--warmup 1]
         [--rounds 2] [--layout SMSMSMSMSMSM] [--top-k 64] [--configs online cached ...] [--out kd.json]
+    python bench_kd.py --precision --seq-len 256 --steps 2 --rounds 2 --out results/kd_bf16.json
 
 The run config (KD temperature, alpha, chunk size, student overrides, lr) comes from --config
 (default configs/demo.yaml, the CPU recipe on this teacher); the flags override it. With
@@ -48,7 +52,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -56,17 +62,31 @@ from common import machine, table
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from aetheris.distill.config import parse_config
+from aetheris.precision import cpu_summary
 
 HERE = Path(__file__).resolve()
-CONFIGS = {  # name -> (mode, gradient checkpointing, kd.fused_loss)
-    "online": ("online", False, True),
-    "online+gc": ("online", True, True),
-    "cached": ("cached", False, True),
-    "cached+gc": ("cached", True, True),
+class Setup(NamedTuple):
+    mode: str  # online | cached
+    gc: bool = False  # gradient checkpointing on the student body
+    fused: bool = True  # kd.fused_loss
+    bf16: bool = False  # train.kd.bf16 (autocast); online, the teacher is loaded in bfloat16 too
+    frozen: bool = False  # kd.freeze_embeddings: the tied head gets no gradient product
+
+
+CONFIGS = {
+    "online": Setup("online"),
+    "online+gc": Setup("online", gc=True),
+    "cached": Setup("cached"),
+    "cached+gc": Setup("cached", gc=True),
     # the loss as it was before kd.fused_loss: chunks under checkpoint, logits recomputed in backward
-    "online-ckptloss": ("online", False, False),
-    "cached-ckptloss": ("cached", False, False),
+    "online-ckptloss": Setup("online", fused=False),
+    "cached-ckptloss": Setup("cached", fused=False),
+    "online+bf16": Setup("online", bf16=True),
+    "cached+bf16": Setup("cached", bf16=True),
+    "online+bf16+frozen": Setup("online", bf16=True, frozen=True),
+    "cached+bf16+frozen": Setup("cached", bf16=True, frozen=True),
 }
+PRECISION_CONFIGS = ["online", "cached", "online+bf16", "cached+bf16", "online+bf16+frozen", "cached+bf16+frozen"]
 PHASES = ("teacher", "student_fwd", "loss_fwd", "loss_bwd", "student_bwd", "optimizer")
 
 
@@ -118,20 +138,24 @@ def child_prep(work: Path) -> None:
     (work / "prep.json").write_text(json.dumps(out, indent=1))
 
 
-def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str) -> dict[str, float]:
+def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str, bf16: bool) -> dict[str, float]:
     """One training step cut into phases by wall clock (plus a hook on the student's last hidden
     state, whose gradient is ready when the loss's backward is done)."""
     from aetheris.distill.kd import kd_objective, student_forward
 
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     marks = [time.perf_counter()]
-    teacher_out = teacher_fn(batch)
+    with autocast:
+        teacher_out = teacher_fn(batch)
     _sync()
     marks.append(time.perf_counter())
-    s = student_forward(model, batch)
+    with autocast:
+        s = student_forward(model, batch)
     _sync()
     marks.append(time.perf_counter())
-    res = kd_objective(cfg.kd)(s.hidden, s.head, teacher_out, labels=batch["labels"],
-                               attention_mask=batch["attention_mask"], student_logit_fn=s.logit_fn)  # fmt: skip
+    with autocast:
+        res = kd_objective(cfg.kd)(s.hidden, s.head, teacher_out, labels=batch["labels"],
+                                   attention_mask=batch["attention_mask"], student_logit_fn=s.logit_fn)  # fmt: skip
     res.loss = res.loss + s.router_loss
     _sync()
     marks.append(time.perf_counter())
@@ -153,7 +177,7 @@ def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str) -> dict[s
     if mode == "online":  # the teacher's 262k-row head, made inside the loss once per chunk forward
         flat = teacher_out.hidden.reshape(-1, teacher_out.hidden.shape[-1])
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             for i in range(0, flat.shape[0], cfg.kd.chunk_size):
                 logits = (flat[i : i + cfg.kd.chunk_size] @ teacher_out.head.t()).float()
                 if teacher_out.logit_fn is not None:
@@ -164,14 +188,24 @@ def _profile_step(model, batch, teacher_fn, cfg, optimizer, mode: str) -> dict[s
 
 
 def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
-    from aetheris.distill.kd import CachedTeacher, OnlineTeacher, kd_objective, kd_step, topk_cache_key
+    from aetheris.distill.kd import (
+        CachedTeacher,
+        OnlineTeacher,
+        kd_objective,
+        kd_parameters,
+        kd_step,
+        topk_cache_key,
+    )
     from aetheris.distill.topk_cache import TopKCache
     from aetheris.distill.trainer import default_collate, train
     from aetheris.model import AetherisForCausalLM
 
-    mode, gc, fused = CONFIGS[name]
+    setup = CONFIGS[name]
+    mode, gc, fused = setup.mode, setup.gc, setup.fused
     cfg = _load_cfg(work)
-    cfg = cfg.model_copy(update={"kd": cfg.kd.model_copy(update={"fused_loss": fused})})
+    kd_cfg = cfg.kd.model_copy(update={"fused_loss": fused, "freeze_embeddings": setup.frozen})
+    teacher_cfg = cfg.teacher.model_copy(update={"dtype": "bfloat16" if setup.bf16 else cfg.teacher.dtype})
+    cfg = cfg.model_copy(update={"kd": kd_cfg, "teacher": teacher_cfg})
     prep = json.loads((work / "prep.json").read_text())
     student = AetherisForCausalLM.from_pretrained(work / "init", dtype=torch.float32)
     rows = torch.load(work / "rows.pt", weights_only=True)
@@ -211,13 +245,13 @@ def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
                 optimizers.append(optimizer)
 
     handle = register_optimizer_step_post_hook(after_step)
-    budget = cfg.train.kd.model_copy(update={"gradient_checkpointing": gc})
+    budget = cfg.train.kd.model_copy(update={"gradient_checkpointing": gc, "bf16": setup.bf16})
     out_dir = work / "runs" / f"{name}-r{rnd}"
-    train(student, rows, step_fn, budget, out_dir, stage="kd")
+    train(student, rows, step_fn, budget, out_dir, stage="kd", parameters=kd_parameters(student, cfg.kd))
     timing[0] = False
     starts = first_start + ends[:-1]
     steps = [b - a for a, b in zip(starts, ends)]
-    result = {"config": name, "round": rnd, "mode": mode, "gradient_checkpointing": gc, "fused_loss": fused,
+    result = {"config": name, "round": rnd, **setup._asdict(), "teacher_dtype": cfg.teacher.dtype,
               "teacher_loaded": teacher_loaded, "setup_s": setup_s, "step_s": steps,
               "tokens_per_step": statistics.mean(tokens) * budget.grad_accum, "peak_rss_mb": rss[-1],
               "metrics": (out_dir / "metrics.jsonl").read_text().splitlines()[-1:]}  # fmt: skip
@@ -225,7 +259,7 @@ def child_train(work: Path, name: str, rnd: int, profile: bool) -> None:
     if profile:
         batch = default_collate(rows[: budget.batch_size])
         student.train()
-        result["profile"] = _profile_step(student, batch, teacher_fn, cfg, optimizers[0], mode)
+        result["profile"] = _profile_step(student, batch, teacher_fn, cfg, optimizers[0], mode, setup.bf16)
     handle.remove()
     (work / f"result-{name}-r{rnd}.json").write_text(json.dumps(result, indent=1))
 
@@ -276,14 +310,21 @@ def main() -> None:
     ap.add_argument("--calibration-samples", type=int, default=4, help="rows for the split-expert init")
     ap.add_argument("--config", default=str(HERE.parent.parent / "configs" / "demo.yaml"))
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--precision", action="store_true", help="the fp32 / bf16 / bf16+frozen-head configurations, "
+                    "online and cached (overrides --configs)")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--work-dir", help="default: a temporary folder, removed at the end")
+    ap.add_argument("--start-round", type=int, default=0, help="with --work-dir: add rounds to an earlier run's")
+    ap.add_argument("--summarise", action="store_true", help="run nothing: summarise the rounds the children "
+                    "of an earlier run (same settings, --work-dir) completed")
     ap.add_argument("--out", help="write the JSON results here")
     ap.add_argument("--child", choices=["prep", "train"], help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)
     ap.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    if args.precision:
+        args.configs = PRECISION_CONFIGS
     if args.child == "prep":
         return child_prep(Path(args.work_dir))
     if args.child == "train":
@@ -296,6 +337,8 @@ def main() -> None:
     try:
         cfg = run_config(args, work)
         text = json.dumps(cfg, indent=1)
+        if args.summarise and not ((work / "prep.json").exists() and (work / "run.json").read_text() == text):
+            raise SystemExit(f"--summarise: {work} holds no prepared run with these settings")
         if (work / "prep.json").exists() and (work / "run.json").read_text() == text:
             print(f"work dir {work}: reusing its student, rows and top-k cache (same run config)")
             prep = json.loads((work / "prep.json").read_text())
@@ -310,9 +353,13 @@ def main() -> None:
             prep.update(child_peak_rss_mb=prep_rss, child_wall_s=prep_wall)
             (work / "prep.json").write_text(json.dumps(prep, indent=1))
         results: dict[str, list[dict]] = {name: [] for name in args.configs}
-        for rnd in range(args.rounds):
+        for rnd in range(args.start_round, args.rounds):
             order = args.configs if rnd % 2 == 0 else args.configs[::-1]
             for name in order:
+                if args.summarise:  # the children's saved results only
+                    if (saved := work / f"result-{name}-r{rnd}.json").exists():
+                        results[name].append({"child_peak_rss_mb": None, **json.loads(saved.read_text())})
+                    continue
                 argv = ["--child", "train", "--work-dir", str(work), "--name", name, "--round", str(rnd)]
                 if args.no_profile:
                     argv.append("--no-profile")
@@ -330,6 +377,8 @@ def main() -> None:
 
     summary = {}
     for name, runs in results.items():
+        if not runs:
+            continue
         timed = [s for r in runs for s in r["step_s"][args.warmup :]]
         med = statistics.median(timed)
         summary[name] = {
@@ -339,7 +388,8 @@ def main() -> None:
             "round_medians_s": [statistics.median(r["step_s"][args.warmup :]) for r in runs],
             "tokens_per_s": runs[0]["tokens_per_step"] / med,
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "child_peak_rss_mb": max(r["child_peak_rss_mb"] for r in runs),
+            "child_peak_rss_mb": max(r["child_peak_rss_mb"] or 0 for r in runs),
+            "rounds": len(runs),
             "teacher_loaded": runs[0]["teacher_loaded"],
             "profile": next((r["profile"] for r in runs if "profile" in r), None),
         }
@@ -354,11 +404,13 @@ def main() -> None:
     kd = cfg["kd"]
     print()
     print(machine())
+    print(cpu_summary())
     print(f"teacher {cfg['teacher']['name']} ({cfg['teacher']['dtype']}); student layout {args.layout} "
           f"({prep['student_parameters'] / 1e6:.1f}M parameters, experts {cfg['student']['experts']}, "
           f"overrides {cfg['student']['overrides']}); seq_len {args.seq_len}, batch {args.batch_size}; "
           f"KD T={kd['temperature']} alpha={kd['alpha']} chunk {kd['chunk_size']} top-k {kd['top_k']}; "
-          f"{args.steps} timed steps after {args.warmup} warmup x {args.rounds} round(s)")  # fmt: skip
+          f"{args.steps} timed steps after {args.warmup} warmup x {min(s['rounds'] for s in summary.values())}"
+          f"-{max(s['rounds'] for s in summary.values())} round(s)")  # fmt: skip
     print(table(["config", "tokens/s", "step (s, median)", "step range (s)", "peak RSS (MB)",
                  "tokens/s vs online (x)"], rows))  # fmt: skip
     print(f"\ntop-k cache build (one-off, not in the rows above): {prep['cache_tokens']} tokens in "
@@ -372,13 +424,19 @@ def main() -> None:
                   f"with the cache build paid in one epoch: {amortised / on:.2f}x")  # fmt: skip
 
     for mode in ("online", "cached"):
+        for variant in ("+bf16", "+bf16+frozen"):
+            if mode in summary and f"{mode}{variant}" in summary:
+                r = summary[f"{mode}{variant}"]["tokens_per_s"] / summary[mode]["tokens_per_s"]
+                m = summary[f"{mode}{variant}"]["peak_rss_mb"] / summary[mode]["peak_rss_mb"]
+                print(f"{mode}{variant} vs {mode} (fused fp32): {r:.2f}x tokens/s (AMX target >= 3x), "
+                      f"{m:.2f}x peak RSS")  # fmt: skip
         if mode in summary and f"{mode}-ckptloss" in summary:
             r = summary[mode]["tokens_per_s"] / summary[f"{mode}-ckptloss"]["tokens_per_s"]
             print(f"{mode}: fused loss vs checkpointed loss chunks: {r:.2f}x tokens/s")
 
     pct = lambda x, total: f"{100 * x / total:.0f}%"
     # the teacher's head runs inside the loss: once per chunk fused, twice checkpointed (recompute)
-    heads = {name: 1 if CONFIGS[name][2] else 2 for name in summary}
+    heads = {name: 1 if CONFIGS[name].fused else 2 for name in summary}
     prof = [[name, s["profile"]["total"], *(pct(s["profile"][p], s["profile"]["total"]) for p in PHASES),
              pct(heads[name] * s["profile"].get("teacher_head_once", 0), s["profile"]["total"])]
             for name, s in summary.items() if s["profile"]]  # fmt: skip
@@ -387,7 +445,7 @@ def main() -> None:
               "heads; fused, the head gradients are taken in loss_fwd; online, the teacher's head runs "
               "inside the loss, ≈ the last column):")  # fmt: skip
         print(table(["config", "step (s)", *PHASES, "teacher head in loss"], prof))
-    out = {"bench": "kd", "machine": machine(), "args": {k: v for k, v in vars(args).items() if k not in
+    out = {"bench": "kd", "machine": machine(), "cpu": cpu_summary(), "args": {k: v for k, v in vars(args).items() if k not in
            ("child", "name", "round")}, "run_config": cfg, "prep": prep, "results": summary,
            "runs": {n: [{k: v for k, v in r.items() if k != "profile"} for r in rs] for n, rs in results.items()}}  # fmt: skip
     print(json.dumps({"bench": "kd", "results": {n: {k: s[k] for k in ("tokens_per_s", "peak_rss_mb", "vs_online")}

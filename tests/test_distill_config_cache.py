@@ -31,7 +31,7 @@ def test_shipped_configs_validate(name):
 
 def test_shipped_configs_say_what_they_are_for():
     demo, aya = load_config(CONFIGS / "demo.yaml"), load_config(CONFIGS / "tiny-aya.yaml")
-    assert demo.teacher.name == "gemma3-270m" and not demo.train.kd.bf16
+    assert demo.teacher.name == "gemma3-270m" and demo.train.kd.bf16 == "auto"
     assert aya.teacher.name == "CohereLabs/tiny-aya-global" and aya.train.kd.bf16 and aya.teacher.dtype == "bfloat16"
     assert aya.train.kd.steps >= 100 * demo.train.kd.steps
 

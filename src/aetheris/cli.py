@@ -15,6 +15,8 @@ from aetheris.eval.tasks import TASKS
 from aetheris.languages import print_table as _languages_table
 from aetheris.teacher.embedded import EMBEDDED_TEACHERS
 
+EVAL_DTYPES = ("auto", "native", "float32", "bfloat16", "float16")
+
 
 class _OneLineErrors(TyperGroup):
     """Every subcommand runs inside `invoke`: a UserError raised anywhere below ends as one line
@@ -170,7 +172,10 @@ def eval_cmd(
     out: str = typer.Option("results", help="Output folder: one JSON per model, plus cache/."),
     batch_size: int = typer.Option(8, help="Sequences per forward pass."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    dtype: str = typer.Option(
+        "auto", help="auto (the checkpoint's own), native (bfloat16 where the CPU/GPU has it, else float32), "
+        "float32, bfloat16 or float16."
+    ),
     chat_template: bool = typer.Option(False, help="Chat-format generative prompts."),
     max_new_tokens: int = typer.Option(None, help="Override generative tasks' token budget."),
 ) -> None:
@@ -183,6 +188,8 @@ def eval_cmd(
     for model in models:  # every name checked before the first model loads
         resolve_model(model)
     _check_device(device)
+    if dtype not in EVAL_DTYPES:
+        raise BadValueError(f"--dtype {dtype!r}: expected one of {', '.join(EVAL_DTYPES)}")
     data = data_dir or os.environ.get("AETHERIS_DATA_DIR")
     if data and not Path(data).is_dir():
         given = "--data-dir" if data_dir else "$AETHERIS_DATA_DIR"

@@ -99,6 +99,9 @@ class KDConfig(_Strict):
     cache_dir: Path | None = Field(None, description="top-k cache folder; default <output_dir>/topk-cache")
     cache_dtype: Literal[DTYPES] = Field("float16", description="dtype of the cached top-k log-probs on disk")
     held_out_rows: int = Field(8, gt=0, description="held-out rows the KL before/after KD is measured on")
+    freeze_embeddings: bool = Field(
+        False, description="keep the tied embedding/head fixed during KD (skips the head-gradient product)"
+    )
 
 
 class SFTConfig(_Strict):
@@ -135,7 +138,10 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(0, ge=0)
     clip: float | None = Field(1.0, gt=0, description="max gradient norm; null = no clipping")
     gradient_checkpointing: bool = False
-    bf16: bool = False
+    # auto: on where the hardware computes bf16 natively (precision.py reads the CPU flags / GPU);
+    # false by default so that existing configs keep their fp32 numbers. Weights, optimizer state
+    # and the loss's softmax/KL stay fp32 either way (autocast covers the matrix products only).
+    bf16: Literal["auto"] | bool = Field(False, description="bf16 autocast: auto (where native), true or false")
     checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
     keep_checkpoints: int = Field(2, gt=0)
     seed: int = 0

@@ -23,6 +23,7 @@ from aetheris.distill.losses import (
     TeacherHidden,
     TeacherSignal,
     TeacherTopK,
+    compute_dtype,
     logit_transform,
 )
 from aetheris.distill.topk_cache import TopKCache, build_topk_cache, rows_fingerprint
@@ -84,7 +85,8 @@ class OnlineTeacher:
         with torch.no_grad():
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              output_hidden_states=True, logits_to_keep=NO_LOGITS)  # fmt: skip
-        return TeacherHidden(out.hidden_states[-1], self.head, self.logit_fn)
+        # Under bf16 autocast an fp32 head would be cast again in every chunk: cast it once per batch.
+        return TeacherHidden(out.hidden_states[-1], self.head.to(compute_dtype(self.head)), self.logit_fn)
 
 
 class CachedTeacher:
@@ -94,7 +96,9 @@ class CachedTeacher:
         self.cache = cache
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherTopK:
-        return TeacherTopK(*self.cache.lookup(batch["row_id"]))
+        # Reading is no compute: CPU autocast has no rule for the cache's float16 (torch.cat fails).
+        with torch.autocast(batch["input_ids"].device.type, enabled=False):
+            return TeacherTopK(*self.cache.lookup(batch["row_id"]))
 
 
 def topk_cache_key(cfg: RunConfig, tokenizer_hash: str, rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
@@ -112,6 +116,15 @@ def build_run_cache(teacher: torch.nn.Module, rows: Sequence[dict[str, torch.Ten
     dtype = getattr(torch, cfg.kd.cache_dtype)
     build_topk_cache(teacher, batches, path, total_rows=len(rows), dtype=dtype, **key)
     return TopKCache(path, **key)
+
+
+def kd_parameters(student: torch.nn.Module, kd: KDConfig) -> list[torch.nn.Parameter] | None:
+    """What KD trains: everything (None), or all but the (tied) embedding and head when
+    `kd.freeze_embeddings`; the fused loss then skips the head's gradient product."""
+    if not kd.freeze_embeddings:
+        return None
+    frozen = {id(student.get_input_embeddings().weight), id(student.get_output_embeddings().weight)}
+    return [p for p in student.parameters() if id(p) not in frozen]
 
 
 def kd_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], teacher: TeacherFn,

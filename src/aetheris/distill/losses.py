@@ -84,6 +84,12 @@ def counted_positions(
     return idx, None if targets is None else targets[idx]
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype `t`'s matrix products run in here: autocast's where it is on, else `t`'s own."""
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else t.dtype
+
+
 def _logits(h: torch.Tensor, head: torch.Tensor, fn: LogitFn | None) -> torch.Tensor:
     logits = (h @ head.t()).float()
     return fn(logits) if fn is not None else logits
@@ -227,22 +233,26 @@ class _FusedHeadLoss(torch.autograd.Function):
         grad_head = torch.zeros_like(head, dtype=torch.float32) if need_head else None
         rows = h.new_zeros(n_rows, 2, dtype=torch.float32)
         loss = h.new_zeros((), dtype=torch.float32)
+        # All three products in the compute dtype, made explicit: the in-place addmm_ below is not
+        # autocast, and autocast would cast a frozen head (no weight cache) again in every chunk.
+        cdt = compute_dtype(head)
+        head_c = head.to(cdt)
         for c in chunks:
-            hc = h[c.sl]
+            hc = h[c.sl].to(cdt)
             with torch.enable_grad():
-                raw = _logits(hc, head, None).requires_grad_()
+                raw = _logits(hc, head_c, None).requires_grad_()  # fp32: softmax, KL, CE stay fp32
                 part = _chunk_terms(raw, c, *loss_args)
                 weighted = (part * c.weights).sum()
                 (g,) = torch.autograd.grad(weighted, raw)
             rows.index_add_(0, c.rows, part.detach())
             loss += weighted.detach()
-            g = g.to(head.dtype)
+            g = g.to(cdt)
             if need_h:
-                grad_h[c.sl] = g @ head
-            if need_head and head.dtype == torch.float32:
+                grad_h[c.sl] = g @ head_c
+            if need_head and cdt == torch.float32:
                 grad_head.addmm_(g.t(), hc)  # in place: 2x faster on CPU than adding a product
             elif need_head:
-                grad_head.add_(g.t() @ hc)
+                grad_head.add_(g.t() @ hc)  # bf16 product, fp32 sum over chunks
         ctx.save_for_backward(grad_h, grad_head)
         ctx.head_dtype = head.dtype
         ctx.mark_non_differentiable(rows)

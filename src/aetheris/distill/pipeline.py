@@ -36,6 +36,7 @@ from aetheris.distill.kd import (
     build_run_cache,
     held_out_kl,
     kd_objective,
+    kd_parameters,
     kd_step,
     topk_cache_key,
 )
@@ -201,7 +202,8 @@ def stage_kd(run: Run) -> Path:
         return {"loss": res.loss, "kl": res.kl, "ce": res.ce}
 
     started = time.perf_counter()
-    train(student, rows, step_fn, budget, run.out / "runs" / "kd", resume=run.resume, stage="kd")
+    train(student, rows, step_fn, budget, run.out / "runs" / "kd", resume=run.resume, stage="kd",
+          parameters=kd_parameters(student, cfg.kd))
     after = held_out_kl(student, held_out, online, objective)
     tokens = int(sum(int(r["attention_mask"].sum()) for r in rows))
     note = {"held_out_kl_before": before, "held_out_kl_after": after, "held_out_rows": len(held_out),

@@ -20,6 +20,7 @@ needs only the step index.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ from aetheris.distill.checkpoint import (
 )
 from aetheris.distill.metrics import MetricsLog, Throughput, progress_bar, scalar
 from aetheris.distill.optim import build_optimizer, build_scheduler
+from aetheris.precision import cpu_summary, resolve_bf16
 
 if TYPE_CHECKING:  # config.py imports align.py, which imports this module
     from aetheris.distill.config import TrainConfig
 
+logger = logging.getLogger(__name__)
 StepFn = Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]]
 Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
@@ -85,8 +88,10 @@ def default_collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _accelerator(cfg: TrainConfig) -> Accelerator:
-    precision = "bf16" if cfg.bf16 else "no"
+def _accelerator(cfg: TrainConfig, stage: str = "train") -> Accelerator:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = "bf16" if resolve_bf16(cfg.bf16, device, stage) else "no"
+    logger.info("%s: mixed precision %s on %s", stage, precision, cpu_summary() if device == "cpu" else device)
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         # A later stage in the same process with another precision: accelerate keeps one global
         # state; drop it (the process group, held by PartialState, stays).
@@ -190,7 +195,7 @@ def train(
     output_dir = Path(output_dir)
     if len(dataset) == 0:
         raise ValueError("train: the dataset is empty")
-    acc = accelerator or _accelerator(cfg)
+    acc = accelerator or _accelerator(cfg, stage)
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         _enable_gradient_checkpointing(model)

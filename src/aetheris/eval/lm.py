@@ -48,10 +48,16 @@ class HFLM:
         dtype: str = "auto",
         chat_template: bool = False,
     ) -> HFLM:
-        """Load a causal LM by any model name: embedded teacher, folder, .gguf file or hub id."""
+        """Load a causal LM by any model name: embedded teacher, folder, .gguf file or hub id.
+
+        dtype: `auto` = the checkpoint's own (what torchao-quantised folders need), `native` =
+        bfloat16 where `device` computes it natively (CPU flags, GPU) else float32, or a dtype name.
+        Log-softmax runs on fp32 logits either way; generation uses the same model.
+        """
         from aetheris.errors import BadValueError
         from aetheris.teacher.load import load_teacher
 
+        dtype = native_dtype(device) if dtype == "native" else dtype
         loaded = load_teacher(name_or_path, dtype=dtype)
         if loaded.tokenizer is None:
             raise BadValueError(f"model {name_or_path}: no tokenizer found; evaluation needs one")
@@ -206,6 +212,13 @@ class HFLM:
                 text = tok.decode(gen[b, width:], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, stop)
         return out
+
+
+def native_dtype(device: str) -> str:
+    """bfloat16 where `device` has native bf16 compute, else float32 (the decision is logged)."""
+    from aetheris.precision import resolve_bf16
+
+    return "bfloat16" if resolve_bf16("auto", device, "eval") else "float32"
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

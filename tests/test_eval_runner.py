@@ -111,3 +111,15 @@ def test_cli_end_to_end(tmp_path):
         app, ["eval", str(model), "--tasks", "xcopa", "--langs", "sww", "--out", str(out)]
     )
     assert bad.exit_code == 2 and "close matches" in bad.output
+
+
+def test_items_cached_in_one_dtype_are_not_reused_by_another(tmp_path):
+    from aetheris.eval.runner import run as run_models
+
+    model = str(save_tiny_model(tmp_path / "tiny", data_dir()))
+    kw = dict(langs=["sw"], data_dir=data_dir(), limit=2, batch_size=2)
+    run_models([model], ["flores_bpb"], tmp_path / "out", dtype="float32", **kw)
+    run_models([model], ["flores_bpb"], tmp_path / "out", dtype="bfloat16", **kw)
+    # one cache file per (task, settings): bf16 scored its own items instead of reading fp32's
+    caches = sorted((tmp_path / "out" / "cache").rglob("*.jsonl"))
+    assert len(caches) == 2 and all(len(ItemCache(c).read()) == 2 for c in caches)

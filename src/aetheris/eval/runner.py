@@ -224,7 +224,7 @@ def run(
         for t in tasks:
             if hasattr(t, "max_new_tokens"):
                 t.max_new_tokens = max_new_tokens
-    settings = {"chat_template": chat_template}
+    settings = {"chat_template": chat_template, "dtype": dtype}  # a bf16 run must not reuse fp32 items
     results = []
     for model in models:
         t0 = time.perf_counter()

@@ -80,13 +80,20 @@ class OnlineTeacher:
         self.model = teacher
         self.head = spec.lm_head
         self.logit_fn = _with_bias(logit_transform(spec.logit_scale, spec.final_logit_softcap), spec.lm_head_bias)
+        self._heads: dict[torch.dtype, torch.Tensor] = {}  # the frozen head in each compute dtype
+
+    def head_in(self, dtype: torch.dtype) -> torch.Tensor:
+        """The teacher's head in `dtype`, cast once: it is frozen, and a 262k-row cast per batch costs."""
+        if dtype not in self._heads:
+            self._heads[dtype] = self.head.to(dtype)
+        return self._heads[dtype]
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherHidden:
         with torch.no_grad():
             out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              output_hidden_states=True, logits_to_keep=NO_LOGITS)  # fmt: skip
-        # Under bf16 autocast an fp32 head would be cast again in every chunk: cast it once per batch.
-        return TeacherHidden(out.hidden_states[-1], self.head.to(compute_dtype(self.head)), self.logit_fn)
+        # Under bf16 autocast an fp32 head would be cast again in every chunk: pass it cast already.
+        return TeacherHidden(out.hidden_states[-1], self.head_in(compute_dtype(self.head)), self.logit_fn)
 
 
 class CachedTeacher:

@@ -8,7 +8,6 @@ Texts are drawn by `aetheris.data.mixture` (p(lang) ∝ n_lang^tau) and packed i
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -67,19 +66,23 @@ def calibration_examples(settings: CalibrationSource) -> list[Example]:
 
 
 def sib200_texts(split: str) -> dict[str, list[str]]:
-    """SIB-200 sentences of one split (train, dev, test) per Tiny Aya language present on disk."""
+    """SIB-200 sentences of one split (train, dev, test) per Tiny Aya language present on disk,
+    read by the eval task that scores them, so both sides agree on files and sentences."""
     from aetheris import languages
-    from aetheris.eval.tasks.base import read_tsv
+    from aetheris.eval.tasks.flores import FloresBPB
     from aetheris.paths import shared_data_dir
 
-    root = Path(shared_data_dir()) / "flores_sib200" / "annotated"
+    task, root = FloresBPB((split,)), shared_data_dir()
     out = {}
     for lang in languages.tiny_aya():
-        path = root / str(lang.flores) / f"{split}.tsv"
-        if lang.flores and path.is_file():
-            out[lang.code] = [r[2] for r in read_tsv(path, header=True) if len(r) == 3]
+        if lang.code not in task.codes:
+            continue
+        try:
+            out[lang.code] = [it["text"] for it in task.load(lang.code, root, None)]
+        except FileNotFoundError:  # a Tiny Aya language SIB-200 lacks (Nigerian Pidgin)
+            continue
     if not out:
-        raise FileNotFoundError(f"no SIB-200 {split}.tsv under {root}")
+        raise FileNotFoundError(f"no SIB-200 {split}.tsv under {root / 'flores_sib200' / 'annotated'}")
     return out
 
 

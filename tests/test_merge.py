@@ -198,3 +198,15 @@ def test_bad_config_is_one_line_and_exit_2(students, tmp_path, spec, expected):
     assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), res.output
     assert expected in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_region_merge_config_validates(students):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "merge-region.yaml").read_text()
+    spec = yaml.safe_load(text)
+    assert spec["models"][1]["model"] == "runs/post-training/global/student"
+    for entry, folder in zip(spec["models"], students):  # the runs' folders, here tiny students
+        entry["model"] = str(folder)
+    cfg = parse_merge_config(spec)
+    assert cfg.method == "linear" and [x.weight for x in cfg.models] == [0.5, 0.5]

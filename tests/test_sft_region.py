@@ -112,3 +112,23 @@ def test_region_sft_starts_from_a_shared_student_and_records_its_languages(chats
     missing = config(tmp_path / "x", tmp_path / "teacher", start_from=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="sft.start_from .*nowhere: no model folder"):
         run_stages(missing, "sft")
+
+
+def test_shipped_region_configs_are_the_global_run_restricted_to_a_region():
+    from pathlib import Path
+
+    from aetheris.distill.config import load_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    glob = load_config(configs / "sft-global.yaml")
+    assert glob.sft.selected_languages() is None and glob.sft.start_from is None
+    seen = set()
+    for path in sorted(configs.glob("sft-region-*.yaml")):
+        cfg = load_config(path)
+        seen.add(cfg.sft.region)
+        assert path.stem == f"sft-region-{cfg.sft.region.lower().replace(' ', '-')}"
+        assert cfg.sft.start_from == glob.output_dir / "kd"  # every region starts from the global student
+        for section in ("teacher", "student", "data", "align", "kd"):
+            assert getattr(cfg, section) == getattr(glob, section), (path.name, section)
+        assert cfg.sft.data == glob.sft.data and cfg.output_dir != glob.output_dir
+    assert seen == {"Africa", "South Asia", "Europe", "Asia-Pacific", "West Asia"}

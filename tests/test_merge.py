@@ -77,6 +77,26 @@ def test_the_definition_lists_each_blocks_tensors_from_the_layout(students):
     assert [w.name for w in every if w.vocabulary_axis == 0] == ["model.embed_tokens.weight"]  # tied head
 
 
+@pytest.mark.parametrize(
+    "options",
+    [dict(post_norm=True, qk_norm=True, tie_word_embeddings=False),  # Gemma's sandwich norms, an untied head
+     dict(norm_type="layernorm", norm_bias=True, attention_bias=True, mlp_bias=True, lm_head_bias=True)],
+)  # fmt: skip
+def test_the_definition_follows_the_config_options(tmp_path, options):
+    from transformers import AutoConfig
+
+    from aetheris import AetherisConfig, AetherisForCausalLM
+    from aetheris.merge.architecture import AetherisModuleArchitecture
+
+    cfg = AetherisConfig(vocab_size=64, hidden_size=32, layout="AMSM", num_attention_heads=4, num_key_value_heads=2,
+                         moe_intermediate_size=16, **options)  # fmt: skip
+    AetherisForCausalLM(cfg).save_pretrained(tmp_path)
+    weights = AetherisModuleArchitecture().all_weights(AutoConfig.from_pretrained(tmp_path))
+    assert sorted(w.name for w in weights) == sorted(tensors(tmp_path))
+    assert {w.name for w in weights if w.vocabulary_axis == 0} == {"model.embed_tokens.weight"} | {
+        n for n in tensors(tmp_path) if n.startswith("lm_head.")}  # fmt: skip
+
+
 def test_merging_a_model_with_itself_gives_the_model(students, tmp_path):
     ids = torch.tensor([[1, 40, 90, 7, 300, 12]])
     want = logits(students[0], ids)

@@ -132,7 +132,11 @@ def merge(cfg: MergeConfig, out: str | Path, source: str = "<merge config>") -> 
         # a model folder is never executed by a merge.
         options = MergeOptions(copy_tokenizer=True, random_seed=cfg.seed, quiet=True, trust_remote_code=False)
         logger.info("merge: %s of %d model(s) -> %s", cfg.method, len(cfg.models) + bool(cfg.base), out)
-        run_merge(merge_config, str(tmp), options=options)
+        try:
+            run_merge(merge_config, str(tmp), options=options)
+        except BaseException:  # no half-written folder left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     record = {"method": cfg.method, "config": cfg.model_dump(mode="json"),
               "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
     (tmp / "merge.json").write_text(json.dumps(record, indent=1), encoding="utf-8")

@@ -16,10 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aetheris.errors import BadValueError
+from aetheris.errors import BadValueError, UserError
 from aetheris.merge.config import MergeConfig
 
 logger = logging.getLogger(__name__)
+
+
+class MissingDependencyError(UserError, ImportError):
+    """mergekit (the `merge` extra) is not installed."""
 
 
 def _aliases(paths: list[str], scratch: Path) -> list[str]:
@@ -102,9 +106,12 @@ def check_compatible(folders: list[str], source: str) -> None:
 
 def merge(cfg: MergeConfig, out: str | Path, source: str = "<merge config>") -> Path:
     """Merge the config's models into the folder `out` (replaced if it exists)."""
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
+    try:
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge import run_merge
+        from mergekit.options import MergeOptions
+    except ImportError:
+        raise MissingDependencyError("aetheris merge needs mergekit: pip install 'aetheris[merge]'") from None
 
     import aetheris.model  # noqa: F401  (registers the student with transformers' Auto classes)
 

@@ -1,7 +1,6 @@
 """`aetheris merge`: mergekit over Aetheris students (its own architecture definition) and teachers."""
 
 import json
-import sys
 
 import pytest
 import torch
@@ -140,8 +139,7 @@ def test_sparse_methods_at_density_1_with_one_model_are_task_arithmetic(students
 
 
 def test_a_merge_of_two_students_generates_where_aetheris_is_absent(students, tmp_path):
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from test_remote_code import run_python
+    from test_remote_code import run_python  # the aetheris-blocked child interpreter
 
     out = run(tmp_path, "merged", method="slerp", base=str(students[0]), models=[m(students[1])], t=0.3)
     assert {"modeling.py", "configuration.py", "ssd.py", "moe.py"} <= {p.name for p in out.glob("*.py")}
@@ -199,6 +197,7 @@ def test_a_teacher_architecture_merges_too(tmp_path):
         ({"method": "ties", "models": [{"model": "S0", "density": 0.5}]}, "method ties needs `base`"),
         ({"method": "linear", "models": [{"model": "S0", "density": 0.5}]}, "method linear takes no `density`"),
         ({"method": "slerp", "base": "S0", "models": [{"model": "S1"}]}, "method slerp takes `base`, exactly one"),
+        ({"method": "slerp", "base": "S0", "models": [{"model": "S1", "weight": 2}], "t": 0.5}, "slerp takes no `weight`"),
         ({"method": "linear", "models": [{"model": "NOWHERE"}]}, "models.0.model: NOWHERE: no such model folder"),
         ({"method": "linear", "models": [{"model": "S0", "wieght": 1}]}, "models.0.wieght: unknown key"),
         ({"method": "ties", "base": "S0", "models": [{"model": "S1", "density": 1.5}]}, "models.0.density: input should be less"),

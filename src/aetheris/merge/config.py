@@ -78,6 +78,8 @@ class MergeConfig(_Strict):
             raise ValueError(f"method {m} takes no `density` (only {', '.join(SPARSE)} do)")
         if m in SPARSE and any(x.density is None for x in self.models):
             raise ValueError(f"method {m} needs a `density` for every entry under `models`")
+        if m == "slerp" and any("weight" in x.model_fields_set for x in self.models):
+            raise ValueError("method slerp takes no `weight`: `t` sets the mix")
         if m == "slerp" and self.normalize is not None:
             raise ValueError("method slerp takes no `normalize`")
         return self

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aetheris.data.hub import DataSource
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
@@ -15,12 +15,15 @@ from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES
 from aetheris.distill.layer_map import LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
 from aetheris.errors import UserError
+from aetheris.languages import REGIONS
 from aetheris.model.configuration import BLOCK_KINDS
 
 # Each choice's values are owned by the module that implements it; the Literals here are derived.
 DTYPES = ("float32", "bfloat16", "float16")
 # Built-in SFT chats: the embedded corpus's chats and the tool-calling training split (pipeline.Run.examples).
 EMBEDDED_CHATS = ("embedded:chat", "embedded:tools")
+# sft.region: Tiny Aya's five regions (the registry's `region`; "Other" is no SFT mixture).
+SFT_REGIONS = tuple(r for r in REGIONS if r != "Other")
 
 
 
@@ -113,6 +116,50 @@ class SFTConfig(_Strict):
         "training split), or files/hf: ids whose rows have messages",
     )
     max_length: int = Field(1024, gt=0, description="tokens per conversation (tool definitions included)")
+    # Tiny Aya's region models: the same SFT data restricted to one region's languages (or a list);
+    # the global run leaves both unset and trains on every language.
+    region: str | None = Field(None, description=f"keep only chats in this region's languages: {', '.join(SFT_REGIONS)}")
+    languages: list[str] | None = Field(
+        None, min_length=1, description="keep only chats in these languages (registry codes)"
+    )
+    start_from: Path | None = Field(
+        None, description="model folder SFT starts from (e.g. the global run's kd/); default: this run's kd/"
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, v: str | None) -> str | None:
+        if v is not None and v not in SFT_REGIONS:
+            raise ValueError(f"unknown region {v!r}; expected one of {', '.join(SFT_REGIONS)}")
+        return v
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, v: list[str] | None) -> list[str] | None:
+        from aetheris.languages import UnknownLanguageError, get
+
+        if v is None:
+            return v
+        try:
+            return list(dict.fromkeys(get(code).code for code in v))  # canonical codes, once each
+        except UnknownLanguageError as err:
+            raise ValueError(str(err)) from None
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> SFTConfig:
+        if self.region is not None and self.languages is not None:
+            raise ValueError("set sft.region or sft.languages, not both")
+        return self
+
+    def selected_languages(self) -> frozenset[str] | None:
+        """Canonical codes of the languages SFT keeps; None = every language (the global run)."""
+        if self.languages is not None:
+            return frozenset(self.languages)
+        if self.region is not None:
+            from aetheris.languages import all_languages
+
+            return frozenset(lang.code for lang in all_languages() if lang.region == self.region)
+        return None
 
     @field_validator("data")
     @classmethod

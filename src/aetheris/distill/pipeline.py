@@ -233,12 +233,37 @@ def _tool_chats() -> list[Example]:
     return chats
 
 
+def sft_chats(run: Run) -> list[Example]:
+    """The SFT conversations: every source of sft.data, kept to sft.region / sft.languages."""
+    chats = run.examples(run.cfg.sft.data, kind="chat", held_out=None)
+    keep = run.cfg.sft.selected_languages()
+    if keep is None:
+        return chats
+    kept = [c for c in chats if c.lang in keep]
+    what = f"sft.region {run.cfg.sft.region!r}" if run.cfg.sft.region else f"sft.languages {run.cfg.sft.languages}"
+    if not kept:
+        raise BadValueError(f"{what}: none of the {len(chats)} chats in {run.cfg.sft.data} is in those languages")
+    logger.info("sft: %s keeps %d of %d chats (%d languages)", what, len(kept), len(chats),
+                len({c.lang for c in kept}))  # fmt: skip
+    return kept
+
+
+def sft_start(run: Run) -> AetherisForCausalLM:
+    """The model SFT trains: sft.start_from (e.g. the global run's kd/, shared by region runs), else kd/."""
+    path = run.cfg.sft.start_from
+    if path is None:
+        return run.load_stage("kd")
+    if not (Path(path) / "config.json").exists():
+        raise MissingPathError(f"sft.start_from {path}: no model folder there (run its kd stage first)")
+    return AetherisForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
 def stage_sft(run: Run) -> Path:
     cfg, t = run.cfg, run.teacher
     tok = t.tokenizer
-    student = run.load_stage("kd")
+    student = sft_start(run)
     budget = cfg.train.sft
-    chats = run.examples(cfg.sft.data, kind="chat", held_out=None)
+    chats = sft_chats(run)
     sampler = MixtureSampler(chats, tau=cfg.data.tau, seed=budget.seed)
     rows, skipped, wanted = [], 0, budget.steps * budget.batch_size * budget.grad_accum
     for _ in range(50 * wanted):
@@ -289,7 +314,8 @@ def stage_sft(run: Run) -> Path:
         collate_fn=collate,
         stage="sft",
     )
-    note = {"conversations": len(rows), "unrenderable_skipped": skipped}
+    note = {"conversations": len(rows), "unrenderable_skipped": skipped, "region": cfg.sft.region,
+            "languages": sorted({c.lang for c in chats}), "start_from": cfg.sft.start_from}  # fmt: skip
     return run.save_stage(student, "sft", note)
 
 

@@ -125,17 +125,17 @@ def _md(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def main_table(teacher: Record, students: list[Record]) -> list[str]:
     header = ["student", "layout", "experts", "parameters (active)", "held-out KL before → after KD",
-              "FLORES bits/byte (x teacher)", "languages", "disk peak", "KD s"]  # fmt: skip
+              "FLORES bits/byte (x teacher)", "languages", "disk peak", "KD tokens", "KD s"]  # fmt: skip
     t_mean = (teacher.get("flores") or {}).get("mean_bits_per_byte")
     t_langs = len(bits_per_byte(teacher))
-    rows = [["teacher", DASH, DASH, _params(teacher), DASH, _num(t_mean), str(t_langs or DASH), DASH, DASH]]
+    rows = [["teacher", DASH, DASH, _params(teacher), DASH, _num(t_mean), str(t_langs or DASH), DASH, DASH, DASH]]
     for rec in students:
         means = shared_means(rec, teacher)
         bpb = DASH if means is None else f"{means[0]:.3f} ({means[0] / means[1]:.2f}x)"
         kd_s = rec.get("kd_seconds")
         rows.append([rec["name"], layout_summary(rec.get("layout")), rec.get("experts", DASH), _params(rec), _kl(rec),
                      bpb, DASH if means is None else str(means[2]), _gb(rec.get("disk_peak_bytes")),
-                     DASH if kd_s is None else f"{kd_s:.0f}"])  # fmt: skip
+                     str(rec.get("kd_tokens_seen", DASH)), DASH if kd_s is None else f"{kd_s:.0f}"])  # fmt: skip
     return _md(header, rows)
 
 
@@ -174,7 +174,7 @@ def decode_table(teacher: Record, students: list[Record]) -> list[str]:
 
 
 def render(teacher: Record, students: list[Record]) -> str:
-    lines = [f"# Hybrid students of {teacher.get('teacher', 'the teacher')}", ""]
+    lines = ["# Hybrid students beside their teacher", ""]
     meta = [f"{k}: {teacher[k]}" for k in ("machine", "cpu", "dtype", "kd_tokens") if k in teacher]
     if meta:
         lines += ["Teacher row: " + "; ".join(meta) + ".", ""]

@@ -19,7 +19,7 @@ TEACHER = {
 DONE = {
     "name": "full-50-upcycle", "layout": "AMSM" * 9, "experts": "upcycle", "kd_steps": 3,
     "parameters": 486_000_000, "active_parameters": 274_000_000, "held_out_kl_before": 4.88,
-    "held_out_kl_after": 1.5, "kd_seconds": 1234.0, "disk_peak_bytes": 6_500_000_000,
+    "held_out_kl_after": 1.5, "kd_tokens_seen": 200704, "kd_seconds": 1234.0, "disk_peak_bytes": 6_500_000_000,
     # no "sw": the means compare the three shared languages only
     "flores": {"bits_per_byte": {"en": 1.1, "fr": 1.5, "yo": 3.6}, "mean_bits_per_byte": 2.0667},
     "decode": {"512": {"ms_per_token": 40.0, "cache_bytes": 4_500_000},
@@ -45,7 +45,7 @@ def test_table_shows_every_student_with_what_it_has(tmp_path):
     row = next(ln for ln in lines if ln.startswith("| full-50-upcycle |"))
     # shared languages en, fr, yo: student 2.067 vs teacher 1.733 -> 1.19x
     assert "36 blocks: 9 A, 9 S, 18 M" in row and "486M (274M)" in row and "4.88 → 1.50" in row
-    assert "2.067 (1.19x)" in row and "| 3 |" in row and "6.5 GB" in row and "1234" in row
+    assert "2.067 (1.19x)" in row and "| 3 |" in row and "6.5 GB | 200704 | 1234 |" in row
     partial = next(ln for ln in lines if ln.startswith("| full-0-split |"))
     assert "18 S, 18 M" in partial and "4.0 GB" in partial and partial.count("—") >= 4
     assert lines.index(row) < lines.index(partial)  # more attention first

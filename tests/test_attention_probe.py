@@ -72,10 +72,11 @@ def test_a_layer_made_important_is_ranked_first(arch, tmp_path):
     assert max(range(4), key=scores.__getitem__) == 2, scores
 
 
-def test_the_probed_model_is_the_student_with_one_layer_replaced():
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])  # gemma3: sandwich norms, sliding windows, soft cap
+def test_the_probed_model_is_the_student_with_one_layer_replaced(arch):
     """The teacher with layer t's attention hooked is the upcycled all-attention student with an S
     block (the same weights) at t: the probe measures the student it says it measures."""
-    teacher = four_layer_llama()
+    teacher = tiny_model(arch, num_hidden_layers=4)  # tiny gemma3 has 4 layers already, 2 of them sliding
     spec = introspect(teacher)
     block = ssm_blocks(spec, [1])[1].eval()
     layout = "AMSMAMAM"

@@ -52,12 +52,12 @@ class LayerProbe:
     align_loss_after: float
 
 
-def ssm_blocks(spec: TeacherSpec, layers: Sequence[int], seed: int = 0, **overrides: Any) -> dict[int, nn.Module]:
-    """An SSM block initialised from each listed teacher layer: the blocks of an all-`S` student
-    mapped onto those layers (its embeddings are dropped)."""
-    config = student_config(spec, layout="S" * len(layers), layer_map=list(layers), **overrides)
-    student = init_student(spec, config, seed=seed)
-    return {t: student.model.layers[k] for k, t in enumerate(layers)}
+def ssm_block(spec: TeacherSpec, layer: int, seed: int = 0, **overrides: Any) -> nn.Module:
+    """The SSM block init.py makes from teacher `layer`: the one block of an `S` student mapped onto
+    it (its embeddings are dropped). Built alone, so its random parts (z, dt, A, D, conv) depend on
+    the seed and the layer only, not on which other layers are probed."""
+    config = student_config(spec, layout="S", layer_map=[layer], **overrides)
+    return init_student(spec, config, seed=seed).model.layers[0]
 
 
 @contextmanager
@@ -96,9 +96,10 @@ def _kl(teacher: OnlineTeacher, batch: dict[str, torch.Tensor], reference: Teach
     return float(res.kl) * res.n_tokens, res.n_tokens
 
 
-def probe_key(teacher_name: str, layers: Sequence[int], cfg: TrainConfig, **settings: Any) -> dict[str, Any]:
-    """What decides the table: a stored table under another key is not reused."""
-    return {"teacher": teacher_name, "layers": list(layers), "align": cfg.model_dump(mode="json"), **settings}
+def probe_key(teacher_name: str, cfg: TrainConfig, **settings: Any) -> dict[str, Any]:
+    """What decides each layer's score (not which layers are probed: each is probed on its own); a
+    stored table under another key is not reused."""
+    return {"teacher": teacher_name, "align": cfg.model_dump(mode="json"), **settings}
 
 
 def _read(path: Path, key: dict[str, Any]) -> dict[int, LayerProbe]:
@@ -152,7 +153,6 @@ def probe_attention(
     if todo:
         ids, mask = calibration["input_ids"], calibration["attention_mask"]
         acts = teacher_activations(teacher, ids, todo, mask, logits_to_keep=1)
-        blocks = ssm_blocks(spec, todo, seed=cfg.seed, **overrides)
         online = OnlineTeacher(teacher)
         objective = KDObjective(temperature=1.0, chunk_size=256)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -160,7 +160,7 @@ def probe_attention(
         with autocast:
             references = [online(b) for b in batches]  # the unchanged teacher, once
         for n, t in enumerate(todo, 1):
-            block = blocks[t]
+            block = ssm_block(spec, t, seed=cfg.seed, **overrides)
             y = branch_targets(spec.layers[t], acts[t])[0]
             x = acts[t]["x"].to(next(block.parameters()).dtype)
             run_dir = out / "runs" / "probe" / f"layer-{t:02d}"
@@ -176,7 +176,6 @@ def probe_attention(
             _write(table, key, done)
             logger.info("attention probe %d/%d: teacher layer %d replaced -> held-out KL %.4f (align %.4f -> %.4f)",
                         n, len(todo), t, done[t].held_out_kl, before, after)  # fmt: skip
-            blocks[t] = None  # free it: only the score is kept
     ranked = sorted((done[t] for t in dict.fromkeys(layers)), key=lambda r: -r.held_out_kl)
     logger.info("attention probe: layers by held-out KL when replaced: %s",
                 ", ".join(f"{r.teacher_layer}: {r.held_out_kl:.4f}" for r in ranked))  # fmt: skip

@@ -179,7 +179,7 @@ def probe_student_layers(run: Run, spec: TeacherSpec, layers: list[int]) -> list
     # Another seed than KD's held-out rows: the layout is chosen on these, KD is judged on those.
     held = run.packed(cfg.data.eval or cfg.data.train, p.held_out_rows, seed=align.seed + 2, held_out=True)
     bf16 = resolve_bf16(align.bf16, "cuda" if torch.cuda.is_available() else "cpu", "attention probe")
-    key = probe_key(cfg.teacher.name, layers, align, teacher_dtype=cfg.teacher.dtype, loss=cfg.align.loss,
+    key = probe_key(cfg.teacher.name, align, teacher_dtype=cfg.teacher.dtype, loss=cfg.align.loss,
                     calibration_samples=n_calib, held_out_rows=p.held_out_rows, bf16=bf16,
                     data=cfg.data.model_dump(mode="json"), overrides=cfg.student.overrides)  # fmt: skip
     return probe_attention(run.teacher.model, spec, layers, calib, held, align, run.out, key, loss=cfg.align.loss,

@@ -27,7 +27,7 @@ from aetheris.model import AetherisForCausalLM
 from aetheris.model.configuration import AetherisConfig
 from aetheris.model.moe import weighted_router_loss
 from aetheris.teacher.introspect import introspect, teacher_layers
-from aetheris.teacher.spec import NormSpec, TeacherSpec
+from aetheris.teacher.spec import LayerSpec, NormSpec, TeacherSpec
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,12 @@ class LayerAlignment:
 
 @torch.no_grad()
 def teacher_activations(
-    teacher: nn.Module, input_ids: torch.Tensor, layers: list[int], attention_mask: torch.Tensor | None = None
+    teacher: nn.Module, input_ids: torch.Tensor, layers: list[int], attention_mask: torch.Tensor | None = None,
+    logits_to_keep: int | None = None,
 ) -> dict[int, dict[str, torch.Tensor]]:
     """teacher layer -> {"x": its input hidden states, "attn": its attention output, "mlp": its MLP
-    output}, each (b, t, d), from one forward pass."""
+    output}, each (b, t, d), from one forward pass. `logits_to_keep=1` spares the full-vocabulary
+    logits nobody reads here (16 x 512 tokens x 262k vocabulary is 8.6 GB in fp32)."""
     acts: dict[int, dict[str, torch.Tensor]] = {i: {} for i in set(layers)}
     hooks = []
     modules = teacher_layers(teacher)
@@ -69,8 +71,9 @@ def teacher_activations(
         hooks.append(layer.register_forward_pre_hook(grab_input, with_kwargs=True))
         hooks.append(modules[i].attention.register_forward_hook(grab("attn")))
         hooks.append(modules[i].mlp.register_forward_hook(grab("mlp")))
+    extra = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
     try:
-        teacher(input_ids=input_ids, attention_mask=attention_mask)
+        teacher(input_ids=input_ids, attention_mask=attention_mask, **extra)
     finally:
         for h in hooks:
             h.remove()
@@ -83,6 +86,15 @@ def attention_pairs(
     """teacher layer -> (its input hidden states, its attention output), both (b, t, d)."""
     acts = teacher_activations(teacher, input_ids, layers, attention_mask)
     return {i: (a["x"], a["attn"]) for i, a in acts.items()}
+
+
+@torch.no_grad()
+def branch_targets(layer: LayerSpec, acts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attention, MLP) contributions of teacher `layer` to its residual stream, as an S and an M
+    block add them: after the layer's post-norms and Granite's residual multiplier."""
+    attn = acts["attn"] if layer.attn_out_norm is None else apply_norm(layer.attn_out_norm, acts["attn"])
+    mlp = acts["mlp"] if layer.mlp_out_norm is None else apply_norm(layer.mlp_out_norm, acts["mlp"])
+    return attn * layer.residual_scale, mlp * layer.residual_scale
 
 
 def apply_norm(norm: NormSpec, x: torch.Tensor) -> torch.Tensor:
@@ -226,9 +238,7 @@ def align_student(
         block = student.model.layers[block_idx]
         layer, a = spec.layers[t], acts[t]
         with torch.no_grad():
-            attn = a["attn"] if layer.attn_out_norm is None else apply_norm(layer.attn_out_norm, a["attn"])
-            mlp = a["mlp"] if layer.mlp_out_norm is None else apply_norm(layer.mlp_out_norm, a["mlp"])
-            attn, mlp = attn * layer.residual_scale, mlp * layer.residual_scale  # Granite's multiplier
+            attn, mlp = branch_targets(layer, a)
             if inputs == "student":
                 x = student_stream(student, input_ids, attention_mask, block_idx)
                 y = a["x"] + attn + (mlp if block.kind == "M" else 0) - x

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aetheris.data.hub import DataSource
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
 from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES
-from aetheris.distill.layer_map import LAYER_MAPS
+from aetheris.distill.layer_map import ATTENTION_PLACEMENTS, LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
 from aetheris.errors import UserError
 from aetheris.languages import REGIONS
@@ -40,6 +40,16 @@ class TeacherConfig(_Strict):
     dtype: Literal[DTYPES] = "float32"
 
 
+class AttentionProbeConfig(_Strict):
+    """The per-layer probe behind `student.attention_layers: probe` (attention_probe.py)."""
+
+    align_steps: int | None = Field(None, gt=0, description="align steps per probed block; default train.align.steps")
+    calibration_samples: int | None = Field(
+        None, gt=0, description="rows each probed block is aligned on; default align.calibration_samples"
+    )
+    held_out_rows: int = Field(4, gt=0, description="held-out rows each replacement's KL is measured on")
+
+
 class StudentConfig(_Strict):
     layout: str = "SM" * 12
     overrides: dict[str, Any] = Field(default_factory=dict, description="extra AetherisConfig fields")
@@ -51,6 +61,28 @@ class StudentConfig(_Strict):
     # embeddings copied), or the model's own random initialisation with the same config and shapes
     # (the baseline that shows what init-from-teacher buys; `experts` then only sets the width).
     init: Literal[INIT_SOURCES] = "teacher"
+    # Which mixer blocks keep the teacher's attention (A) and which become SSMs (S): unset = as the
+    # layout says; `uniform` = round(attention_fraction * mixers) evenly spaced (MambaInLlama);
+    # `probe` = as many where replacing that one layer by its aligned SSM raises held-out KL most;
+    # a list = those teacher layers.
+    attention_layers: Literal[ATTENTION_PLACEMENTS] | list[int] | None = None
+    attention_fraction: float | None = Field(None, ge=0, le=1, description="share of mixer blocks kept as attention")
+    probe: AttentionProbeConfig = Field(default_factory=AttentionProbeConfig)
+
+    @model_validator(mode="after")
+    def _attention_choice(self) -> StudentConfig:
+        choice, fraction = self.attention_layers, self.attention_fraction
+        if choice is None and fraction is not None:
+            raise ValueError("attention_fraction needs attention_layers: uniform or probe")
+        if isinstance(choice, str) and fraction is None:
+            raise ValueError(f"attention_layers: {choice} needs attention_fraction (0 to 1)")
+        if isinstance(choice, list) and fraction is not None:
+            raise ValueError("attention_layers lists the layers itself: drop attention_fraction")
+        if choice is not None and "A" in self.layout:
+            raise ValueError(
+                f"layout {self.layout!r} places attention itself: write S for every mixer when attention_layers is set"
+            )
+        return self
 
     @field_validator("overrides")
     @classmethod

@@ -65,3 +65,63 @@ def resolve_layer_map(
     if bad:
         raise ValueError(f"layer_map entries {bad} are outside the teacher's layers 0..{n_teacher - 1}")
     return layers
+
+
+# Where a hybrid keeps attention (student.attention_layers): MambaInLlama's evenly spaced layers,
+# or the layers whose replacement by an aligned SSM costs most (attention_probe.py); an explicit
+# list of teacher layers is the third way.
+ATTENTION_PLACEMENTS = ("uniform", "probe")
+
+
+def uniform_attention(n_slots: int, keep: int) -> list[int]:
+    """`keep` of `n_slots` mixer slots, evenly spaced from the first (MambaInLlama's 50/25/12.5%;
+    benchmarks/bench_hybrid.py's `attention_layers` picks the same)."""
+    if keep <= 0:
+        return []
+    step = n_slots / keep
+    return sorted({int(i * step) for i in range(keep)})
+
+
+def attention_count(n_slots: int, fraction: float) -> int:
+    return round(n_slots * fraction)
+
+
+def place_attention(
+    layout: str,
+    mapping: Sequence[int],
+    choice: str | Sequence[int],
+    fraction: float | None = None,
+    scores: dict[int, float] | None = None,
+) -> str:
+    """`layout` with its mixer blocks turned to `A` where attention stays, the rest `S`.
+
+    `mapping` is the teacher layer of each slot (resolve_layer_map). `choice`: `uniform` keeps
+    round(fraction * mixers) evenly spaced slots; `probe` keeps that many slots whose teacher
+    layers have the highest `scores` (teacher layer -> held-out KL when only it is replaced; ties
+    go to the shallower slot); a list names the teacher layers that keep attention."""
+    slots = [i for i, c in enumerate(layout) if c in "SA"]  # block index of each mixer slot
+    layers = list(mapping[: len(slots)])
+    if isinstance(choice, str):
+        if choice not in ATTENTION_PLACEMENTS:
+            raise ValueError(f"attention_layers={choice!r}: expected one of {ATTENTION_PLACEMENTS} or a list")
+        if fraction is None:
+            raise ValueError(f"attention_layers={choice!r} needs attention_fraction")
+        keep = attention_count(len(slots), fraction)
+        if choice == "uniform":
+            kept = set(uniform_attention(len(slots), keep))
+        else:
+            if scores is None or any(t not in scores for t in layers):
+                raise ValueError("attention_layers='probe' needs a probe score for every mapped teacher layer")
+            kept = set(sorted(range(len(slots)), key=lambda k: (-scores[layers[k]], k))[:keep])
+    else:
+        wanted = {int(t) for t in choice}
+        missing = sorted(wanted - set(layers))
+        if missing:
+            raise ValueError(
+                f"attention_layers {missing}: not teacher layers of this student's mixers (they map to {layers})"
+            )
+        kept = {k for k, t in enumerate(layers) if t in wanted}
+    out = list(layout)
+    for k, block in enumerate(slots):
+        out[block] = "A" if k in kept else "S"
+    return "".join(out)

@@ -27,6 +27,7 @@ from aetheris.data.chat import ensure_chat_template, render_chat
 from aetheris.data.mixture import MixtureSampler, PackedBatches
 from aetheris.data.sources import Example, LoadSummary, embedded_corpus, read_sources
 from aetheris.distill.align import align_student
+from aetheris.distill.attention_probe import LayerProbe, probe_attention, probe_key
 from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.config import RunConfig
 from aetheris.distill.init import init_student, student_config
@@ -40,11 +41,14 @@ from aetheris.distill.kd import (
     kd_step,
     topk_cache_key,
 )
+from aetheris.distill.layer_map import place_attention, resolve_layer_map
 from aetheris.distill.topk_cache import tokenizer_fingerprint
 from aetheris.distill.trainer import train
 from aetheris.errors import BadValueError, MissingPathError
 from aetheris.model import AetherisForCausalLM
+from aetheris.precision import resolve_bf16
 from aetheris.teacher import introspect, load_teacher
+from aetheris.teacher.spec import TeacherSpec
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +143,49 @@ class Run:
             logger.info("stage %s: removed its training checkpoints (%.1f MB)", stage, freed / 2**20)
 
 
+def _rows(run: Run, specs: list, n: int, seed: int, held_out: bool = False) -> dict[str, torch.Tensor]:
+    rows = run.packed(specs, n, seed=seed, held_out=held_out)
+    return {k: torch.stack([r[k] for r in rows]) for k in ("input_ids", "attention_mask")}
+
+
+def attention_layout(run: Run, spec: TeacherSpec, influence: list[float] | None) -> tuple[str, dict[str, Any]]:
+    """The layout with `A` where `student.attention_layers` keeps attention, and what to record."""
+    s = run.cfg.student
+    mapping = resolve_layer_map(s.layer_map, spec.num_layers, s.layout, influence)
+    mixers = mapping[: sum(c in "SA" for c in s.layout)]
+    scores, record = None, {}
+    if s.attention_layers == "probe":
+        probe = probe_student_layers(run, spec, sorted(set(mixers)))
+        scores = {r.teacher_layer: r.held_out_kl for r in probe}
+        record["attention_probe"] = {str(t): kl for t, kl in scores.items()}
+    try:
+        layout = place_attention(s.layout, mapping, s.attention_layers, s.attention_fraction, scores)
+    except ValueError as err:
+        raise BadValueError(f"student.attention_layers: {err}") from None
+    kinds = [c for c in layout if c in "SA"]
+    record["attention_layers"] = [t for t, c in zip(mixers, kinds) if c == "A"]
+    record["attention_placement"] = s.attention_layers if isinstance(s.attention_layers, str) else "explicit"
+    logger.info("init: attention kept on teacher layers %s (%s): layout %s", record["attention_layers"],
+                record["attention_placement"], layout)  # fmt: skip
+    return layout, record
+
+
+def probe_student_layers(run: Run, spec: TeacherSpec, layers: list[int]) -> list[LayerProbe]:
+    """attention_probe over `layers` with the run's data, align budget and student overrides."""
+    cfg, p = run.cfg, run.cfg.student.probe
+    align = cfg.train.align.model_copy(update={"steps": p.align_steps or cfg.train.align.steps, "checkpoint_every": 0})
+    n_calib = p.calibration_samples or cfg.align.calibration_samples
+    calib = _rows(run, cfg.data.train, n_calib, seed=align.seed)
+    # Another seed than KD's held-out rows: the layout is chosen on these, KD is judged on those.
+    held = run.packed(cfg.data.eval or cfg.data.train, p.held_out_rows, seed=align.seed + 2, held_out=True)
+    bf16 = resolve_bf16(align.bf16, "cuda" if torch.cuda.is_available() else "cpu", "attention probe")
+    key = probe_key(cfg.teacher.name, align, teacher_dtype=cfg.teacher.dtype, loss=cfg.align.loss,
+                    calibration_samples=n_calib, held_out_rows=p.held_out_rows, bf16=bf16,
+                    data=cfg.data.model_dump(mode="json"), overrides=cfg.student.overrides)  # fmt: skip
+    return probe_attention(run.teacher.model, spec, layers, calib, held, align, run.out, key, loss=cfg.align.loss,
+                           bf16=bf16, **cfg.student.overrides)  # fmt: skip
+
+
 def stage_init(run: Run) -> Path:
     cfg, t = run.cfg, run.teacher
     spec = introspect(t.model)
@@ -152,15 +199,19 @@ def stage_init(run: Run) -> Path:
         ids = torch.stack([r["input_ids"] for r in calib])
         mask = torch.stack([r["attention_mask"] for r in calib])
         influence = influence_scores(t.model, ids, mask) if want_influence else None
-    config = student_config(spec, layout=cfg.student.layout, layer_map=cfg.student.layer_map,
+    layout, placed = cfg.student.layout, {}
+    if cfg.student.attention_layers is not None:
+        layout, placed = attention_layout(run, spec, influence)
+    config = student_config(spec, layout=layout, layer_map=cfg.student.layer_map,
                             experts=cfg.student.experts, influence=influence, init=cfg.student.init,
                             **cfg.student.overrides)  # fmt: skip
     config.distillation["teacher"] = cfg.teacher.name
+    config.distillation.update({k: v for k, v in placed.items() if k != "attention_probe"})
     if want_split:
         calibration = mlp_inputs(t.model, ids, config.distillation["layer_map"], mask)
     student = init_student(spec, config, calibration, seed=cfg.train.align.seed)
     note = {"init": cfg.student.init, "layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
-            "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
+            "layout": layout, **placed, "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
             "teacher_parameters": spec.num_parameters()}  # fmt: skip
     logger.info("init: %s", note)
     return run.save_stage(student, "init", note)

@@ -1,0 +1,34 @@
+"""benchmarks/hybrid_placement.py: bench_hybrid's student names, plus `p` for probed attention."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_hybrid import layout_for  # noqa: E402
+from hybrid_placement import resolved_layout, run_config, student_fields  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["full-50-split", "full-25-upcycle", "full-0-split", "full-12-split", "12blk-0-split"])
+def test_uniform_names_give_bench_hybrids_layouts(name):
+    fields = student_fields(name, 18)
+    assert (fields["layout"], fields["experts"]) == layout_for(name, 18)
+    assert "attention_layers" not in fields
+
+
+def test_probe_names_ask_init_for_the_probe(tmp_path):
+    base = yaml.safe_load((ROOT / "configs" / "hybrid-gemma3-270m.yaml").read_text())
+    cfg = run_config(base, "full-25p-upcycle", 18, 200_000, tmp_path)
+    s = cfg.student
+    assert (s.layout, s.experts, s.attention_layers, s.attention_fraction) == ("SM" * 18, "upcycle", "probe", 0.25)
+    assert cfg.train.kd.steps == 196 and cfg.output_dir == tmp_path / "full-25p-upcycle"  # 200k / (2 x 512)
+    assert resolved_layout(tmp_path / "full-25p-upcycle") is None
+    (tmp_path / "full-25p-upcycle" / "init").mkdir(parents=True)
+    (tmp_path / "full-25p-upcycle" / "init" / "config.json").write_text('{"layout": "AMSM"}')
+    assert resolved_layout(tmp_path / "full-25p-upcycle") == "AMSM"
+    with pytest.raises(ValueError, match="expected full-"):
+        student_fields("half-50-split", 18)

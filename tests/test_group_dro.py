@@ -28,6 +28,7 @@ from aetheris.distill.group_dro import GroupDRO, group_dro_hook, group_of
 from aetheris.distill.kd import OnlineTeacher, held_out_row_kl, kd_objective, kd_step
 from aetheris.distill.losses import KDObjective, TeacherLogits
 from aetheris.distill.trainer import train
+from aetheris.report.plots import group_weights
 
 HERE = Path(__file__).resolve()
 SRC = HERE.parents[1] / "src"
@@ -239,6 +240,10 @@ def test_q_rises_for_the_worse_fit_family_and_its_loss_falls_faster(tmp_path):
     assert start - sampled > 1.3 * (start - uniform)
     assert records(tmp_path / "sampling")[30]["q/Japonic"] > 0.55
     assert (tmp_path / "dro" / "tensorboard").is_dir()
+    png = group_weights(list(records(tmp_path / "dro").values()))  # the q-over-training plot
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    with pytest.raises(ValueError, match="no q/<group> metrics"):
+        group_weights(list(records(tmp_path / "uniform").values()))
 
 
 def test_with_one_group_group_dro_is_uniform(tmp_path):

@@ -259,6 +259,9 @@ def test_with_one_group_group_dro_is_uniform(tmp_path):
 # ---------------------------------------------------------------- resume after SIGKILL
 
 
+RESUME_RUN = {"steps": 10, "accum": 2, "checkpoint_every": 3}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -267,8 +270,7 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(1)
-    run_kd(Path(a.out), "group_dro", a.reweight, steps=10, accum=2, checkpoint_every=3, resume=a.resume,
-           sleep=a.sleep)  # fmt: skip
+    run_kd(Path(a.out), "group_dro", a.reweight, resume=a.resume, sleep=a.sleep, **RESUME_RUN)
 
 
 def _run(args: list[str]) -> subprocess.Popen:
@@ -287,8 +289,8 @@ def test_resume_after_sigkill_reproduces_losses_and_q(tmp_path):
     loss weighting keeps the same GroupDRO state."""
     reweight = "sampling"
     full, killed = tmp_path / "full", tmp_path / "killed"
-    ref = _run([str(full), "--reweight", reweight])
     victim = _run([str(killed), "--reweight", reweight, "--sleep", "0.2"])
+    run_kd(full, "group_dro", reweight, **RESUME_RUN)  # the uninterrupted run, here while the victim starts
     deadline = time.time() + 200
     while find_last_checkpoint(killed) is None:  # the first checkpoint is at step 3
         assert victim.poll() is None, victim.communicate()[0]
@@ -297,7 +299,6 @@ def test_resume_after_sigkill_reproduces_losses_and_q(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert max(records(killed)) < 10, "the job finished before it was killed: the test proved nothing"
-    _finish(ref)
     _finish(_run([str(killed), "--reweight", reweight, "--resume"]))
     expected, got = records(full), records(killed)
     assert sorted(got) == list(range(1, 11))

@@ -2,7 +2,10 @@
 
 Each group g (a language family, WALS group, region or single language: the fields of
 `aetheris.languages`) has a weight q_g, uniform at the start. The training loss is Σ_g q_g L_g,
-where L_g is the group's mean per-token KD loss in the batch, and after every optimizer step
+where L_g is the group's mean per-token KD loss in the batch (a group absent from the batch adds
+nothing, as in the paper's code: it has no gradient there; with many small groups, e.g.
+`language`, and small batches, the present groups' q mass, and so the gradient's scale, varies
+from batch to batch), and after every optimizer step
 
     q_g ∝ q_g · exp(η · L̂_g)
 

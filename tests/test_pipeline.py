@@ -117,6 +117,7 @@ def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweig
     assert {f"q/{g}" for g in q} <= set(rows[-1]) and rows[-1][f"q/{max(q, key=q.get)}"] == max(q.values())
     assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]  # it moved
     assert note["held_out_kl_by_group_after"] and all(v > 0 for v in note["held_out_kl_by_group_after"].values())
+    assert f"group DRO over family ({reweight}, eta 1.0): final q" in (tmp_path / "student" / "README.md").read_text()
 
 
 def test_cli_rejects_a_bad_config(tmp_path):

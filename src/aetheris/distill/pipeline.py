@@ -357,6 +357,10 @@ def write_final(run: Run, last: str) -> Path:
         kd = notes["kd"]
         card += ["## KL distillation", "", f"- tokens: {kd['tokens']}; held-out KL {kd['held_out_kl_before']:.4f} -> "
                  f"{kd['held_out_kl_after']:.4f}", ""]  # fmt: skip
+        if "group_dro" in kd:
+            dro = kd["group_dro"]
+            q = ", ".join(f"{g} {w:.3f}" for g, w in sorted(dro["q"].items(), key=lambda gw: -gw[1]))
+            card[-1:-1] = [f"- group DRO over {kd['groups']} ({dro['reweight']}, eta {dro['eta']}): final q {q}"]
     if "sft" in notes:
         card += ["## SFT", "", f"- conversations: {notes['sft']['conversations']}", ""]
     card += [f"Data rows kept/skipped: {run.summary.as_dict()}", ""]

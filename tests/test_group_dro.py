@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,10 +159,10 @@ def tiny_teacher() -> torch.nn.Module:
     return teacher
 
 
-def tiny_student() -> AetherisForCausalLM:
+def tiny_student(layout: str = "SMSM") -> AetherisForCausalLM:
     torch.manual_seed(0)
     return AetherisForCausalLM(AetherisConfig(
-        vocab_size=VOCAB, hidden_size=48, layout="SMSM", num_attention_heads=6, num_key_value_heads=2,
+        vocab_size=VOCAB, hidden_size=48, layout=layout, num_attention_heads=6, num_key_value_heads=2,
         moe_intermediate_size=32, ssm_chunk_size=8,
     ))  # fmt: skip
 
@@ -188,10 +189,10 @@ def budget(**over) -> TrainConfig:
 
 def run_kd(out: Path, weighting: str = "uniform", reweight: str = "loss", *, eta: float = 0.3, steps: int = 30,
            accum: int = 1, checkpoint_every: int = 0, resume: bool = False, sleep: float = 0.0,
-           rows: tuple[list[dict], list[str]] | None = None) -> tuple[AetherisForCausalLM, list[dict], list[str]]:  # fmt: skip
+           rows: tuple[list[dict], list[str]] | None = None, batch: int = 4, layout: str = "SMSM") -> tuple[AetherisForCausalLM, list[dict], list[str]]:  # fmt: skip
     """The KD stage's recipe (pipeline.stage_kd) on the tiny teacher; returns the student and the data."""
     rows, langs = rows or two_families()
-    teacher, student = OnlineTeacher(tiny_teacher()), tiny_student()
+    teacher, student = OnlineTeacher(tiny_teacher()), tiny_student(layout)
     objective = kd_objective(parse_config({
         "teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8}, "output_dir": "o",
         "kd": {"chunk_size": 16}, "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")},
@@ -208,7 +209,7 @@ def run_kd(out: Path, weighting: str = "uniform", reweight: str = "loss", *, eta
             hook.observe(batch, res)
         return {"loss": res.loss, "kl": res.kl}
 
-    train(student, rows, step_fn, budget(steps=steps, grad_accum=accum, checkpoint_every=checkpoint_every),
+    train(student, rows, step_fn, budget(steps=steps, batch_size=batch, grad_accum=accum, checkpoint_every=checkpoint_every),
           out, resume=resume, order=hook.order if hook else None, hooks=[hook] if hook else [])  # fmt: skip
     return student, rows, langs
 
@@ -268,14 +269,18 @@ def main() -> None:
     p.add_argument("--reweight", default="loss")
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--processes", type=int, default=0, help="the two-process test: 4 rows per step in all")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.processes:
+        run_kd(Path(a.out), "group_dro", a.reweight, steps=6, batch=4 // a.processes, layout="SS")
+        return
     run_kd(Path(a.out), "group_dro", a.reweight, resume=a.resume, sleep=a.sleep, **RESUME_RUN)
 
 
-def _run(args: list[str]) -> subprocess.Popen:
+def _run(args: list[str], launcher: list[str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{HERE.parent}", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(HERE), *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([*(launcher or [sys.executable]), str(HERE), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
@@ -310,6 +315,27 @@ def test_resume_after_sigkill_reproduces_losses_and_q(tmp_path):
     state = json.loads((find_last_checkpoint(killed) / "trainer_state.json").read_text())["hooks"]["group_dro"]
     assert state["dro"]["q"][1] == pytest.approx(expected[10]["q/Japonic"], abs=0)
     assert state["order"]["next"] == 10 * 8  # steps x global batch: every draw made, none twice
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_draw_and_weigh_as_one(tmp_path):
+    """Sampling: each process asks for its own offsets of the q-weighted draws, and q is updated
+    from totals reduced over processes; both must match one process with the whole batch (an
+    SSM-only student: the routers' balance loss is not linear in the rows)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519"]  # fmt: skip
+    two_procs = _run([str(two), "--reweight", "sampling", "--processes", "2"], launcher)
+    _finish(_run([str(one), "--reweight", "sampling", "--processes", "1"]))
+    _finish(two_procs)
+    a, b = records(one), records(two)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    assert a[1]["samples_seen"] == b[1]["samples_seen"] == 4
+    for step in a:
+        for key in ("loss", *(k for k in a[step] if k.startswith(("q/", "group_kl/")))):
+            assert b[step][key] == pytest.approx(a[step][key], abs=1e-5), (step, key)
+    assert a[6]["q/Japonic"] != 0.5
 
 
 if __name__ == "__main__":

@@ -102,6 +102,24 @@ def test_stages_run_one_at_a_time_and_resume(teacher_dir, tmp_path):
     assert losses()[:4] == kd_losses[:4] and len(kd_losses) >= 4
 
 
+@pytest.mark.parametrize("reweight", ["loss", "sampling"])
+def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweight):
+    """The KD stage's equity-aware path end to end: rows tagged with their family, q per family in
+    metrics.jsonl and the stage note, held-out KL per family (the top-k cache keyed on the same rows)."""
+    cfg = config(teacher_dir, tmp_path)
+    cfg.kd = cfg.kd.model_copy(update={"weighting": "group_dro", "reweight": reweight, "dro_eta": 1.0})
+    for stage in ("init", "align", "kd"):
+        run_stages(cfg, stage)
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "kd" / "metrics.jsonl").read_text().splitlines()]
+    note = json.loads((tmp_path / "kd" / "stage.json").read_text())
+    q = note["group_dro"]["q"]
+    assert len(q) > 1 and sum(q.values()) == pytest.approx(1.0) and note["group_dro"]["reweight"] == reweight
+    assert {f"q/{g}" for g in q} <= set(rows[-1]) and rows[-1][f"q/{max(q, key=q.get)}"] == max(q.values())
+    assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]  # it moved
+    assert note["held_out_kl_by_group_after"] and all(v > 0 for v in note["held_out_kl_by_group_after"].values())
+    assert f"group DRO over family ({reweight}, eta 1.0): final q" in (tmp_path / "student" / "README.md").read_text()
+
+
 def test_cli_rejects_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher: {name: x}\nkd: {temperature: hot}\n")

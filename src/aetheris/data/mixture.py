@@ -165,3 +165,69 @@ class PackedBatches:
         else:
             self._doc, self._offset = [], 0
             self._doc_state = self.sampler.state_dict()
+
+
+class GroupedOrder:
+    """Global sample offset -> row index, with the group of each draw chosen by probabilities
+    that may change between optimizer steps (group DRO's `kd.reweight: sampling`).
+
+    Offset o draws group g with the current `probs` (u from a generator keyed on (seed, o)), then
+    the next row of g's pool, each pool walked in shuffled epochs like `MixtureSampler`'s
+    languages. Draws are made in offset order whichever offsets a process asks for, so every
+    process agrees on every row; the caller moves the draws up to a step's end (`draw_until`)
+    before changing `probs`. The position is `state_dict()`: the next offset and the rows taken
+    per group.
+    """
+
+    def __init__(self, groups: Sequence[int], n_groups: int, seed: int = 0) -> None:
+        labels = np.asarray(groups)
+        self.pools = [np.flatnonzero(labels == g) for g in range(n_groups)]
+        self.seed, self.next, self.taken = seed, 0, [0] * n_groups
+        self._drawn: dict[int, int] = {}
+        self._orders: dict[int, tuple[int, np.ndarray]] = {}
+        self.set_probs(np.full(n_groups, 1.0 / n_groups))
+
+    def set_probs(self, probs: Sequence[float]) -> None:
+        """Group probabilities from now on; groups without rows are left out (the rest renormalised)."""
+        p = np.asarray(probs, dtype=float) * np.array([len(pool) > 0 for pool in self.pools])
+        if not p.sum() > 0:
+            raise ValueError("GroupedOrder: no group with rows has a positive probability")
+        self.cdf = np.cumsum(p / p.sum())
+
+    def _draw_next(self) -> None:
+        """Draw the row of offset `self.next` into `_drawn` and move past it."""
+        u = np.random.default_rng([self.seed, self.next]).random()
+        g = min(int(np.searchsorted(self.cdf, u, side="right")), len(self.pools) - 1)
+        while not len(self.pools[g]):  # float rounding at the top of the cdf can land on an empty pool
+            g -= 1
+        pool = self.pools[g]
+        epoch, pos = divmod(self.taken[g], len(pool))
+        cached = self._orders.get(g)
+        if cached is None or cached[0] != epoch:
+            cached = (epoch, np.random.default_rng([self.seed, 1 + g, epoch]).permutation(len(pool)))
+            self._orders[g] = cached
+        self.taken[g] += 1
+        self._drawn[self.next] = int(pool[cached[1][pos]])
+        self.next += 1
+
+    def draw_until(self, offset: int) -> None:
+        """Make every draw before `offset`; those nobody asked for are dropped."""
+        while self.next < offset:
+            self._draw_next()
+        self._drawn = {o: i for o, i in self._drawn.items() if o >= offset}
+
+    def __call__(self, offset: int) -> int:
+        if offset < self.next and offset not in self._drawn:
+            raise ValueError(f"GroupedOrder: offset {offset} was drawn already (next is {self.next})")
+        while self.next <= offset:
+            self._draw_next()
+        return self._drawn.pop(offset)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "next": self.next, "taken": list(self.taken)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["seed"] != self.seed or len(state["taken"]) != len(self.pools):
+            raise ValueError(f"GroupedOrder state is for seed {state['seed']} and {len(state['taken'])} groups; "
+                             f"this order has seed {self.seed} and {len(self.pools)}")
+        self.next, self.taken, self._drawn = int(state["next"]), [int(t) for t in state["taken"]], {}

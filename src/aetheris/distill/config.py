@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aetheris.data.hub import DataSource
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
+from aetheris.distill.group_dro import GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
 from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES
 from aetheris.distill.layer_map import ATTENTION_PLACEMENTS, LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
@@ -137,6 +138,27 @@ class KDConfig(_Strict):
     freeze_embeddings: bool = Field(
         False, description="keep the tied embedding/head fixed during KD (skips the head-gradient product)"
     )
+    # Equity-aware KD (aetheris.distill.group_dro): group weights q follow the groups' KL online.
+    weighting: Literal[WEIGHTINGS] = Field(
+        "uniform", description="uniform: per-token mean; group_dro: Σ_g q_g L_g, q_g ∝ q_g·exp(η·L_g) per step"
+    )
+    groups: Literal[GROUP_FIELDS] = Field("family", description="the language registry field rows are grouped by")
+    reweight: Literal[REWEIGHTS] = Field(
+        "loss", description="group_dro spends q as loss weights, or as the rows' group sampling probabilities"
+    )
+    dro_eta: float = Field(0.01, ge=0, description="η, step size of q's exponentiated update (per nat of KL)")
+    dro_floor: float = Field(
+        0.1, ge=0, le=1, description="no q_g below dro_floor / G (a fraction of the uniform weight)"
+    )
+    dro_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="EMA factor on each group's KL before the update (0 = the step's own)"
+    )
+
+    @model_validator(mode="after")
+    def _sampling_needs_dro(self) -> KDConfig:
+        if self.reweight == "sampling" and self.weighting != "group_dro":
+            raise ValueError("reweight: sampling needs weighting: group_dro (uniform has no q to sample by)")
+        return self
 
 
 class SFTConfig(_Strict):

@@ -135,26 +135,34 @@ def kd_parameters(student: torch.nn.Module, kd: KDConfig) -> list[torch.nn.Param
 
 
 def kd_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], teacher: TeacherFn,
-            objective: KDObjective) -> KDLoss:  # fmt: skip
+            objective: KDObjective, row_weights: torch.Tensor | None = None) -> KDLoss:  # fmt: skip
     """The objective on one batch; in training the routers' load-balancing and z-losses are added
-    to `loss`, as the model adds them to its own CE."""
+    to `loss`, as the model adds them to its own CE. `row_weights` [B]: see KDObjective (group DRO)."""
     s = student_forward(model, batch)
     res = objective(s.hidden, s.head, teacher(batch), labels=batch.get("labels"),
-                    attention_mask=batch["attention_mask"], student_logit_fn=s.logit_fn)  # fmt: skip
+                    attention_mask=batch["attention_mask"], student_logit_fn=s.logit_fn,
+                    row_weights=row_weights)  # fmt: skip
     res.loss = res.loss + s.router_loss
     return res
 
 
 @torch.no_grad()
-def held_out_kl(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,
-                objective: KDObjective, batch_size: int = 2) -> float:  # fmt: skip
-    """Mean KL per counted token over `rows`, the student in eval mode."""
+def held_out_row_kl(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,
+                    objective: KDObjective, batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Summed KL and counted tokens of each row [len(rows)], the student in eval mode."""
     student.eval()
-    total, n = 0.0, 0
+    kl, tokens = [], []
     for i in range(0, len(rows), batch_size):
         batch = {k: torch.stack([r[k] for r in rows[i : i + batch_size]])
                  for k in ("input_ids", "attention_mask", "labels")}  # fmt: skip
         res = kd_step(student, batch, teacher, objective)
-        total += float(res.kl) * res.n_tokens
-        n += res.n_tokens
-    return total / max(n, 1)
+        kl.append(res.row_kl.double().cpu())
+        tokens.append(res.row_tokens.cpu())
+    return torch.cat(kl), torch.cat(tokens)
+
+
+def held_out_kl(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,
+                objective: KDObjective, batch_size: int = 2) -> float:  # fmt: skip
+    """Mean KL per counted token over `rows`, the student in eval mode."""
+    kl, tokens = held_out_row_kl(student, rows, teacher, objective, batch_size)
+    return float(kl.sum()) / max(int(tokens.sum()), 1)

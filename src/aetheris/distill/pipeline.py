@@ -30,12 +30,13 @@ from aetheris.distill.align import align_student
 from aetheris.distill.attention_probe import LayerProbe, probe_attention, probe_key
 from aetheris.distill.calibration import influence_scores, mlp_inputs
 from aetheris.distill.config import RunConfig
+from aetheris.distill.group_dro import group_dro_hook, group_of
 from aetheris.distill.init import init_student, student_config
 from aetheris.distill.kd import (
     CachedTeacher,
     OnlineTeacher,
     build_run_cache,
-    held_out_kl,
+    held_out_row_kl,
     kd_objective,
     kd_parameters,
     kd_step,
@@ -99,15 +100,21 @@ class Run:
         return out
 
     def packed(
-        self, specs: list[str], rows: int, seed: int, held_out: bool = False
-    ) -> list[dict[str, torch.Tensor]]:
-        """`rows` packed sequences of seq_len tokens, languages balanced by tau."""
+        self, specs: list[str], rows: int, seed: int, held_out: bool = False, keep_lang: bool = False
+    ) -> list[dict[str, Any]]:
+        """`rows` packed sequences of seq_len tokens, languages balanced by tau; `keep_lang` adds
+        each row's language (the one it starts in) as `row["lang"]`."""
         tok = self.teacher.tokenizer
         sampler = MixtureSampler(self.examples(specs, held_out=held_out), tau=self.cfg.data.tau, seed=seed)
         batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1)
-        return [
-            {k: v[0] for k, v in next(batches).items() if isinstance(v, torch.Tensor)} for _ in range(rows)
-        ]
+        out = []
+        for _ in range(rows):
+            batch = next(batches)
+            row = {k: v[0] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            if keep_lang:
+                row["lang"] = batch["langs"][0]
+            out.append(row)
+        return out
 
     def load_stage(self, stage: str) -> AetherisForCausalLM:
         path = self.out / stage
@@ -231,34 +238,62 @@ def stage_align(run: Run) -> Path:
     return run.save_stage(student, "align", note)
 
 
+def _kl_by_group(row_kl: torch.Tensor, row_tokens: torch.Tensor, groups: list[str]) -> dict[str, float]:
+    """Mean KL per counted token of each group's rows."""
+    out = {}
+    for g in sorted(set(groups)):
+        pick = torch.tensor([x == g for x in groups])
+        out[g] = float(row_kl[pick].sum()) / max(int(row_tokens[pick].sum()), 1)
+    return out
+
+
 def stage_kd(run: Run) -> Path:
     cfg, t = run.cfg, run.teacher
     student = run.load_stage("align")
     budget = cfg.train.kd
     n_rows = budget.steps * budget.batch_size * budget.grad_accum
-    rows = run.packed(cfg.data.train, n_rows, seed=budget.seed)
+    rows = run.packed(cfg.data.train, n_rows, seed=budget.seed, keep_lang=True)
+    langs = [r.pop("lang") for r in rows]
     for i, r in enumerate(rows):
         r["row_id"] = torch.tensor(i)
-    held_out = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=budget.seed + 1, held_out=True)
+    held_out = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=budget.seed + 1,
+                          held_out=True, keep_lang=True)  # fmt: skip
+    held_groups = [group_of(r.pop("lang"), cfg.kd.groups) for r in held_out]
+    dro = None
+    if cfg.kd.weighting == "group_dro":
+        dro = group_dro_hook(rows, langs, cfg.kd.groups, eta=cfg.kd.dro_eta, floor=cfg.kd.dro_floor,
+                             smoothing=cfg.kd.dro_smoothing, reweight=cfg.kd.reweight, seed=budget.seed)  # fmt: skip
+        logger.info("kd: group DRO over %d %s groups (%s), eta %g", len(dro.dro.groups), cfg.kd.groups,
+                    cfg.kd.reweight, cfg.kd.dro_eta)  # fmt: skip
     objective = kd_objective(cfg.kd)
     online = OnlineTeacher(t.model)
     teacher = online
     if cfg.kd.top_k_cache:
         key = topk_cache_key(cfg, tokenizer_fingerprint(t.tokenizer), rows)
         teacher = CachedTeacher(build_run_cache(t.model, rows, cfg, cfg.kd.cache_dir or run.out / "topk-cache", key))
-    before = held_out_kl(student, held_out, online, objective)
+    kl_before = held_out_row_kl(student, held_out, online, objective)
 
     def step_fn(model, batch):
-        res = kd_step(model, batch, teacher, objective)
+        res = kd_step(model, batch, teacher, objective, dro.row_weights(batch) if dro else None)
+        if dro:
+            dro.observe(batch, res)
         return {"loss": res.loss, "kl": res.kl, "ce": res.ce}
 
     started = time.perf_counter()
     train(student, rows, step_fn, budget, run.out / "runs" / "kd", resume=run.resume, stage="kd",
-          parameters=kd_parameters(student, cfg.kd))
-    after = held_out_kl(student, held_out, online, objective)
+          parameters=kd_parameters(student, cfg.kd), order=dro.order if dro else None,
+          hooks=[dro] if dro else [])  # fmt: skip
+    kl_after = held_out_row_kl(student, held_out, online, objective)
+    before, after = (float(kl.sum()) / max(int(n.sum()), 1) for kl, n in (kl_before, kl_after))
     tokens = int(sum(int(r["attention_mask"].sum()) for r in rows))
     note = {"held_out_kl_before": before, "held_out_kl_after": after, "held_out_rows": len(held_out),
-            "tokens": tokens, "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache}  # fmt: skip
+            "tokens": tokens, "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache,
+            "weighting": cfg.kd.weighting, "groups": cfg.kd.groups,
+            "held_out_kl_by_group_before": _kl_by_group(*kl_before, held_groups),
+            "held_out_kl_by_group_after": _kl_by_group(*kl_after, held_groups)}  # fmt: skip
+    if dro:
+        note["group_dro"] = {"reweight": cfg.kd.reweight, "eta": cfg.kd.dro_eta, "floor": cfg.kd.dro_floor,
+                             "smoothing": cfg.kd.dro_smoothing, "q": dict(zip(dro.dro.groups, dro.dro.q.tolist()))}  # fmt: skip
     logger.info("kd: held-out KL %.4f -> %.4f over %d tokens", before, after, tokens)
     return run.save_stage(student, "kd", note)
 
@@ -399,6 +434,10 @@ def write_final(run: Run, last: str) -> Path:
         kd = notes["kd"]
         card += ["## KL distillation", "", f"- tokens: {kd['tokens']}; held-out KL {kd['held_out_kl_before']:.4f} -> "
                  f"{kd['held_out_kl_after']:.4f}", ""]  # fmt: skip
+        if "group_dro" in kd:
+            dro = kd["group_dro"]
+            q = ", ".join(f"{g} {w:.3f}" for g, w in sorted(dro["q"].items(), key=lambda gw: -gw[1]))
+            card[-1:-1] = [f"- group DRO over {kd['groups']} ({dro['reweight']}, eta {dro['eta']}): final q {q}"]
     if "sft" in notes:
         card += ["## SFT", "", f"- conversations: {notes['sft']['conversations']}", ""]
     card += [f"Data rows kept/skipped: {run.summary.as_dict()}", ""]

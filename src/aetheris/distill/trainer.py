@@ -14,7 +14,9 @@ Data order is a pure function of (seed, sample offset): epoch e is a permutation
 + e, and optimizer step s takes the global samples [s·G, (s+1)·G), G = batch_size · grad_accum ·
 processes. Micro-batch j of process r is the slice [(j·P + r)·b, (j·P + r + 1)·b) of that
 window, so one process with batch 4 and two with batch 2 see the same global batch. Resuming
-needs only the step index.
+needs only the step index. A stage may replace that order (`order`: offset -> index, e.g. group
+DRO's q-weighted draws) and keep training state of its own beside the model's (`hooks`: updated
+after every optimizer step, logged, saved in each checkpoint and restored on resume).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -49,6 +51,22 @@ if TYPE_CHECKING:  # config.py imports align.py, which imports this module
 logger = logging.getLogger(__name__)
 StepFn = Callable[[torch.nn.Module, dict[str, Any]], dict[str, Any]]
 Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+class StepHook(Protocol):
+    """Training state beside the model's, advanced once per optimizer step (e.g. group DRO's q)."""
+
+    name: str  # its key in the checkpoint's trainer_state.json
+
+    def end_step(self, acc: Accelerator, samples_seen: int) -> dict[str, float]:
+        """After the optimizer step (every process calls it); the metrics to log for this step."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state; saved in every checkpoint."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -126,6 +144,15 @@ def _trainable(model: torch.nn.Module, parameters: Sequence[torch.nn.Parameter] 
     return params
 
 
+def _restore_hooks(ckpt: Path, state: dict[str, Any], hooks: Sequence[StepHook]) -> None:
+    saved = state.get("hooks", {})
+    for hook in hooks:
+        if hook.name not in saved:
+            raise ValueError(f"{ckpt}: no {hook.name} state in this checkpoint: it was written by a run "
+                             f"without {hook.name}; resume with the config that wrote it")
+        hook.load_state_dict(saved[hook.name])
+
+
 def _tokens(batch: dict[str, Any], b: int) -> int:
     if "attention_mask" in batch:
         return int(batch["attention_mask"].sum())
@@ -141,7 +168,7 @@ class _Loop:
     dataset: Sequence[dict[str, Any]]
     step_fn: StepFn
     collate: Collate
-    order: _Order
+    order: Callable[[int], int]
     cfg: TrainConfig
 
     def step(self, window: int) -> tuple[float, dict[str, float], int]:
@@ -181,6 +208,8 @@ def train(
     parameters: Sequence[torch.nn.Parameter] | None = None,
     accelerator: Accelerator | None = None,
     stage: str = "train",
+    order: Callable[[int], int] | None = None,
+    hooks: Sequence[StepHook] = (),
 ) -> TrainResult:
     """Train `model` for cfg.steps optimizer steps on `dataset` (map-style: len + [i] -> example).
 
@@ -191,6 +220,8 @@ def train(
     is continued (fresh start if none). The trained weights end up in `model` itself.
     Metrics per logged step go to output_dir/metrics.jsonl (and TensorBoard): loss, lr, grad_norm,
     tokens_per_s, samples_seen and the means of step_fn's other scalar outputs.
+    `order`: global sample offset -> dataset index (default: a permutation per epoch, see the
+    module docstring); `hooks`: see `StepHook` (their metrics join each logged step's).
     """
     output_dir = Path(output_dir)
     if len(dataset) == 0:
@@ -206,11 +237,12 @@ def train(
     scheduler = build_scheduler(optimizer, cfg)  # not acc.prepare'd: it would step once per process per step
     if ckpt is not None:
         restore_optimizer(ckpt, state, optimizer, scheduler, acc.process_index, acc.num_processes)
+        _restore_hooks(ckpt, state, hooks)
     if acc.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     start, samples_seen = int(state.get("step", 0)), int(state.get("samples_seen", 0))
     metrics = MetricsLog(output_dir, start if ckpt is not None else None, acc.is_main_process)
-    loop = _Loop(acc, model, dataset, step_fn, collate_fn, _Order(len(dataset), cfg.seed), cfg)
+    loop = _Loop(acc, model, dataset, step_fn, collate_fn, order or _Order(len(dataset), cfg.seed), cfg)
     # FSDP clips through the wrapped model (its flat parameters); elsewhere the trained ones.
     clip_params = list(model.parameters()) if acc.distributed_type == DistributedType.FSDP else params
     global_batch = cfg.batch_size * cfg.grad_accum * acc.num_processes
@@ -231,6 +263,8 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                for hook in hooks:
+                    extra |= hook.end_step(acc, samples_seen)
                 rate.add(n_tokens * acc.num_processes)
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     record = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0],
@@ -243,7 +277,8 @@ def train(
                 if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
                     trainer_state = {"samples_seen": samples_seen, "global_batch": global_batch, "stage": stage,
                                      "num_processes": acc.num_processes, "scheduler": scheduler.state_dict(),
-                                     "config": cfg.model_dump()}  # fmt: skip
+                                     "config": cfg.model_dump(),
+                                     "hooks": {h.name: h.state_dict() for h in hooks}}  # fmt: skip
                     last_ckpt = save_checkpoint(acc, output_dir, step, model, optimizer, trainer_state,
                                                 cfg.keep_checkpoints)  # fmt: skip
     finally:

@@ -133,3 +133,24 @@ def fertility_by_script(rows: Sequence[ScriptFertility]) -> bytes:
     ax.legend(frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def group_weights(records: Sequence[dict], title: str = "group DRO weights q over KD") -> bytes:
+    """q per group over training (one line per group) from a KD run's metrics.jsonl records
+    (`q/<group>` keys, logged by kd.weighting: group_dro); the dotted line is the uniform 1/G."""
+    rows = [r for r in records if any(k.startswith("q/") for k in r)]
+    if not rows:
+        raise ValueError("no q/<group> metrics in these records: was the run made with kd.weighting: group_dro?")
+    groups = sorted({k[2:] for r in rows for k in r if k.startswith("q/")})
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.add_subplot()
+    for k, g in enumerate(groups):
+        pts = [(r["step"], r[f"q/{g}"]) for r in rows if f"q/{g}" in r]
+        ax.plot(*zip(*pts), color=COLORS[k % len(COLORS)], linestyle="-" if k < len(COLORS) else "--", label=g)
+    ax.axhline(1 / len(groups), color="black", linewidth=0.8, linestyle=":", label="uniform 1/G")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("q (group weight)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize="small", ncol=2 if len(groups) > 8 else 1)
+    ax.grid(alpha=0.3)
+    return _png(fig)

@@ -1,0 +1,217 @@
+"""Equity-aware KD: online group DRO over language groups (Sagawa et al. 2020, ICLR).
+
+Each group g (a language family, WALS group, region or single language: the fields of
+`aetheris.languages`) has a weight q_g, uniform at the start. The training loss is Σ_g q_g L_g,
+where L_g is the group's mean per-token KD loss in the batch (a group absent from the batch adds
+nothing, as in the paper's code: it has no gradient there; with many small groups, e.g.
+`language`, and small batches, the present groups' q mass, and so the gradient's scale, varies
+from batch to batch), and after every optimizer step
+
+    q_g ∝ q_g · exp(η · L̂_g)
+
+with L̂_g the group's KL per token in that step (over all micro-batches and processes),
+exponentially smoothed by `smoothing` (0 = the step's own value, as in the paper); a group absent
+from the step keeps its last L̂_g, so it still competes at its running loss. A group that has never
+appeared keeps its initial weight 1/G: the exponentiated step renormalises only the groups that
+have a loss estimate. No q_g falls below `floor`/G (a fraction of the uniform weight): weights that
+would are set to it and the others rescaled.
+
+Why this is DoReMi without a reference model: the per-token KL to the teacher is already an
+*excess* loss over the teacher,
+
+    KL(p_teacher ‖ p_student) = CE(p_teacher, p_student) − H(p_teacher),
+
+the student's cross-entropy against the teacher's distribution minus the loss the teacher itself
+pays (its entropy). DoReMi (Xie et al. 2023) weights domains by the student's loss minus a
+reference model's; in KD the teacher is that reference, and the subtraction is done exactly per
+token. So a group with a high KL is one the student is losing on relative to what the teacher
+achieves there, not merely a hard (high-entropy) language. tests/test_group_dro.py checks the
+identity on the objective's own per-row sums.
+
+Two ways to spend q (`kd.reweight`):
+- `loss`: every row's KD terms are scaled so that the batch loss is Σ_g q_g · (group g's mean per
+  token), through `KDObjective(row_weights=...)` (no full-vocabulary logits);
+- `sampling`: the loss stays the plain per-token mean and the rows are drawn with group
+  probabilities q instead (`aetheris.data.mixture.GroupedOrder`): it spends tokens, not gradient.
+  Both estimate the same objective; q starts uniform, so either is group-balanced at η = 0.
+
+q, L̂ and the sampler's position are training state: saved in every checkpoint (JSON floats, which
+round-trip exactly) and restored on `--resume`; q is logged as `q/<group>` at every logged step
+(metrics.jsonl and TensorBoard: one line per group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from aetheris import languages
+from aetheris.data.mixture import GroupedOrder
+from aetheris.distill.losses import KDLoss, counted_positions
+
+WEIGHTINGS = ("uniform", "group_dro")
+GROUP_FIELDS = ("family", "group", "region", "language")
+REWEIGHTS = ("loss", "sampling")
+
+
+def group_of(lang: str, field: str) -> str:
+    """The group a language belongs to: its registry `field`, or its canonical code for `language`."""
+    entry = languages.get(lang)
+    return entry.code if field == "language" else getattr(entry, field)
+
+
+def counted_tokens(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """[B] positions per row that the KD objective counts (same rule: mask and labels)."""
+    ids = batch["input_ids"]
+    idx, _ = counted_positions(tuple(ids.shape), batch.get("labels"), batch.get("attention_mask"), ids.device)
+    return torch.bincount(idx // ids.shape[1], minlength=ids.shape[0])
+
+
+def _floored(q: torch.Tensor, low: float) -> torch.Tensor:
+    """q (summing to m) with no entry below `low`, keeping the sum: clamp, rescale the rest, repeat."""
+    mass, fixed = float(q.sum()), torch.zeros_like(q, dtype=torch.bool)
+    out = q.clone()
+    while True:
+        free = ~fixed
+        out[free] = q[free] / q[free].sum() * (mass - low * int(fixed.sum()))
+        below = free & (out < low)
+        if not below.any():
+            return out
+        fixed |= below
+        out[below] = low
+
+
+class GroupDRO:
+    """The group weights q and their online update; plain tensors (float64, CPU) throughout."""
+
+    def __init__(self, groups: Sequence[str], eta: float, floor: float = 0.0, smoothing: float = 0.0) -> None:
+        if not groups or len(set(groups)) != len(groups):
+            raise ValueError(f"GroupDRO: expected distinct group names, got {list(groups)}")
+        if eta < 0 or not 0 <= floor <= 1 or not 0 <= smoothing < 1:
+            raise ValueError(f"GroupDRO: need eta >= 0, 0 <= floor <= 1, 0 <= smoothing < 1; "
+                             f"got {eta}, {floor}, {smoothing}")  # fmt: skip
+        self.groups, self.eta, self.smoothing = list(groups), eta, smoothing
+        n = len(groups)
+        self.low = floor / n  # the floor as an absolute weight
+        self.q = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        self.loss = torch.zeros(n, dtype=torch.float64)  # L̂_g, meaningful where seen
+        self.seen = torch.zeros(n, dtype=torch.bool)
+        self.reset_step()
+
+    def reset_step(self) -> None:
+        self.step_kl = torch.zeros(len(self.groups), dtype=torch.float64)
+        self.step_tokens = torch.zeros(len(self.groups), dtype=torch.float64)
+
+    def row_weights(self, group: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """[B] factors that turn the objective's per-token mean into Σ_g q_g · (group g's mean):
+        row r of group g weighs q_g · n / n_g (n counted positions in the batch, n_g in group g)."""
+        g, tokens = group.long().cpu(), tokens.double().cpu()
+        n_g = torch.zeros(len(self.groups), dtype=torch.float64).index_add_(0, g, tokens)
+        return (self.q[g] * tokens.sum() / n_g[g].clamp(min=1)).float()
+
+    def observe(self, group: torch.Tensor, row_kl: torch.Tensor, row_tokens: torch.Tensor) -> None:
+        """Add one micro-batch's per-row KL sums and counted positions to this step's totals."""
+        g = group.long().cpu()
+        self.step_kl.index_add_(0, g, row_kl.detach().double().cpu())
+        self.step_tokens.index_add_(0, g, row_tokens.double().cpu())
+
+    def update(self, kl: torch.Tensor | None = None, tokens: torch.Tensor | None = None) -> None:
+        """The exponentiated-gradient step from this step's totals (default: the observed ones)."""
+        kl = self.step_kl if kl is None else kl.double().cpu()
+        tokens = self.step_tokens if tokens is None else tokens.double().cpu()
+        present = tokens > 0
+        step_loss = kl / tokens.clamp(min=1)
+        s = self.smoothing
+        self.loss = torch.where(present & self.seen, s * self.loss + (1 - s) * step_loss, self.loss)
+        self.loss = torch.where(present & ~self.seen, step_loss, self.loss)
+        self.seen |= present
+        self.reset_step()
+        known = self.seen
+        if not known.any():
+            return
+        # The groups never seen keep their weight; the known ones share the rest of the mass.
+        mass = 1.0 - float(self.q[~known].sum())
+        lk = self.loss[known]
+        w = self.q[known] * torch.exp(self.eta * (lk - lk.max()))  # shifted: no overflow, same ratios
+        self.q[known] = _floored(w / w.sum() * mass, self.low)
+
+    def metrics(self) -> dict[str, float]:
+        """q per group, and L̂ per group that has been seen."""
+        out = {f"q/{g}": float(q) for g, q in zip(self.groups, self.q)}
+        out |= {f"group_kl/{g}": float(v) for g, v, s in zip(self.groups, self.loss, self.seen) if s}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"groups": self.groups, "q": self.q.tolist(), "loss": self.loss.tolist(), "seen": self.seen.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if list(state["groups"]) != self.groups:
+            raise ValueError(f"group DRO state is for groups {state['groups']}, this run has {self.groups}")
+        self.q = torch.tensor(state["q"], dtype=torch.float64)
+        self.loss = torch.tensor(state["loss"], dtype=torch.float64)
+        self.seen = torch.tensor(state["seen"], dtype=torch.bool)
+        self.reset_step()
+
+
+class GroupDROHook:
+    """Group DRO as a training-loop hook (`trainer.train(hooks=[...], order=hook.order)`).
+
+    The stage's step_fn asks `row_weights(batch)` (None under sampling) before the loss and calls
+    `observe(batch, res)` after it; `end_step` reduces the step's per-group totals over processes,
+    updates q and hands it to the sampler."""
+
+    name = "group_dro"
+
+    def __init__(self, dro: GroupDRO, order: GroupedOrder | None = None) -> None:
+        self.dro, self.order = dro, order
+        if order is not None:
+            order.set_probs(dro.q.numpy())
+
+    def row_weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        if self.order is not None:  # sampling: q shapes the draws, not the loss
+            return None
+        return self.dro.row_weights(batch["group"], counted_tokens(batch)).to(batch["input_ids"].device)
+
+    def observe(self, batch: Mapping[str, torch.Tensor], res: KDLoss) -> None:
+        self.dro.observe(batch["group"], res.row_kl, res.row_tokens)
+
+    def end_step(self, acc: Any, samples_seen: int) -> dict[str, float]:
+        totals = torch.stack([self.dro.step_kl, self.dro.step_tokens]).to(acc.device)
+        totals = acc.reduce(totals, reduction="sum").cpu()
+        if self.order is not None:
+            self.order.draw_until(samples_seen)  # the step's whole window, under the q it was drawn with
+        self.dro.update(totals[0], totals[1])
+        if self.order is not None:
+            self.order.set_probs(self.dro.q.numpy())
+        return self.dro.metrics()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"dro": self.dro.state_dict()}
+        if self.order is not None:
+            state["order"] = self.order.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.dro.load_state_dict(state["dro"])
+        if self.order is not None:
+            if "order" not in state:
+                raise ValueError("group DRO state has no sampler position: it was saved with kd.reweight: loss")
+            self.order.load_state_dict(state["order"])
+            self.order.set_probs(self.dro.q.numpy())
+
+
+def group_dro_hook(rows: Sequence[dict[str, Any]], langs: Sequence[str], field: str, *, eta: float,
+                   floor: float, smoothing: float, reweight: str, seed: int) -> GroupDROHook:  # fmt: skip
+    """Tag each row with its group index (`row["group"]`, in place) and build the hook; the groups
+    are those of the rows (sorted), `langs[i]` being row i's language."""
+    names = [group_of(lang, field) for lang in langs]
+    groups = sorted(set(names))
+    index = {g: i for i, g in enumerate(groups)}
+    for row, name in zip(rows, names, strict=True):
+        row["group"] = torch.tensor(index[name])
+    order = None
+    if reweight == "sampling":
+        order = GroupedOrder([index[n] for n in names], len(groups), seed)
+    return GroupDROHook(GroupDRO(groups, eta, floor, smoothing), order)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from aetheris.arbitrage.cli import arbitrage_cmd as _arbitrage_cmd
 from aetheris.compress.cli import compress_cmd as _compress_cmd
 from aetheris.errors import BadValueError, MissingPathError, UserError
 from aetheris.eval.tasks import TASKS
@@ -136,6 +137,7 @@ def validate_tools(paths: list[str]) -> None:
 teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher models.")
 app.add_typer(teacher_app, name="teacher")
 app.command("compress")(_compress_cmd)
+app.command("arbitrage")(_arbitrage_cmd)
 
 
 MODEL_HELP = f"embedded teacher ({', '.join(EMBEDDED_TEACHERS)}), model folder, .gguf file or hub id"

@@ -77,7 +77,7 @@ def test_lingua_mapping_is_the_committed_one():
 
 
 def test_lid_rejects_a_reply_in_another_language():
-    lid = LanguageChecker(min_chars=20)
+    lid = LanguageChecker(min_chars=20, accuracy="low")  # high accuracy: same answers, 25 s to load
     assert lid.check("Das Wetter in Berlin ist heute sonnig und warm, wir gehen spazieren.", "de").status == "pass"
     wrong = lid.check("The weather in Berlin is sunny and warm today, let us go for a walk.", "de")
     assert wrong.status == "fail" and wrong.detected == "en"
@@ -92,7 +92,7 @@ def test_checker_rejects_a_malformed_tool_call_and_keeps_a_right_one():
     prompt = next(p for p in prompts_for(["de"], per_language=20, chats=False) if p.item.category == "simple")
     gold = prompt.item.gold[0]
     args = {k: v[0] for k, v in gold.arguments.items() if v[0] != ""}
-    checker = Checker(Checks())
+    checker = Checker(Checks(lid_accuracy="low"))
     bad = checker(prompt, '<tool_call>{"name": "' + gold.name + '", "arguments": {oops}</tool_call>')
     assert not bad.passed and bad.tool["category"] == "invalid_json"
     wrong = checker(prompt, json.dumps({"name": "no_such_function", "arguments": args}))
@@ -147,7 +147,7 @@ def test_checks_come_before_the_score():
     prompt = prompts_for(["de"], tools=False)[0]
     cands = [Candidate("a", "The weather is fine today and I will go for a long walk outside."),
              Candidate("b", "Das Wetter ist heute schön und ich gehe draußen lange spazieren.")]  # fmt: skip
-    checker = Checker(Checks())
+    checker = Checker(Checks(lid_accuracy="low"))
     row = decide(prompt, cands, [{"score": 0.0}, {"score": -5.0}], [checker(prompt, c.text) for c in cands], "x")
     assert row["arbitrage"]["winner"] == "b"  # the better score is English: LID rejects it
     assert row["arbitrage"]["candidates"][0]["checks"]["lid"]["status"] == "fail"
@@ -283,7 +283,7 @@ def test_resume_does_not_redo_prompts_and_the_sft_stage_reads_the_output(tmp_pat
 def test_cli_writes_rows_summary_and_table(tmp_path, folders):
     cfg = {"pool": [{"model": str(p), "name": n} for n, p in folders.items()],
            "prompts": {"chats": ["embedded:chat"], "languages": ["it"], "per_language": 1},
-           "generation": {"max_new_tokens": 4}}  # fmt: skip
+           "generation": {"max_new_tokens": 4}, "checks": {"lid_accuracy": "low"}}  # fmt: skip
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "o" / "data.jsonl"

@@ -32,7 +32,7 @@ class CheckRecord:
 class Checker:
     def __init__(self, cfg: Checks) -> None:
         self.cfg = cfg
-        self.lid = LanguageChecker(cfg.lid_min_chars) if cfg.language_id else None
+        self.lid = LanguageChecker(cfg.lid_min_chars, cfg.lid_accuracy) if cfg.language_id else None
 
     def __call__(self, prompt: Prompt, reply: str) -> CheckRecord:
         if not reply.strip():

@@ -10,14 +10,14 @@
       languages: null             # keep only these languages
       per_language: null          # at most this many prompts per language and kind
     generation: {max_new_tokens: 128, samples: 1, temperature: 0.0}
-    checks: {language_id: true, tool_checker: true, lid_min_chars: 20}
+    checks: {language_id: true, tool_checker: true, lid_min_chars: 20, lid_accuracy: high}
     arbiter: {name: likelihood}   # or fixed / reward, with their own keys
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -117,6 +117,9 @@ class Checks(_Strict):
     language_id: bool = True
     tool_checker: bool = True
     lid_min_chars: int = Field(20, ge=0, description="shorter replies skip language ID (recorded)")
+    # lingua's high-accuracy mode is the better one on short text but loads its models for ~25 s
+    # (2 shared cores); low is trigrams only and loads in ~1 s.
+    lid_accuracy: Literal["high", "low"] = "high"
 
 
 class RunSettings(_Strict):

@@ -76,7 +76,7 @@ def mapping_document() -> dict[str, Any]:
 class LanguageChecker:
     """Is a reply in the prompt's language? Built once; lingua loads each language model lazily."""
 
-    def __init__(self, min_chars: int = 20) -> None:
+    def __init__(self, min_chars: int = 20, accuracy: str = "high") -> None:
         from lingua import Language, LanguageDetectorBuilder
 
         mapping = committed_mapping()["mapping"]
@@ -87,7 +87,8 @@ class LanguageChecker:
         for code, lang in self._to_lingua.items():
             self._from_lingua.setdefault(lang, code)
         # Only languages a prompt can be in: a correct reply is less often mistaken for an outsider.
-        self._detector = LanguageDetectorBuilder.from_languages(*set(self._to_lingua.values())).build()
+        builder = LanguageDetectorBuilder.from_languages(*set(self._to_lingua.values()))
+        self._detector = (builder.with_low_accuracy_mode() if accuracy == "low" else builder).build()
 
     def supports(self, lang: str) -> bool:
         return lang in self._to_lingua

@@ -151,6 +151,9 @@ def test_checks_come_before_the_score():
     row = decide(prompt, cands, [{"score": 0.0}, {"score": -5.0}], [checker(prompt, c.text) for c in cands], "x")
     assert row["arbitrage"]["winner"] == "b"  # the better score is English: LID rejects it
     assert row["arbitrage"]["candidates"][0]["checks"]["lid"]["status"] == "fail"
+    user = prompt.messages[-1]["content"]
+    assert checker(prompt, user + " ").reason.startswith("echoes the request")
+    assert checker(prompt, "Hallo <|assistant|>\n<|assistant|>").reason == "chat markup '<|assistant|>' in the reply"
     none = decide(prompt, cands[:1], [{"score": 0.0}], [checker(prompt, cands[0].text)], "x")
     assert none["arbitrage"]["winner"] is None
 

@@ -3,11 +3,15 @@
 - Tool prompts: the project's checker (JSON parsing only, never evaluation) against the item's
   gold calls; a chat with tools but no gold only has to be readable when it calls.
 - Language ID on the reply's prose (a reply that makes tool calls has none worth checking).
-- An empty reply teaches nothing and fails.
+- An empty reply teaches nothing and fails; so does chat markup (`<|assistant|>`, `<|admin|>`: a
+  model inventing turns) and, by default, an echo of the user's request (what a base model finds
+  most likely, so the likelihood arbiter would otherwise keep it).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,14 @@ class CheckRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "reason": self.reason, "lid": self.lid, "tool": self.tool}
+
+
+_MARKUP = re.compile(r"<\|[A-Za-z_]+\|>")
+
+
+def _echo(prompt: Prompt, reply: str) -> float:
+    last = next((m.get("content") or "" for m in reversed(prompt.messages) if m.get("role") == "user"), "")
+    return difflib.SequenceMatcher(None, last.strip().casefold(), reply.strip().casefold()).ratio()
 
 
 class Checker:
@@ -53,6 +65,11 @@ class Checker:
                         "detail": parse_error or f"{len(calls)} readable call(s); no gold to compare"}  # fmt: skip
             if not tool["passed"]:
                 return CheckRecord(False, tool=tool, reason=f"tool checker: {tool['category']}")
+        # Tool calls may carry a marker (Llama's <|python_tag|>); prose with turn markup may not.
+        if not calls and (markup := _MARKUP.search(reply)) is not None:
+            return CheckRecord(False, tool=tool, reason=f"chat markup {markup.group()!r} in the reply")
+        if not calls and self.cfg.echo_ratio is not None and (ratio := _echo(prompt, reply)) >= self.cfg.echo_ratio:
+            return CheckRecord(False, tool=tool, reason=f"echoes the request (similarity {ratio:.2f})")
         lid = None
         if self.lid is not None:
             if calls:

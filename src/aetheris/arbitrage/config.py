@@ -102,7 +102,7 @@ class Generation(_Strict):
     seed: int = 0
     batch_size: int = Field(8, gt=0, description="prompts generated together")
     stop: list[str] = Field(
-        default_factory=lambda: ["<|end|>", "<|user|>"],
+        default_factory=lambda: ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<|tool|>"],
         description="stop strings (the fallback chat template's turn markers)",
     )
 
@@ -120,6 +120,9 @@ class Checks(_Strict):
     # lingua's high-accuracy mode is the better one on short text but loads its models for ~25 s
     # (2 shared cores); low is trigrams only and loads in ~1 s.
     lid_accuracy: Literal["high", "low"] = "high"
+    # Copying the request is what a base model finds most likely: the likelihood arbiter would keep it.
+    echo_ratio: float | None = Field(0.8, gt=0, le=1, description="reject a reply this similar to the "
+                                     "last user turn (difflib ratio); null = keep echoes")
 
 
 class RunSettings(_Strict):

@@ -327,3 +327,15 @@ def test_pool_languages_tag_who_answers(members):
     assert [m.label for m in arbiter.generators(by_lang["de"], tagged)] == ["a"]
     assert [m.label for m in arbiter.generators(by_lang["sw"], tagged)] == ["b"]
     assert [m.label for m in arbiter.generators(by_lang["fr"], tagged)] == ["a", "b"]  # nobody's: all answer
+
+
+def test_the_shipped_config_validates_and_reads_the_training_split():
+    from pathlib import Path
+
+    from aetheris.arbitrage.config import load_settings
+
+    settings, arbiter = load_settings(Path(__file__).resolve().parents[1] / "configs" / "arbitrage.yaml")
+    assert [m.label for m in settings.pool] == ["gemma3-270m", "smollm2-135m"] and arbiter.name == "likelihood"
+    prompts = load_prompts(settings.prompts)
+    tools = [p for p in prompts if p.item is not None]
+    assert len(tools) == 70 * 4 and {p.item.split for p in tools} == {"train"}

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from aetheris.arbitrage.cli import arbitrage_cmd as _arbitrage_cmd
 from aetheris.compress.cli import compress_cmd as _compress_cmd
 from aetheris.errors import BadValueError, MissingPathError, UserError
 from aetheris.eval.tasks import TASKS
@@ -138,6 +139,7 @@ teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher m
 app.add_typer(teacher_app, name="teacher")
 app.command("compress")(_compress_cmd)
 app.command("merge")(_merge_cmd)
+app.command("arbitrage")(_arbitrage_cmd)
 
 
 MODEL_HELP = f"embedded teacher ({', '.join(EMBEDDED_TEACHERS)}), model folder, .gguf file or hub id"

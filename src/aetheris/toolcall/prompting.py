@@ -9,6 +9,10 @@ convention, which checker.py reads); earlier assistant calls are written the sam
 results become user turns `<tool_response>...</tool_response>`. That conversation is rendered with
 the tokenizer's own template (the system text is folded into the first user turn when the template
 rejects a system role), or, for a tokenizer without a template, as plain `Role: text` lines.
+
+`turn_stops` gives the strings that end the assistant's turn in that rendering. A base model
+does not stop by itself: it writes the next `User:` turn and more calls after it, which would
+be read as extra calls (wrong_count) and cost a full `max_new_tokens` per item.
 """
 
 from __future__ import annotations
@@ -51,6 +55,31 @@ def supports_tools(tokenizer: Any) -> bool:
     except (TemplateError, TypeError, ValueError):
         return False
     return _PROBE_NAME in text
+
+
+PLAIN_ROLES = ("System", "User", "Assistant", "Tool")
+_SENTINEL = "aetheris_turn_sentinel_5c1d"
+
+
+def turn_stops(tokenizer: Any) -> list[str]:
+    """Strings that end the assistant's reply in the prompts `render_prompt` makes for `tokenizer`.
+
+    Plain `Role: text` prompts (no template): the start of any next turn. With a template: the
+    text it writes right after an assistant message's content (its end-of-turn marker, e.g.
+    `<|end|>`, `<end_of_turn>`, `<|im_end|>`), when it writes one.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return [f"\n\n{role}:" for role in PLAIN_ROLES]
+    chat = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": _SENTINEL}]
+    try:
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+    except (TemplateError, TypeError, ValueError):
+        return []
+    if _SENTINEL not in text:
+        return []
+    after = text.split(_SENTINEL, 1)[1].strip()
+    marker = after.split()[0] if after else ""
+    return [marker] if marker else []
 
 
 def render_prompt(tokenizer: Any, item: ToolItem, *, native: bool | None = None) -> str:

@@ -75,7 +75,7 @@ def test_run_learns_the_chats_and_saves_a_loadable_model(folder, tmp_path):
     losses = [json.loads(line)["loss"] for line in (tmp_path / "out" / "run" / "metrics.jsonl").open()]
     assert losses[-1] < 0.5 * losses[0]
     tok = AutoTokenizer.from_pretrained(out)
-    assert tok.chat_template == FALLBACK_CHAT_TEMPLATE and turn_stops(tok) == ["<|end|>"]
+    assert tok.chat_template == FALLBACK_CHAT_TEMPLATE and turn_stops(tok) == ["<|end|>", "<|assistant|>", "<|user|>"]
     model = AutoModelForCausalLM.from_pretrained(out)
     prompt = tok.apply_chat_template(chat("Paris")["messages"][:1], tools=[WEATHER], tokenize=False,
                                      add_generation_prompt=True)  # fmt: skip

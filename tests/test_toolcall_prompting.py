@@ -100,8 +100,9 @@ def test_a_reply_in_the_fallback_format_is_read_by_the_checker():
     ("template", "stops"),
     [
         (None, ["\n\nSystem:", "\n\nUser:", "\n\nAssistant:", "\n\nTool:"]),
-        (PLAIN_TEMPLATE, ["<|end|>"]),
-        (FALLBACK_CHAT_TEMPLATE, ["<|end|>"]),  # what a base model is SFT'd and evaluated with
+        # end of turn, then the assistant and user headers
+        (PLAIN_TEMPLATE, ["<|end|>", "<|assistant|>", "<|user|>"]),
+        (FALLBACK_CHAT_TEMPLATE, ["<|end|>", "<|assistant|>", "<|user|>"]),  # what a base model is SFT'd with
     ],
 )
 def test_turn_stops_end_the_assistant_turn_of_the_rendering(template, stops):

@@ -97,7 +97,7 @@ class Scripted:
         self.tokenizer, self.replies, self.batch_size = tokenizer, replies, 2
 
     def generate(self, prompts, stop, max_new_tokens, rendered=False):
-        assert rendered and stop == ["<|end|>"]  # the template's own text, up to its end of turn
+        assert rendered and stop == ["<|end|>", "<|assistant|>", "<|user|>"]  # the template's own text, up to its end of turn
         return [self.replies[p] for p in prompts]
 
 
@@ -175,7 +175,7 @@ def test_reply_ends_at_the_turns_end(items, tokenizer, tmp_path):
     replies = {}
     for item in pick:
         extra = gold_reply(item.model_copy(update={"gold": item.gold[:1]}))
-        replies[render_prompt(tokenizer, item)] = f"{gold_reply(item)}<|end|><|user|>And then?<|end|>{extra}"
+        replies[render_prompt(tokenizer, item)] = f"{gold_reply(item)}<|assistant|>{extra}<|end|>"
     block = evaluate(Scripted(tokenizer, replies), pick, tmp_path, max_new_tokens=4)
     for item in pick:
         (row,) = block.languages[item.lang].items

@@ -66,20 +66,40 @@ def turn_stops(tokenizer: Any) -> list[str]:
 
     Plain `Role: text` prompts (no template): the start of any next turn. With a template: the
     text it writes right after an assistant message's content (its end-of-turn marker, e.g.
-    `<|end|>`, `<end_of_turn>`, `<|im_end|>`), when it writes one.
+    `<|end|>`, `<end_of_turn>`, `<|im_end|>`), and the headers that open an assistant or a user
+    turn (a base model often starts the next turn without closing its own).
     """
     if not getattr(tokenizer, "chat_template", None):
         return [f"\n\n{role}:" for role in PLAIN_ROLES]
-    chat = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": _SENTINEL}]
+    user = [{"role": "user", "content": _SENTINEL}]
     try:
-        text = tokenizer.apply_chat_template(chat, tokenize=False)
+        answered = _render(tokenizer, [*user, {"role": "assistant", "content": _SENTINEL + "2"}], False)
+        asked = _render(tokenizer, user, False)
+        prompt = _render(tokenizer, user, True)
     except (TemplateError, TypeError, ValueError):
         return []
-    if _SENTINEL not in text:
-        return []
-    after = text.split(_SENTINEL, 1)[1].strip()
-    marker = after.split()[0] if after else ""
-    return [marker] if marker else []
+    stops = []
+    if _SENTINEL + "2" in answered:
+        stops.append(_first_word(answered.split(_SENTINEL + "2", 1)[1]))  # end of turn
+    if prompt.startswith(asked):
+        stops.append(prompt[len(asked):].strip())  # the assistant header
+    if _SENTINEL in asked:
+        stops.append(_last_line(asked.split(_SENTINEL, 1)[0]))  # the user header
+    return list(dict.fromkeys(s for s in stops if s))
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _first_word(text: str) -> str:
+    words = text.split()
+    return words[0] if words else ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def render_prompt(tokenizer: Any, item: ToolItem, *, native: bool | None = None) -> str:

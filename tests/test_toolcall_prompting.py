@@ -3,9 +3,10 @@
 import pytest
 from toolcall_tiny import tool_tokenizer
 
+from aetheris.data.chat import FALLBACK_CHAT_TEMPLATE
 from aetheris.toolcall.checker import check
 from aetheris.toolcall.format import GoldCall, ToolItem
-from aetheris.toolcall.prompting import FALLBACK_INSTRUCTIONS, render_prompt, supports_tools
+from aetheris.toolcall.prompting import FALLBACK_INSTRUCTIONS, render_prompt, supports_tools, turn_stops
 
 TOOLS_TEMPLATE = (
     "{%- if tools %}<|system|>You may call: "
@@ -93,3 +94,20 @@ def test_fallback_lists_tools_and_asks_for_tool_call_lines(template):
 def test_a_reply_in_the_fallback_format_is_read_by_the_checker():
     reply = '<tool_call>{"name": "weather_forecast", "arguments": {"city": "Mombasa"}}</tool_call>'
     assert check(ITEM, reply).passed
+
+
+@pytest.mark.parametrize(
+    ("template", "stops"),
+    [
+        (None, ["\n\nSystem:", "\n\nUser:", "\n\nAssistant:", "\n\nTool:"]),
+        # end of turn, then the assistant and user headers
+        (PLAIN_TEMPLATE, ["<|end|>", "<|assistant|>", "<|user|>"]),
+        (FALLBACK_CHAT_TEMPLATE, ["<|end|>", "<|assistant|>", "<|user|>"]),  # what a base model is SFT'd with
+    ],
+)
+def test_turn_stops_end_the_assistant_turn_of_the_rendering(template, stops):
+    tok = byte_tokenizer(template)
+    assert turn_stops(tok) == stops
+    prompt = render_prompt(tok, ITEM)
+    # the model's next turn in this format begins with one of the stops
+    assert any(s.strip() in prompt for s in stops)

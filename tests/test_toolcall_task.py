@@ -97,7 +97,7 @@ class Scripted:
         self.tokenizer, self.replies, self.batch_size = tokenizer, replies, 2
 
     def generate(self, prompts, stop, max_new_tokens, rendered=False):
-        assert rendered and not stop  # the template's own text, generated to the end
+        assert rendered and stop == ["<|end|>", "<|assistant|>", "<|user|>"]  # the template's own text, up to its end of turn
         return [self.replies[p] for p in prompts]
 
 
@@ -166,3 +166,17 @@ def test_bad_arguments_are_refused(tokenizer, items, tmp_path):
             run(["/no/such/model"], ["tools"], tmp_path, **{option: 0})
     with pytest.raises(ValueError, match=f"item id {items[0].id!r} appears twice for language 'en'"):
         ToolsTask([items[0], items[0]])
+
+
+def test_reply_ends_at_the_turns_end(items, tokenizer, tmp_path):
+    # A base model writes on past its turn: the next user turn and more calls. Only its own turn
+    # is the answer; read to the end, the right call would fail as wrong_count.
+    pick = [next(i for i in items if i.gold and i.lang == lang) for lang in ("en", "de")]
+    replies = {}
+    for item in pick:
+        extra = gold_reply(item.model_copy(update={"gold": item.gold[:1]}))
+        replies[render_prompt(tokenizer, item)] = f"{gold_reply(item)}<|assistant|>{extra}<|end|>"
+    block = evaluate(Scripted(tokenizer, replies), pick, tmp_path, max_new_tokens=4)
+    for item in pick:
+        (row,) = block.languages[item.lang].items
+        assert row.score == 1.0 and row.output == gold_reply(item)

@@ -9,6 +9,10 @@ convention, which checker.py reads); earlier assistant calls are written the sam
 results become user turns `<tool_response>...</tool_response>`. That conversation is rendered with
 the tokenizer's own template (the system text is folded into the first user turn when the template
 rejects a system role), or, for a tokenizer without a template, as plain `Role: text` lines.
+
+`turn_stops` gives the strings that end the assistant's turn in that rendering. A base model
+does not stop by itself: it writes the next `User:` turn and more calls after it, which would
+be read as extra calls (wrong_count) and cost a full `max_new_tokens` per item.
 """
 
 from __future__ import annotations
@@ -51,6 +55,51 @@ def supports_tools(tokenizer: Any) -> bool:
     except (TemplateError, TypeError, ValueError):
         return False
     return _PROBE_NAME in text
+
+
+PLAIN_ROLES = ("System", "User", "Assistant", "Tool")
+_SENTINEL = "aetheris_turn_sentinel_5c1d"
+
+
+def turn_stops(tokenizer: Any) -> list[str]:
+    """Strings that end the assistant's reply in the prompts `render_prompt` makes for `tokenizer`.
+
+    Plain `Role: text` prompts (no template): the start of any next turn. With a template: the
+    text it writes right after an assistant message's content (its end-of-turn marker, e.g.
+    `<|end|>`, `<end_of_turn>`, `<|im_end|>`), and the headers that open an assistant or a user
+    turn (a base model often starts the next turn without closing its own).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return [f"\n\n{role}:" for role in PLAIN_ROLES]
+    user = [{"role": "user", "content": _SENTINEL}]
+    try:
+        answered = _render(tokenizer, [*user, {"role": "assistant", "content": _SENTINEL + "2"}], False)
+        asked = _render(tokenizer, user, False)
+        prompt = _render(tokenizer, user, True)
+    except (TemplateError, TypeError, ValueError):
+        return []
+    stops = []
+    if _SENTINEL + "2" in answered:
+        stops.append(_first_word(answered.split(_SENTINEL + "2", 1)[1]))  # end of turn
+    if prompt.startswith(asked):
+        stops.append(prompt[len(asked):].strip())  # the assistant header
+    if _SENTINEL in asked:
+        stops.append(_last_line(asked.split(_SENTINEL, 1)[0]))  # the user header
+    return list(dict.fromkeys(s for s in stops if s))
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _first_word(text: str) -> str:
+    words = text.split()
+    return words[0] if words else ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def render_prompt(tokenizer: Any, item: ToolItem, *, native: bool | None = None) -> str:

@@ -3,7 +3,8 @@
 By default the items are the package's own held-out split (src/aetheris/data/toolcall/eval.jsonl,
 70 languages); any other items (e.g. from `aetheris.toolcall.loaders`) can be passed in. Prompts
 are rendered in the model's own tool format when its chat template has one, replies generated
-greedily by the harness's `generate`, and scored by `aetheris.toolcall.checker` (JSON only, never
+greedily by the harness's `generate` up to the end of the assistant's turn (`turn_stops`: what
+comes after is the model writing the next turns, not its answer), and scored by `aetheris.toolcall.checker` (JSON only, never
 run).
 """
 
@@ -15,10 +16,11 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
+from aetheris.eval.lm import cut_at_stop
 from aetheris.eval.tasks.base import Item, resolve_language, take
 from aetheris.toolcall.checker import check
 from aetheris.toolcall.format import ToolItem, read_items
-from aetheris.toolcall.prompting import render_prompt, supports_tools
+from aetheris.toolcall.prompting import render_prompt, supports_tools, turn_stops
 
 
 class ToolsTask:
@@ -28,7 +30,7 @@ class ToolsTask:
     name = "tools"
     metric = "acc"
     higher_is_better = True
-    version = "1"
+    version = "2"  # 2: replies end at the turn's end (1 generated max_new_tokens and read it all)
     max_new_tokens = 256
 
     def __init__(self, items: Sequence[ToolItem] | None = None) -> None:
@@ -62,9 +64,11 @@ class ToolsTask:
         prompts = [render_prompt(tok, it["item"], native=native) for it in items]
         # Without a chat template the prompt is plain text that still wants the BOS token.
         templated = bool(getattr(tok, "chat_template", None))
-        replies = lm.generate(prompts, stop=[], max_new_tokens=self.max_new_tokens, rendered=templated)
+        stop = turn_stops(tok)
+        replies = lm.generate(prompts, stop=stop, max_new_tokens=self.max_new_tokens, rendered=templated)
         rows = []
         for it, reply in zip(items, replies, strict=True):
+            reply = cut_at_stop(reply, stop)  # whatever `lm` is: only its own turn is the answer
             item: ToolItem = it["item"]
             result = check(item, reply, translations=self._by_id[item.id])
             rows.append({"id": item.id, "score": float(result.passed), "category": result.category,

@@ -13,6 +13,7 @@ from aetheris.compress.cli import compress_cmd as _compress_cmd
 from aetheris.errors import BadValueError, MissingPathError, UserError
 from aetheris.eval.tasks import TASKS
 from aetheris.languages import print_table as _languages_table
+from aetheris.study.cli import study_cmd as _study_cmd
 from aetheris.teacher.embedded import EMBEDDED_TEACHERS
 
 EVAL_DTYPES = ("auto", "native", "float32", "bfloat16", "float16")
@@ -136,6 +137,7 @@ def validate_tools(paths: list[str]) -> None:
 teacher_app = typer.Typer(no_args_is_help=True, help="Load and inspect teacher models.")
 app.add_typer(teacher_app, name="teacher")
 app.command("compress")(_compress_cmd)
+app.command("study")(_study_cmd)
 
 
 MODEL_HELP = f"embedded teacher ({', '.join(EMBEDDED_TEACHERS)}), model folder, .gguf file or hub id"

@@ -122,9 +122,10 @@ def _pydantic_error(path: Path, err: ValidationError, data: dict) -> StudyConfig
     first = err.errors()[0]
     loc = list(first["loc"])
     key = _key(loc, data)
-    shown = "" if first["type"] == "missing" else f"={first.get('input')!r}"
+    value = first.get("input")
+    shown = "" if first["type"] == "missing" or isinstance(value, dict | list) else f"={value!r}"
     msg = first["msg"].removeprefix("Value error, ")
-    return StudyConfigError(f"{path}: {key}{shown if first['type'] != 'model_type' else ''}: {msg}")
+    return StudyConfigError(f"{path}: {key}{shown}: {msg}")
 
 
 def _key(loc: list, data: dict) -> str:

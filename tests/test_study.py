@@ -28,11 +28,12 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     """A tiny Llama teacher and a tiny Aetheris student, both with a real BPE tokenizer."""
     root = tmp_path_factory.mktemp("models")
     tok = tokenizer()
-    tiny_llama(tok).save_pretrained(root / "teacher")
-    tok.save_pretrained(root / "teacher")
+    # Not named "teacher": the teacher's row is named as its model (here "tiny-llama").
+    tiny_llama(tok).save_pretrained(root / "tiny-llama")
+    tok.save_pretrained(root / "tiny-llama")
     student().save_pretrained(root / "student")
     tok.save_pretrained(root / "student")
-    return {"teacher": root / "teacher", "student": root / "student"}
+    return {"teacher": root / "tiny-llama", "student": root / "student"}
 
 
 def demo_config(tiny: dict[str, Path], out: Path, extra: list[dict] | None = None, keep: int | None = None) -> dict:
@@ -71,7 +72,7 @@ def test_demo_writes_table_html_and_results(demo):
     md = (report / "report.md").read_text()
     data = json.loads((report / "results.json").read_text())
     rows = {m["name"]: m for m in data["models"]}
-    expected = {"teacher", "int8", "int4-g32", "wanda-50", "wanda-50-en", "wanda-50-int8", "student",
+    expected = {"tiny-llama", "int8", "int4-g32", "wanda-50", "wanda-50-en", "wanda-50-int8", "student",
                 "student-int8"}
     assert expected | {"kd-later", "kd-later-int8"} == set(rows)
     for name in expected:
@@ -83,10 +84,11 @@ def test_demo_writes_table_html_and_results(demo):
     assert "does not exist yet" in rows["kd-later"]["missing"]
     assert "kd-later, which is missing" in rows["kd-later-int8"]["missing"]
     assert "Not in the table: kd-later" in md
-    assert rows["teacher"]["bits_per_weight"] == pytest.approx(32, abs=0.5)  # fp32 weights
-    assert rows["int8"]["bits_per_weight"] < rows["teacher"]["bits_per_weight"]
+    assert rows["tiny-llama"]["method"] == "teacher" and data["teacher"] == "tiny-llama"
+    assert rows["tiny-llama"]["bits_per_weight"] == pytest.approx(32, abs=0.5)  # fp32 weights
+    assert rows["int8"]["bits_per_weight"] < rows["tiny-llama"]["bits_per_weight"]
     # One equity report per evaluated row besides the teacher, both tasks of the profile.
-    assert {e["student"] for e in data["equity"]} == expected - {"teacher"}
+    assert {e["student"] for e in data["equity"]} == expected - {"tiny-llama"}
     assert all(set(e["tasks"]) == {"flores_bpb", "xcopa"} for e in data["equity"])
     assert "DES CI width" in md and "flores_bpb DES [95% CI]" in md
     for fig in ("flores_bpb_frontier", "xcopa_drop_fertility", "xcopa_drop_tier", "flores_bpb_families"):

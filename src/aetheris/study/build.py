@@ -67,7 +67,7 @@ def build_missing(cfg: StudyConfig, rows: list[Row]) -> None:
     composition's base is built first)."""
     from aetheris.compress import compress, read_record
 
-    by_name = {r.name: r for r in rows}
+    by_name = {r.name: r for r in rows} | {TEACHER: rows[0]}  # rows[0] is named as its model
     for m in cfg.models:
         row = by_name[m.name]
         if m.compress is None or row.source is None:

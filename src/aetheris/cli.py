@@ -15,6 +15,7 @@ from aetheris.errors import BadValueError, MissingPathError, UserError
 from aetheris.eval.tasks import TASKS
 from aetheris.languages import print_table as _languages_table
 from aetheris.merge.cli import merge_cmd as _merge_cmd
+from aetheris.study.cli import study_cmd as _study_cmd
 from aetheris.teacher.embedded import EMBEDDED_TEACHERS
 
 EVAL_DTYPES = ("auto", "native", "float32", "bfloat16", "float16")
@@ -140,6 +141,7 @@ app.add_typer(teacher_app, name="teacher")
 app.command("compress")(_compress_cmd)
 app.command("merge")(_merge_cmd)
 app.command("arbitrage")(_arbitrage_cmd)
+app.command("study")(_study_cmd)
 
 
 MODEL_HELP = f"embedded teacher ({', '.join(EMBEDDED_TEACHERS)}), model folder, .gguf file or hub id"

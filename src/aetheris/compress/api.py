@@ -64,7 +64,7 @@ def _load_source(source: str | Path):
     return loaded.model, loaded.tokenizer
 
 
-def _logical_counts(model: nn.Module) -> tuple[int, int]:
+def logical_counts(model: nn.Module) -> tuple[int, int]:
     """Weights and non-zero weights; a torchao tensor is counted on its dequantised values."""
     total = nonzero = 0
     for p in model.parameters():  # deduplicated: tied embeddings count once
@@ -94,7 +94,7 @@ def write_compressed(outcome: Outcome, out_dir: str | Path, source: str, method:
     outcome.model.save_pretrained(tmp)
     outcome.tokenizer.save_pretrained(tmp)
     weights = sum(f.stat().st_size for f in tmp.glob("*.safetensors"))
-    params, nonzero = _logical_counts(outcome.model)
+    params, nonzero = logical_counts(outcome.model)
     record = CompressionRecord(
         source=source, method=method, settings=settings.model_dump(mode="json"),
         spec_key=spec_key(source, method, settings), calibration=outcome.calibration,

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,9 +91,14 @@ def resolve_tasks(names: Sequence[str]) -> list[Task]:
     return [get_task(n.strip()) for n in names if n.strip()]
 
 
-def plan_languages(tasks: Sequence[Task], langs: Sequence[str] | None) -> dict[str, list[str]]:
+def plan_languages(
+    tasks: Sequence[Task], langs: Sequence[str] | Mapping[str, Sequence[str] | None] | None
+) -> dict[str, list[str]]:
     """Languages per task. Each requested code must belong to at least one selected task;
-    a task runs the requested codes it covers."""
+    a task runs the requested codes it covers. A mapping {task: codes} plans each task on its
+    own codes (None or a missing task: all of its languages), as a study profile does."""
+    if isinstance(langs, Mapping):
+        return {t.name: plan_languages([t], langs.get(t.name))[t.name] for t in tasks}
     if not langs:
         return {t.name: t.languages() for t in tasks}
     plan: dict[str, list[str]] = {t.name: [] for t in tasks}
@@ -140,18 +145,18 @@ def evaluate_model(
     plan: dict[str, list[str]],
     out_dir: Path,
     data_dir: Path | None = None,
-    limit: int | None = None,
+    limit: int | Mapping[str, int | None] | None = None,
     settings: dict | None = None,
     console: Console | None = None,
 ) -> dict:
     """Score every planned (task, language) for one loaded model; write the results file and
-    return its content as JSON values, plus ``path``."""
+    return its content as JSON values, plus ``path``. `limit`: one for every task, or {task: limit}."""
     out_dir = Path(out_dir)
     slug = model_slug(model)
     work = []
     for task in tasks:
         for lang in plan[task.name]:
-            items = task.load(lang, data_dir, limit)
+            items = task.load(lang, data_dir, limit.get(task.name) if isinstance(limit, Mapping) else limit)
             fp = _fingerprint(task, settings or {})
             cache = ItemCache(out_dir / "cache" / slug / task.name / f"{lang}-{fp}.jsonl")
             done = cache.read()
@@ -200,17 +205,22 @@ def run(
     models: Sequence[str],
     task_names: Sequence[str],
     out_dir: Path,
-    langs: Sequence[str] | None = None,
+    langs: Sequence[str] | Mapping[str, Sequence[str] | None] | None = None,
     data_dir: Path | None = None,
-    limit: int | None = None,
+    limit: int | Mapping[str, int | None] | None = None,
     batch_size: int = 8,
     device: str = "cpu",
     dtype: str = "auto",
     chat_template: bool = False,
     max_new_tokens: int | None = None,
     console: Console | None = None,
+    after_eval: Callable[[str, Any], dict] | None = None,
 ) -> list[dict]:
-    """Load each model in turn and evaluate it; returns the per-model result dicts."""
+    """Load each model in turn and evaluate it; returns the per-model result dicts.
+
+    `langs` and `limit` may be given per task ({task: value}). `after_eval(model, lm)` runs on
+    each loaded model after its items (a study measures speed there, without a second load);
+    what it returns is kept as the result's ``measured``."""
     import torch
 
     from aetheris.eval.lm import HFLM
@@ -231,6 +241,8 @@ def run(
         lm = HFLM.load(model, device=device, batch_size=batch_size, dtype=dtype, chat_template=chat_template)
         results.append(evaluate_model(lm, model, tasks, plan, out_dir, data_dir, limit, settings, console))
         results[-1]["seconds"] = time.perf_counter() - t0
+        if after_eval is not None:
+            results[-1]["measured"] = after_eval(model, lm)
         del lm
         if device.startswith("cuda"):
             torch.cuda.empty_cache()

@@ -25,6 +25,22 @@ from aetheris.report import plots
 from aetheris.report.render import Block, Figure, Heading, Para, Table, to_html, to_markdown
 
 
+class ModelFacts(BaseModel):
+    """A study row beside its scores: what it is, its size and its speed on the study's machine."""
+
+    name: str
+    method: str  # teacher, student, or the compress method (the plots' colour)
+    spec: str = ""
+    source: str | None = None
+    missing: str | None = None  # why the row has no scores
+    bytes_on_disk: int | None = None
+    parameters: int | None = None
+    nonzero_parameters: int | None = None
+    bits_per_weight: float | None = None
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+
+
 class ReportData(BaseModel):
     """What results.json holds."""
 
@@ -37,6 +53,9 @@ class ReportData(BaseModel):
     equity: list[EquityReport]
     fertility: list[LanguageFertility] = []
     fertility_by_script: list[ScriptFertility] = []
+    models: list[ModelFacts] = []  # a study's rows (teacher first), with size and speed
+    machine: str | None = None  # where a study measured speed
+    title: str = "Aetheris equity report"
 
 
 def default_flores_map(codes: Sequence[str]) -> dict[str, str]:
@@ -65,11 +84,16 @@ def build_report(
     n_boot: int = 1000,
     n_perm: int = 10000,
     seed: int = 0,
+    models: Sequence[ModelFacts] = (),
+    machine: str | None = None,
+    title: str = "Aetheris equity report",
 ) -> ReportData:
     """Write report.md (+ figures/), report.html and results.json under `out_dir`.
 
     The teacher is `teacher` when given (it may or may not also be in `results`), else the first
     of `results`; every other file is a student. Maps default to `aetheris.languages`.
+    `models` (a study's rows, named as the results' model_name) adds the one-row-per-model table,
+    the frontier and the drop-vs-fertility/tier plots.
     """
     loaded = [(src, load_results(src)) for src in results]
     if teacher is not None:
@@ -110,6 +134,9 @@ def build_report(
         equity=reports,
         fertility=fert_rows,
         fertility_by_script=by_script(fert_rows),
+        models=list(models),
+        machine=machine,
+        title=title,
     )
     _write(data, t_res, Path(out_dir))
     return data
@@ -131,7 +158,7 @@ def _blocks(data: ReportData, teacher: ModelResults) -> list[Block]:
     tasks = list(dict.fromkeys(t for rep in data.equity for t in rep.tasks))
     rep0 = data.equity[0]
     blocks: list[Block] = [
-        Heading(1, "Aetheris equity report"),
+        Heading(1, data.title),
         Para(f"Teacher: {data.teacher}. Students: {', '.join(data.students)}. "
              f"Languages grouped by {data.level}. Created {data.created}."),
         Para("Drop is oriented so that positive = worse (teacher − student for accuracy, student − "
@@ -152,6 +179,8 @@ def _blocks(data: ReportData, teacher: ModelResults) -> list[Block]:
                for task in tasks for rep in data.equity if (eq := rep.tasks.get(task))]),
         Figure("des.png", plots.des_per_model(data.equity, tasks), "Degradation Equity Score per model"),
     ]
+    if data.models:
+        blocks += study_blocks(data, tasks)
     for task in tasks:
         reps = [r for r in data.equity if task in r.tasks]
         first = reps[0].tasks[task]
@@ -217,7 +246,121 @@ def _write(data: ReportData, teacher: ModelResults, out: Path) -> None:
         if isinstance(b, Figure):
             (out / "figures" / b.name).write_bytes(b.png)
     (out / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
-    (out / "report.html").write_text(to_html(blocks, f"Aetheris equity report: {data.teacher}"),
+    (out / "report.html").write_text(to_html(blocks, f"{data.title}: {data.teacher}"),
                                      encoding="utf-8")
     (out / "results.json").write_text(json.dumps(data.model_dump(mode="json"), indent=2, ensure_ascii=False)
                                       + "\n", encoding="utf-8")
+
+
+# -- a study's rows ------------------------------------------------------------------------------
+
+
+def _mean_scores(data: ReportData, task: str) -> dict[str, float]:
+    """Mean score over the task's languages per row (the teacher's over the same languages)."""
+    out: dict[str, float] = {}
+    for rep in data.equity:
+        if task in rep.tasks:
+            rows = rep.tasks[task].languages
+            out[rep.student] = float(sum(r.student for r in rows) / len(rows))
+            out.setdefault(data.teacher, float(sum(r.teacher for r in rows) / len(rows)))
+    return out
+
+
+def _width(ci: Interval | None) -> float | None:
+    return None if ci is None else ci.high - ci.low
+
+
+def _median(values: list[float | None]) -> float | None:
+    import statistics
+
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _mb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 1e6:.1f}"
+
+
+def study_blocks(data: ReportData, tasks: Sequence[str]) -> list[Block]:
+    """The study table (one row per model), interval widths, frontier and drop plots."""
+    eq = {rep.student: rep for rep in data.equity}
+    means = {task: _mean_scores(data, task) for task in tasks}
+    present = [m for m in data.models if m.missing is None]
+    headers = ["model", "method", "MB on disk", "bits/weight", "prefill tok/s", "decode tok/s"]
+    for task in tasks:
+        headers += [f"{task} mean", f"{task} DES [95% CI]", f"{task} perm. p", f"{task} worst family (drop)"]
+    rows = []
+    for m in present:
+        row = [m.name, m.method, _mb(m.bytes_on_disk), _num(m.bits_per_weight, 2),
+               _num(m.prefill_tokens_per_s, 1), _num(m.decode_tokens_per_s, 1)]
+        for task in tasks:
+            te = eq[m.name].tasks.get(task) if m.name in eq else None
+            mean = means[task].get(m.name)
+            if te is None:
+                row += [_num(mean), "", "", ""]
+                continue
+            worst = next(f for f in te.families if f.family == te.worst_family)
+            row += [_num(mean), _num(te.des, 4) + _ci(te.des_ci, 4), _num(te.permutation_p, 4),
+                    f"{te.worst_family} ({_num(worst.drop)})"]
+        rows.append(row)
+    blocks: list[Block] = [
+        Heading(2, "Models"),
+        Para("One row per model. Bytes are the weight files on disk (safetensors); bits per weight = "
+             "8 · bytes / parameters (a quantised matrix counts its logical rows × columns). "
+             "Tokens/s were measured in this run with greedy generate at batch 1"
+             + (f" on {data.machine}" if data.machine else "") + ". A task's mean is over its languages; "
+             "DES and the worst family are against the teacher (first row)."),
+        Table(headers, rows),
+    ]
+    missing = [m for m in data.models if m.missing is not None]
+    if missing:
+        blocks.append(Para("Not in the table: " + "; ".join(f"{m.name} ({m.missing})" for m in missing) + "."))
+    width_rows = []
+    for task in tasks:
+        reps = [r.tasks[task] for r in data.equity if task in r.tasks]
+        des_vals = [t.des for t in reps]
+        width_rows.append([
+            task,
+            _num(_median([_width(lang.drop_ci) for t in reps for lang in t.languages]), 4),
+            _num(_median([_width(f.drop_ci) for t in reps for f in t.families]), 4),
+            _num(_median([_width(t.des_ci) for t in reps]), 5),
+            _num(max(des_vals) - min(des_vals), 5) if des_vals else "n/a",
+        ])
+    blocks += [
+        Heading(3, "Interval widths"),
+        Para("Medians over models of the 95% interval widths. Two methods' DES can be told apart "
+             "only when their difference exceeds about the DES interval width; compare it with the "
+             "spread of DES over the models."),
+        Table(["task", "language drop CI width", "family drop CI width", "DES CI width",
+               "DES spread (max − min)"], width_rows),
+    ]
+    students = [m for m in present if m.name in eq]
+    reports = [eq[m.name] for m in students]
+    methods = [m.method for m in students]
+    fertility = {r.language: r.tokens_per_char for r in data.fertility
+                 if data.fertility and r.tokenizer == data.fertility[0].tokenizer}
+    tiers = default_tier_map()
+    for task in tasks:
+        first = next(r.tasks[task] for r in data.equity if task in r.tasks)
+        metric = f"{first.metric} ({'higher' if first.higher_is_better else 'lower'} is better)"
+        blocks += [
+            Heading(3, f"{task}: frontier and who paid"),
+            Figure(f"{_slug(task)}_frontier.png",
+                   plots.frontier([m.name for m in present], [m.method for m in present],
+                                  [means[task].get(m.name) for m in present],
+                                  [m.bytes_on_disk for m in present],
+                                  [m.decode_tokens_per_s for m in present], metric, task),
+                   f"{task}: mean quality vs bytes on disk and vs decode speed"),
+        ]
+        langs = {lang.language for r in reports if task in r.tasks for lang in r.tasks[task].languages}
+        if fertility:
+            blocks.append(Figure(f"{_slug(task)}_drop_fertility.png",
+                                 plots.drop_vs(reports, methods, task, fertility,
+                                               "teacher tokens per character"),
+                                 f"{task}: drop vs tokenizer fertility"))
+        tier_of = {lang: float(tiers[lang]) for lang in langs if lang in tiers}
+        if tier_of:
+            blocks.append(Figure(f"{_slug(task)}_drop_tier.png",
+                                 plots.drop_vs(reports, methods, task, tier_of, "resource tier", jitter=0.12),
+                                 f"{task}: drop vs resource tier (0 = least resourced)"))
+    return blocks

@@ -36,6 +36,7 @@ def family_drops(reports: Sequence[EquityReport], task: str) -> bytes:
     ax = fig.add_subplot()
     width = 0.8 / max(len(reports), 1)
     x = np.arange(len(families))
+    palette = _method_colors([r.student for r in reports])  # a study may compare 15 models
     for k, rep in enumerate(reports):
         if task not in rep.tasks:
             continue
@@ -43,7 +44,7 @@ def family_drops(reports: Sequence[EquityReport], task: str) -> bytes:
         vals = [by_fam[f].drop if f in by_fam else np.nan for f in families]
         cis = [by_fam[f].drop_ci if f in by_fam else None for f in families]
         ax.bar(x + (k - (len(reports) - 1) / 2) * width, vals, width, yerr=_errors(vals, cis),
-               capsize=3, color=COLORS[k % len(COLORS)], label=rep.student)
+               capsize=3, color=palette[rep.student], label=rep.student)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, families, rotation=30, ha="right")
     metric = next(r.tasks[task].metric for r in reports if task in r.tasks)
@@ -152,5 +153,69 @@ def group_weights(records: Sequence[dict], title: str = "group DRO weights q ove
     ax.set_ylabel("q (group weight)")
     ax.set_title(title)
     ax.legend(frameon=False, fontsize="small", ncol=2 if len(groups) > 8 else 1)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """One colour per method, in order of first appearance (more than 8 methods: tab20)."""
+    unique = list(dict.fromkeys(methods))
+    if len(unique) <= len(COLORS):
+        return {m: COLORS[k] for k, m in enumerate(unique)}
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return {m: cmap(k % 20) for k, m in enumerate(unique)}
+
+
+def frontier(names: Sequence[str], methods: Sequence[str], quality: Sequence[float],
+             size: Sequence[float], speed: Sequence[float | None], metric: str, task: str) -> bytes:  # fmt: skip
+    """Two panels: mean quality vs bytes on disk, and vs decode tokens/s; one colour per method."""
+    colors = _method_colors(methods)
+    fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+    for j, (xs, label) in enumerate(((size, "bytes on disk (MB)"), (speed, "decode tokens/s"))):
+        ax = fig.add_subplot(1, 2, j + 1)
+        shown = set()
+        for name, method, q, x in zip(names, methods, quality, xs, strict=True):
+            if x is None or q is None:
+                continue
+            x = x / 1e6 if j == 0 else x
+            ax.scatter([x], [q], color=colors[method], s=36, label=None if method in shown else method)
+            shown.add(method)
+            ax.annotate(name, (x, q), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if j == 0:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"mean {metric} over languages")
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.legend(frameon=False, fontsize=8)
+    fig.suptitle(f"{task}: quality vs size and vs decode speed")
+    return _png(fig)
+
+
+def drop_vs(reports: Sequence[EquityReport], methods: Sequence[str], task: str,
+            x_of: dict[str, float], xlabel: str, jitter: float = 0.0) -> bytes:  # fmt: skip
+    """Per-language drop against a language property (fertility, tier); one colour per method."""
+    colors = _method_colors(methods)
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    shown = set()
+    for rep, method in zip(reports, methods, strict=True):
+        rows = [r for r in rep.tasks[task].languages if r.language in x_of] if task in rep.tasks else []
+        if not rows:
+            continue
+        xs = np.array([x_of[r.language] for r in rows], dtype=float)
+        xs = xs + rng.uniform(-jitter, jitter, len(xs)) if jitter else xs
+        ax.scatter(xs, [r.drop for r in rows], color=colors[method], s=18, alpha=0.75,
+                   label=None if method in shown else method)
+        shown.add(method)
+    ax.axhline(0, color="black", linewidth=0.8)
+    metric = next((r.tasks[task].metric for r in reports if task in r.tasks), "score")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"drop in {metric} (positive = worse)")
+    ax.set_title(f"{task}: drop per language vs {xlabel}")
+    ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
     return _png(fig)

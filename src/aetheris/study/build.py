@@ -1,0 +1,86 @@
+"""Build the study's compressed models on demand, through `aetheris.compress`, and cache them.
+
+A row's folder is `<out>/models/<name>`; it is reused when its compression.json holds the same
+spec key (source, method, settings), and rebuilt when the spec changed. `compress` writes under a
+temporary name and renames, so a killed build leaves no folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aetheris.study.config import TEACHER, ModelEntry, StudyConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Row:
+    """One model of the study as the run sees it."""
+
+    name: str
+    method: str  # teacher, student, or the compress method
+    source: str | None  # what `aetheris eval` loads; None when missing
+    missing: str | None = None  # why it is not in the table
+    built: bool = False  # built in this run (else cached or a folder given)
+    spec: str = ""  # method + settings, for the table
+    key: str = ""  # compress spec key: a cached folder is reused only under the same key
+
+
+def describe(entry: ModelEntry) -> str:
+    if entry.compress is None:
+        return f"folder {entry.path}"
+    settings = ", ".join(f"{k}={v}" for k, v in entry.compress.settings.items())
+    of = "" if entry.of == TEACHER else f" of {entry.of}"
+    return f"{entry.compress.method}{f' ({settings})' if settings else ''}{of}"
+
+
+def plan_rows(cfg: StudyConfig, out: Path) -> list[Row]:
+    """Every row with the folder it will be evaluated from (nothing built yet)."""
+    from aetheris.compress import spec_key
+    from aetheris.teacher.load import display_name
+
+    rows = [Row(display_name(cfg.teacher.model), "teacher", cfg.teacher.model, spec=cfg.teacher.model)]
+    by_name = {TEACHER: rows[0]}
+    for m in cfg.models:
+        if m.compress is None:
+            exists = Path(m.path).exists()
+            row = Row(m.name, m.method, m.path if exists else None, spec=describe(m),
+                      missing=None if exists else f"{m.path} does not exist yet (optional row)")  # fmt: skip
+        else:
+            base = by_name[m.of]
+            folder = out / "models" / m.name
+            row = Row(m.name, m.method, str(folder), spec=describe(m))
+            if base.source is None:
+                row.source, row.missing = None, f"built from {m.of}, which is missing"
+            else:
+                row.key = spec_key(base.source, m.compress.method, m.compress.settings)
+        rows.append(row)
+        by_name[m.name] = row
+    return rows
+
+
+def build_missing(cfg: StudyConfig, rows: list[Row]) -> None:
+    """Compress every row whose folder is absent or holds another spec (in config order, so a
+    composition's base is built first)."""
+    from aetheris.compress import compress, read_record
+
+    by_name = {r.name: r for r in rows} | {TEACHER: rows[0]}  # rows[0] is named as its model
+    for m in cfg.models:
+        row = by_name[m.name]
+        if m.compress is None or row.source is None:
+            continue
+        folder = Path(row.source)
+        try:
+            if read_record(folder).spec_key == row.key:
+                log.info("%s: cached in %s", m.name, folder)
+                continue
+            log.info("%s: %s holds another spec; rebuilding", m.name, folder)
+        except (FileNotFoundError, ValueError):
+            pass
+        base = by_name[m.of].source
+        log.info("%s: building %s from %s", m.name, describe(m), base)
+        compress(base, m.compress.method, m.compress.settings, folder, source=base)
+        row.built = True

@@ -1,0 +1,116 @@
+"""The study recipe: check the config, build what is missing, evaluate every row with the
+harness (per-item cache: a killed run resumes), measure speed on the loaded model, write the report.
+
+    <out>/models/<name>/      compressed rows (HF folders + compression.json)
+    <out>/eval/               the harness's results files and item cache
+    <out>/facts/<name>.json   size and speed per row, with the machine they were measured on
+    <out>/report/             report.md (+ figures/), report.html, results.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from aetheris.study.build import Row, build_missing, plan_rows
+from aetheris.study.config import StudyConfig
+from aetheris.study.speed import machine, measure_speed, size_facts
+
+log = logging.getLogger(__name__)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Facts:
+    """`after_eval` of the harness: size and speed of each loaded model, cached per row. A row
+    measured on this machine with the same source, dtype and speed settings is not re-timed."""
+
+    def __init__(self, cfg: StudyConfig, out: Path, rows: list[Row]) -> None:
+        self.cfg, self.out = cfg, out
+        self.by_source = {r.source: r for r in rows if r.source}
+        self.machine = machine()
+
+    def key(self, row: Row) -> dict:
+        return {"source": row.source, "dtype": self.cfg.dtype, "machine": self.machine,
+                "speed": self.cfg.speed.model_dump()}  # fmt: skip
+
+    def path(self, row: Row) -> Path:
+        return self.out / "facts" / f"{row.name}.json"
+
+    def cached(self, row: Row) -> dict | None:
+        try:
+            data = json.loads(self.path(row).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        return data if data.get("key") == self.key(row) else None
+
+    def __call__(self, source: str, lm: Any) -> dict:
+        row = self.by_source[source]
+        if (hit := self.cached(row)) is not None:
+            return hit
+        facts = {**size_facts(lm.model, source), **measure_speed(lm.model, self.cfg.speed, lm.pad_id)}
+        data = {"key": self.key(row), **facts}
+        _write_json(self.path(row), data)
+        log.info("%s: prefill %.1f tok/s, decode %.1f tok/s", row.name, facts["prefill_tokens_per_s"],
+                 facts["decode_tokens_per_s"])
+        return data
+
+
+def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None = None) -> Path:
+    """Run the whole study; returns the report folder."""
+    from aetheris.eval.results import load_results
+    from aetheris.eval.runner import run
+    from aetheris.paths import shared_data_dir
+    from aetheris.report import build_report
+    from aetheris.report.build import ModelFacts
+
+    out = Path(out or cfg.out)
+    data_dir = Path(data_dir) if data_dir else shared_data_dir()
+    start = time.perf_counter()
+    rows = plan_rows(cfg, out)
+    for r in rows:
+        if r.missing:
+            log.warning("%s: not evaluated: %s", r.name, r.missing)
+    build_missing(cfg, rows)
+    present = [r for r in rows if r.source]
+    facts = _Facts(cfg, out, rows)
+    results = run([r.source for r in present], list(cfg.limits()), out / "eval", langs=cfg.languages(),
+                  data_dir=data_dir, limit=cfg.limits(), batch_size=cfg.batch_size, device=cfg.device,
+                  dtype=cfg.dtype, after_eval=facts)  # fmt: skip
+    named = []
+    model_facts = []
+    for row, res in zip(present, results, strict=True):
+        loaded = load_results(res["path"]).model_copy(update={"model_name": row.name})
+        named.append(loaded)
+        measured = {k: v for k, v in res["measured"].items() if k in ModelFacts.model_fields}
+        model_facts.append(ModelFacts(name=row.name, method=row.method, spec=row.spec, source=row.source,
+                                      **measured))  # fmt: skip
+    model_facts += [ModelFacts(name=r.name, method=r.method, spec=r.spec, missing=r.missing)
+                    for r in rows if not r.source]  # fmt: skip
+    report = out / "report"
+    if len(named) < 2:
+        raise ValueError(f"study {cfg.name}: only the teacher could be evaluated; nothing to compare")
+    build_report(named, report, tokenizers=_teacher_tokenizer(cfg), data_dir=data_dir,
+                 n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed, models=model_facts,
+                 machine=facts.machine, title=f"Aetheris study {cfg.name} (profile {cfg.profile})")  # fmt: skip
+    log.info("study %s: %d models in %.0fs; report in %s", cfg.name, len(named), time.perf_counter() - start,
+             report)
+    return report
+
+
+def _teacher_tokenizer(cfg: StudyConfig) -> dict:
+    """The teacher's tokenizer, for the fertility of each language (the drop-vs-fertility plot)."""
+    from transformers import AutoTokenizer
+
+    from aetheris.teacher.load import display_name, model_location
+
+    return {display_name(cfg.teacher.model): AutoTokenizer.from_pretrained(model_location(cfg.teacher.model))}

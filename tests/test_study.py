@@ -1,0 +1,207 @@
+"""`aetheris study` on configs/study-demo.yaml with a tiny teacher: the report, resuming after a
+kill, errors before any work, and compositions (int8 of a pruned model and of a student)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from compress_models import student, tokenizer
+from eval_tiny import data_dir, tiny_llama
+from typer.testing import CliRunner
+
+from aetheris.cli import app
+from aetheris.compress import read_record
+from aetheris.eval.tasks.flores import FloresBPB
+from aetheris.eval.tasks.xcopa import XCOPA
+from aetheris.study import PROFILES, load_study
+from aetheris.study.config import StudyConfigError
+from aetheris.study.run import run_study
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "study-demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A tiny Llama teacher and a tiny Aetheris student, both with a real BPE tokenizer."""
+    root = tmp_path_factory.mktemp("models")
+    tok = tokenizer()
+    # Not named "teacher": the teacher's row is named as its model (here "tiny-llama").
+    tiny_llama(tok).save_pretrained(root / "tiny-llama")
+    tok.save_pretrained(root / "tiny-llama")
+    student().save_pretrained(root / "student")
+    tok.save_pretrained(root / "student")
+    return {"teacher": root / "tiny-llama", "student": root / "student"}
+
+
+def demo_config(tiny: dict[str, Path], out: Path, extra: list[dict] | None = None, keep: int | None = None) -> dict:
+    """configs/study-demo.yaml with the tiny teacher (the models and profile as the demo has them)."""
+    cfg = yaml.safe_load(DEMO.read_text())
+    cfg["teacher"]["model"] = str(tiny["teacher"])
+    cfg["out"] = str(out)
+    cfg["n_boot"], cfg["n_perm"] = 200, 200
+    cfg["models"] = cfg["models"][:keep] + (extra or [])
+    return cfg
+
+
+def write(cfg: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tiny, tmp_path_factory) -> Path:
+    data_dir()  # skips without the benchmark data
+    d = tmp_path_factory.mktemp("demo")
+    extra = [
+        {"name": "student", "path": str(tiny["student"])},
+        {"name": "student-int8", "of": "student", "compress": {"method": "int8"}},
+        {"name": "kd-later", "path": str(d / "not-yet"), "optional": True},
+        {"name": "kd-later-int8", "of": "kd-later", "compress": {"method": "int8"}},
+    ]
+    cfg = write(demo_config(tiny, d / "out", extra), d / "study.yaml")
+    result = CliRunner().invoke(app, ["study", str(cfg)])
+    assert result.exit_code == 0, result.output
+    return d / "out"
+
+
+def test_demo_writes_table_html_and_results(demo):
+    report = demo / "report"
+    md = (report / "report.md").read_text()
+    data = json.loads((report / "results.json").read_text())
+    rows = {m["name"]: m for m in data["models"]}
+    expected = {"tiny-llama", "int8", "int4-g32", "wanda-50", "wanda-50-en", "wanda-50-int8", "student",
+                "student-int8"}
+    assert expected | {"kd-later", "kd-later-int8"} == set(rows)
+    for name in expected:
+        m = rows[name]
+        assert m["missing"] is None
+        assert m["bytes_on_disk"] > 0 and m["parameters"] > 0
+        assert m["prefill_tokens_per_s"] > 0 and m["decode_tokens_per_s"] > 0
+        assert f"| {name} |" in md
+    assert "does not exist yet" in rows["kd-later"]["missing"]
+    assert "kd-later, which is missing" in rows["kd-later-int8"]["missing"]
+    assert "Not in the table: kd-later" in md
+    assert rows["tiny-llama"]["method"] == "teacher" and data["teacher"] == "tiny-llama"
+    assert rows["tiny-llama"]["bits_per_weight"] == pytest.approx(32, abs=0.5)  # fp32 weights
+    assert rows["int8"]["bits_per_weight"] < rows["tiny-llama"]["bits_per_weight"]
+    # One equity report per evaluated row besides the teacher, both tasks of the profile.
+    assert {e["student"] for e in data["equity"]} == expected - {"tiny-llama"}
+    assert all(set(e["tasks"]) == {"flores_bpb", "xcopa"} for e in data["equity"])
+    assert "DES CI width" in md and "flores_bpb DES [95% CI]" in md
+    for fig in ("flores_bpb_frontier", "xcopa_drop_fertility", "xcopa_drop_tier", "flores_bpb_families"):
+        assert (report / "figures" / f"{fig}.png").stat().st_size > 1000
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="figures/' not in html  # self-contained
+
+
+def test_compositions_are_built_from_their_base(demo, tiny):
+    pruned = read_record(demo / "models" / "wanda-50")
+    composed = read_record(demo / "models" / "wanda-50-int8")
+    assert composed.source == str(demo / "models" / "wanda-50")
+    assert composed.method == "int8" and composed.bytes_on_disk < pruned.bytes_on_disk
+    # int8 keeps wanda's zeros: as sparse as its base.
+    assert composed.nonzero_parameters == pytest.approx(pruned.nonzero_parameters, rel=0.02)
+    assert composed.nonzero_parameters < 0.8 * composed.parameters
+    of_student = read_record(demo / "models" / "student-int8")
+    assert of_student.source == str(tiny["student"]) and of_student.method == "int8"
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def test_killed_run_resumes_without_redoing_items(tiny, tmp_path, monkeypatch):
+    data_dir()
+    cfg = load_study(write(demo_config(tiny, tmp_path / "out", keep=1), tmp_path / "study.yaml"))
+    scored: list[tuple[str, str]] = []
+    budget = {"calls": 3}  # three (task, language) chunks finish, the fourth is "killed"
+
+    def counting(cls):
+        real = cls.score
+
+        def score(self, lm, items):
+            if budget["calls"] == 0:
+                raise Interrupted("killed mid-run")
+            budget["calls"] -= 1
+            rows = real(self, lm, items)
+            scored.extend((str(lm.model.config.name_or_path), f"{self.name}/{r['id']}/{len(scored)}")
+                          for r in rows)  # fmt: skip
+            return rows
+
+        monkeypatch.setattr(cls, "score", score)
+
+    counting(FloresBPB)
+    counting(XCOPA)
+    with pytest.raises(Interrupted):
+        run_study(cfg)
+    first = len(scored)
+    assert first > 0
+    built = (tmp_path / "out" / "models" / "int8" / "model.safetensors").stat().st_mtime_ns
+    budget["calls"] = 10**6
+    report = run_study(cfg)
+    second = len(scored) - first
+    per_model = 6 * 8 + 4 * 10  # the demo profile: FLORES 6 x 8, XCOPA 4 x 10
+    assert first + second == 2 * per_model  # every item scored exactly once over both runs
+    assert (tmp_path / "out" / "models" / "int8" / "model.safetensors").stat().st_mtime_ns == built
+    assert (report / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("spec", "names"),
+    [
+        ({"method": "int9"}, ["models[0] (bad).compress.method", "int9", "int8"]),
+        ({"method": "wanda", "settings": {"sparsity": 1.5}}, ["models[0] (bad).compress.settings", "sparsity"]),
+        ({"method": "wanda", "settings": {"sparsty": 0.5}}, ["models[0] (bad).compress.settings", "sparsty"]),
+        ({"method": "int4", "settings": {"group_size": 100}}, ["group_size", "100"]),
+    ],
+)
+def test_bad_method_or_setting_fails_before_any_work(tiny, tmp_path, spec, names):
+    cfg = demo_config(tiny, tmp_path / "out", [{"name": "bad", "compress": spec}], keep=0)
+    result = CliRunner().invoke(app, ["study", str(write(cfg, tmp_path / "s.yaml"))])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    for text in names:
+        assert text in result.output
+    assert not (tmp_path / "out").exists()  # nothing was built or evaluated
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        ({"profile": "fast"}, ["profile='fast'", "cpu-equity", "demo"]),
+        ({"models": [{"name": "s", "path": "/no/such/student"}]}, ["models[0] (s).path", "optional: true"]),
+        ({"models": [{"name": "q", "of": "p", "compress": {"method": "int8"}}]}, ["models[0] (q).of='p'"]),
+        ({"models": [{"name": "q", "compress": {"method": "int8"}, "path": "x"}]}, ["models[0] (q): give exactly one"]),
+        ({"tasks": []}, ["tasks", "Extra inputs"]),
+    ],
+)
+def test_bad_config_keys_are_named(tiny, tmp_path, change, names):
+    cfg = {**demo_config(tiny, tmp_path / "out"), **change}
+    with pytest.raises(StudyConfigError) as err:
+        load_study(write(cfg, tmp_path / "s.yaml"))
+    for text in names:
+        assert text in str(err.value)
+
+
+def test_profiles(tiny, tmp_path):
+    cfg = load_study(write({**demo_config(tiny, tmp_path / "o"), "profile": "cpu-equity"}, tmp_path / "s.yaml"))
+    langs = cfg.languages()
+    assert set(langs) == {"flores_bpb", "xcopa"}  # no tool calling: the teacher is a base model
+    assert len(langs["flores_bpb"]) == 69  # Tiny Aya's 70 but Nigerian Pidgin, which SIB-200 lacks
+    assert langs["xcopa"] is None  # all 11
+    tuned = demo_config(tiny, tmp_path / "o")
+    tuned.update(profile="cpu-equity", teacher={"model": str(tiny["teacher"]), "instruction_tuned": True})
+    assert "tools" in load_study(write(tuned, tmp_path / "t.yaml")).languages()
+    assert {"demo", "cpu-equity"} <= set(PROFILES)
+
+
+def test_shipped_configs_validate():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    load_study(root / "study-demo.yaml")
+    big = load_study(root / "study-gemma3-270m.yaml")
+    assert len(big.models) + 1 >= 12 and big.profile == "cpu-equity"  # with the teacher
+    methods = {m.method for m in big.models}
+    assert {"int8", "int4", "magnitude", "wanda", "sparsegpt", "shortgpt", "vocab-trim", "student"} <= methods

@@ -232,7 +232,7 @@ def align_student(
     spec = spec if spec is not None else introspect(teacher)
     config = student.config
     blocks = [(i, teacher_layer(config, i)) for i, c in enumerate(config.layout) if c == "S" or (c == "M" and moe)]
-    acts = teacher_activations(teacher, input_ids, sorted({t for _, t in blocks}), attention_mask)
+    acts = teacher_activations(teacher, input_ids, sorted({t for _, t in blocks}), attention_mask, logits_to_keep=1)
     report = []
     for block_idx, t in blocks:
         block = student.model.layers[block_idx]

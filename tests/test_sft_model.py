@@ -102,3 +102,15 @@ def test_bad_config_names_the_key(folder, tmp_path):
         load_sft_config(write_config(tmp_path, folder, "embedded:tool"))
     with pytest.raises(ConfigError, match="dtype: expected one of float32"):
         load_sft_config(write_config(tmp_path, folder, "x.jsonl", dtype="fp8"))
+
+
+def test_cli_bad_config_is_one_line_exit_2(folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from aetheris.cli import app
+
+    cfg = write_config(tmp_path, folder, "x.jsonl", dtype="fp8")
+    result = CliRunner().invoke(app, ["sft-model", str(cfg)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {cfg}: dtype: expected one of float32")

@@ -296,3 +296,14 @@ def distill(
     except UnsupportedArchitectureError as err:  # say which teacher, from which config
         raise BadValueError(f"{config}: teacher.name {cfg.teacher.name}: {err}") from None
     typer.echo(f"student written to {student}")
+
+
+@app.command("sft-model")
+def sft_model(
+    config: Annotated[Path, typer.Argument(help="SFT config (YAML), e.g. configs/sft-tools-gemma3-270m.yaml.")],
+    resume: Annotated[bool, typer.Option(help="Continue a killed run from its last checkpoint.")] = False,
+) -> None:
+    """Fine-tune any causal LM (a teacher too) on chats and tool items with the sft stage's parts."""
+    from aetheris.distill.sft_model import load_sft_config, run_sft
+
+    typer.echo(f"model written to {run_sft(load_sft_config(config), resume=resume)}")

@@ -9,8 +9,12 @@ from typer.testing import CliRunner
 from aetheris.cli import app
 from aetheris.distill.config import ConfigError, load_config, parse_config
 
-# Run configs; merge configs (merge-*.yaml) are another format, validated in test_merge.py.
-CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml") if not p.name.startswith("merge-"))
+# Run configs. The others are formats of their own, each validated beside its command: merge-*
+# (test_merge.py), study-* (test_study.py), arbitrage* (test_arbitrage.py), sft-tools-*
+# (test_sft_model.py: the any-model SFT recipe, not a pipeline run).
+OTHER_FORMATS = ("merge-", "study-", "arbitrage", "sft-tools-")
+CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")
+                 if not p.name.startswith(OTHER_FORMATS))  # fmt: skip
 FINEWEB2 = {"hub": "HuggingFaceFW/fineweb-2", "languages": ["sw", "hi"], "rows_per_language": 10}
 
 

@@ -114,3 +114,10 @@ def test_cli_bad_config_is_one_line_exit_2(folder, tmp_path):
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"Error: {cfg}: dtype: expected one of float32")
+
+
+def test_the_shipped_config_validates():
+    from pathlib import Path
+
+    cfg = load_sft_config(Path(__file__).resolve().parents[1] / "configs" / "sft-tools-gemma3-270m.yaml")
+    assert cfg.train.steps > 0

@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=32, help="FLORES test sentences per language")
     ap.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192, 16384])
     ap.add_argument("--steps", type=int, default=8, help="decoding steps timed per length")
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="bfloat16", help="the committed rows are bf16 (teacher and students alike)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "hybrid")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--keep-weights", action="store_true", help="keep init/align folders (disk)")

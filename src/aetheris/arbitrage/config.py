@@ -19,9 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aetheris.config_file import read_yaml_mapping
 from aetheris.errors import UserError
 
 
@@ -169,14 +169,7 @@ def parse_settings(data: Any, source: str = "<config>") -> tuple[RunSettings, An
 
 
 def load_settings(path: str | Path) -> tuple[RunSettings, Any]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArbitrageConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise ArbitrageConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return parse_settings(data, str(path))
+    return parse_settings(read_yaml_mapping(path, ArbitrageConfigError), str(path))
 
 
 def _first(e: ValidationError) -> str:

@@ -6,9 +6,9 @@ import inspect
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aetheris.config_file import read_yaml_mapping
 from aetheris.data.hub import DataSource
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
 from aetheris.distill.group_dro import GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
@@ -315,11 +315,4 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate one run config (YAML)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml_mapping(path, ConfigError), str(path))

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import Field, ValidationError
 
+from aetheris.config_file import read_yaml_mapping
 from aetheris.data.chat import IGNORE, ensure_chat_template, render_chat
 from aetheris.data.sources import Example, LoadSummary, embedded_corpus, read_sources
 from aetheris.distill.config import DTYPES, EMBEDDED_CHATS, ConfigError, TrainConfig, _format, _Strict
@@ -54,14 +54,7 @@ class SFTModelConfig(_Strict):
 
 def load_sft_config(path: str | Path) -> SFTModelConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path, ConfigError)
     try:
         cfg = SFTModelConfig.model_validate(data)
     except ValidationError as exc:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aetheris.config_file import read_yaml_mapping
 from aetheris.errors import UserError
 
 # mergekit's names for the methods Aetheris exposes (Aya Expanse tried all of them; Tiny Aya uses linear).
@@ -111,11 +111,4 @@ def parse_merge_config(data: Any, source: str = "<merge config>") -> MergeConfig
 
 
 def load_merge_config(path: str | Path) -> MergeConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MergeConfigError(f"{path}: no such merge config") from None
-    except yaml.YAMLError as exc:
-        raise MergeConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_merge_config(data, str(path))
+    return parse_merge_config(read_yaml_mapping(path, MergeConfigError), str(path))

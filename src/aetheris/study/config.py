@@ -21,10 +21,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from aetheris.errors import BadValueError, MissingPathError, UserError
+from aetheris.config_file import read_yaml_mapping
+from aetheris.errors import BadValueError, UserError
 from aetheris.study.profiles import PROFILES, TINY_AYA, Profile, TaskPlan, tiny_aya_codes
 
 TEACHER = "teacher"  # the row name of the teacher, and the default `of:` of a compress spec
@@ -147,14 +147,7 @@ def _key(loc: list, data: dict) -> str:
 def load_study(path: str | Path) -> StudyConfig:
     """Read and check a study config; StudyConfigError (exit 2 on the CLI) names the bad key."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingPathError(f"study config {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise StudyConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise StudyConfigError(f"{path}: expected a mapping with teacher, profile and models")
+    data = read_yaml_mapping(path, StudyConfigError)
     try:
         cfg = StudyConfig.model_validate(data)
     except ValidationError as e:

@@ -5,6 +5,8 @@ Students of an L-layer teacher (gemma3-270m: L = 18):
 
     full-<p>-<experts>   one mixer + one MoE block per teacher layer (2L blocks); attention kept on
                          round(p% * L) evenly spaced layers, SSM blocks from the others
+    full-<p>p-<experts>  the same number of attention layers, placed by the per-layer probe
+                         (`student.attention_layers: probe`; benchmarks/hybrid_placement.py)
     12blk-0-split        "SM" * 6, today's reference
 
 Each student runs init -> align -> kd from one base config (`--config`, default
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import shutil
 import statistics
 import sys
@@ -40,9 +41,9 @@ import torch
 import yaml
 from bench_decode import cache_bytes
 from common import machine
+from hybrid_placement import resolved_layout, run_config
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from aetheris.distill.config import parse_config
 from aetheris.distill.pipeline import run_stages
 from aetheris.precision import cpu_summary
 
@@ -70,17 +71,6 @@ def layout_for(name: str, n_layers: int) -> tuple[str, str]:
         return "SM" * 6, experts
     keep = set(attention_layers(n_layers, int(percent)))
     return "".join(("A" if i in keep else "S") + "M" for i in range(n_layers)), experts
-
-
-def run_config(base: dict, name: str, n_layers: int, kd_tokens: int, out_root: Path):
-    layout, experts = layout_for(name, n_layers)
-    cfg = json.loads(json.dumps(base))  # a deep copy that stays plain YAML data
-    cfg["student"].update(layout=layout, experts=experts)
-    kd = cfg["train"]["kd"]
-    per_step = kd["batch_size"] * kd.get("grad_accum", 1) * cfg["data"]["seq_len"]
-    kd["steps"] = max(1, math.ceil(kd_tokens / per_step))
-    cfg["output_dir"] = str(out_root / name)
-    return parse_config(cfg, f"{name} (from the base config)")
 
 
 def disk_bytes(path: Path) -> int:
@@ -145,7 +135,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid-gemma3-270m.yaml")
     ap.add_argument("--students", nargs="+", default=["full-50-split", "full-50-upcycle", "full-25-split",
-                    "full-25-upcycle", "full-0-split", "full-0-upcycle", "12blk-0-split"])  # fmt: skip
+                    "full-25-upcycle", "full-0-split", "full-0-upcycle", "12blk-0-split", "full-50p-upcycle",
+                    "full-25p-upcycle"])  # fmt: skip
     ap.add_argument("--kd-tokens", type=int, default=40_960, help="the same for every student (BENCHMARKS §10)")
     ap.add_argument("--langs", nargs="+", default=list(LANGS))
     ap.add_argument("--sentences", type=int, default=32, help="FLORES test sentences per language")
@@ -183,6 +174,8 @@ def main() -> None:
         cfg = run_config(base, name, n_layers, args.kd_tokens, args.runs)
         record.update(layout=cfg.student.layout, experts=cfg.student.experts, kd_steps=cfg.train.kd.steps)
         folder = distil(cfg, record)
+        # A probed student's config layout is all-S until init places its attention blocks.
+        record["layout"] = resolved_layout(Path(cfg.output_dir)) or cfg.student.layout
         write(path, record)
         kd_note = json.loads((folder / "stage.json").read_text())
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, args.dtype)).eval()

@@ -123,3 +123,20 @@ def test_items_cached_in_one_dtype_are_not_reused_by_another(tmp_path):
     # one cache file per (task, settings): bf16 scored its own items instead of reading fp32's
     caches = sorted((tmp_path / "out" / "cache").rglob("*.jsonl"))
     assert len(caches) == 2 and all(len(ItemCache(c).read()) == 2 for c in caches)
+
+
+def test_native_dtype_is_cached_under_the_dtype_it_resolves_to(tmp_path, monkeypatch):
+    """A cache written where `native` meant fp32 must not be read where it means bf16 (a study
+    resumed on another CPU), and must be read by an explicit float32 run on any machine."""
+    import aetheris.eval.lm as lm_module
+    from aetheris.eval.runner import run as run_models
+
+    model = str(save_tiny_model(tmp_path / "tiny", data_dir()))
+    kw = dict(langs=["sw"], data_dir=data_dir(), limit=2, batch_size=2)
+    monkeypatch.setattr(lm_module, "native_dtype", lambda device: "float32")
+    run_models([model], ["flores_bpb"], tmp_path / "out", dtype="native", **kw)
+    run_models([model], ["flores_bpb"], tmp_path / "out", dtype="float32", **kw)
+    assert len(sorted((tmp_path / "out" / "cache").rglob("*.jsonl"))) == 1
+    monkeypatch.setattr(lm_module, "native_dtype", lambda device: "bfloat16")
+    run_models([model], ["flores_bpb"], tmp_path / "out", dtype="native", **kw)
+    assert len(sorted((tmp_path / "out" / "cache").rglob("*.jsonl"))) == 2

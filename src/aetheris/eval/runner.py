@@ -223,7 +223,7 @@ def run(
     what it returns is kept as the result's ``measured``."""
     import torch
 
-    from aetheris.eval.lm import HFLM
+    from aetheris.eval.lm import HFLM, native_dtype
 
     tasks = resolve_tasks(task_names)
     plan = plan_languages(tasks, langs)  # validate before loading any model
@@ -234,7 +234,9 @@ def run(
         for t in tasks:
             if hasattr(t, "max_new_tokens"):
                 t.max_new_tokens = max_new_tokens
-    settings = {"chat_template": chat_template, "dtype": dtype}  # a bf16 run must not reuse fp32 items
+    # The dtype the items are scored in, resolved: a bf16 run must not reuse fp32 items, also when
+    # `native` meant fp32 on the machine that wrote the cache and bf16 on the one reading it.
+    settings = {"chat_template": chat_template, "dtype": native_dtype(device) if dtype == "native" else dtype}
     results = []
     for model in models:
         t0 = time.perf_counter()

@@ -62,25 +62,26 @@ def plan_rows(cfg: StudyConfig, out: Path) -> list[Row]:
     return rows
 
 
-def build_missing(cfg: StudyConfig, rows: list[Row]) -> None:
-    """Compress every row whose folder is absent or holds another spec (in config order, so a
-    composition's base is built first)."""
+def build_row(cfg: StudyConfig, rows: list[Row], name: str) -> None:
+    """Compress row `name` unless its folder already holds its spec. A composition's base must be
+    built first: the study builds rows in config order."""
     from aetheris.compress import compress, read_record
 
     by_name = {r.name: r for r in rows} | {TEACHER: rows[0]}  # rows[0] is named as its model
-    for m in cfg.models:
-        row = by_name[m.name]
-        if m.compress is None or row.source is None:
-            continue
-        folder = Path(row.source)
-        try:
-            if read_record(folder).spec_key == row.key:
-                log.info("%s: cached in %s", m.name, folder)
-                continue
-            log.info("%s: %s holds another spec; rebuilding", m.name, folder)
-        except (FileNotFoundError, ValueError):
-            pass
-        base = by_name[m.of].source
-        log.info("%s: building %s from %s", m.name, describe(m), base)
-        compress(base, m.compress.method, m.compress.settings, folder, source=base)
-        row.built = True
+    m = cfg.entry(name)
+    row = by_name[name]
+    if m.compress is None or row.source is None:
+        return
+    folder = Path(row.source)
+    try:
+        if read_record(folder).spec_key == row.key:
+            log.info("%s: cached in %s", name, folder)
+            return
+        log.info("%s: %s holds another spec; rebuilding", name, folder)
+    except (FileNotFoundError, ValueError):
+        pass
+    base = by_name[m.of].source
+    log.info("%s: building %s from %s", name, describe(m), base)
+    compress(base, m.compress.method, m.compress.settings, folder, source=base)
+    row.built = True
+

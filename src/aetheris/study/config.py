@@ -87,6 +87,10 @@ class StudyConfig(_Strict):
     profile: str
     models: list[ModelEntry] = Field(min_length=1)
     out: str = "runs/study"
+    # The small outputs (item cache, results files, speed facts, report), when they should live
+    # apart from the built models: a committed folder lets a study resume on a new machine, where
+    # only the models are rebuilt. Default: `out`.
+    results: str | None = None
     dtype: str = "native"  # as `aetheris eval --dtype`
     batch_size: int = Field(8, ge=1)
     device: str = "cpu"

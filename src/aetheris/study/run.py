@@ -1,10 +1,13 @@
 """The study recipe: check the config, build what is missing, evaluate every row with the
 harness (per-item cache: a killed run resumes), measure speed on the loaded model, write the report.
 
-    <out>/models/<name>/      compressed rows (HF folders + compression.json)
-    <out>/eval/               the harness's results files and item cache
-    <out>/facts/<name>.json   size and speed per row, with the machine they were measured on
-    <out>/report/             report.md (+ figures/), report.html, results.json
+    <out>/models/<name>/          compressed rows (HF folders + compression.json)
+    <results>/eval/               the harness's results files and item cache
+    <results>/facts/<name>.json   size and speed per row, with the machine they were measured on
+    <results>/report/             report.md (+ figures/), report.html, results.json
+
+`results` is the config's `results` folder, else `out` (and `out` when one is given on the
+command line, so `-o` moves the whole study).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aetheris.study.build import Row, build_missing, plan_rows
+from aetheris.study.build import Row, build_row, plan_rows
 from aetheris.study.config import StudyConfig
 from aetheris.study.speed import machine, measure_speed, size_facts
 
@@ -73,6 +76,7 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
     from aetheris.report import build_report
     from aetheris.report.build import ModelFacts
 
+    results_dir = Path(cfg.results) if out is None and cfg.results else Path(out or cfg.out)
     out = Path(out or cfg.out)
     data_dir = Path(data_dir) if data_dir else shared_data_dir()
     start = time.perf_counter()
@@ -80,12 +84,15 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
     for r in rows:
         if r.missing:
             log.warning("%s: not evaluated: %s", r.name, r.missing)
-    build_missing(cfg, rows)
     present = [r for r in rows if r.source]
-    facts = _Facts(cfg, out, rows)
-    results = run([r.source for r in present], list(cfg.limits()), out / "eval", langs=cfg.languages(),
-                  data_dir=data_dir, limit=cfg.limits(), batch_size=cfg.batch_size, device=cfg.device,
-                  dtype=cfg.dtype, after_eval=facts)  # fmt: skip
+    facts = _Facts(cfg, results_dir, rows)
+    results = []
+    for row in present:  # build, then score, one row at a time: a stopped study keeps whole rows
+        if row.method != "teacher":
+            build_row(cfg, rows, row.name)
+        results += run([row.source], list(cfg.limits()), results_dir / "eval", langs=cfg.languages(),
+                       data_dir=data_dir, limit=cfg.limits(), batch_size=cfg.batch_size, device=cfg.device,
+                       dtype=cfg.dtype, after_eval=facts)  # fmt: skip
     named = []
     model_facts = []
     for row, res in zip(present, results, strict=True):
@@ -96,7 +103,7 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
                                       **measured))  # fmt: skip
     model_facts += [ModelFacts(name=r.name, method=r.method, spec=r.spec, missing=r.missing)
                     for r in rows if not r.source]  # fmt: skip
-    report = out / "report"
+    report = results_dir / "report"
     if len(named) < 2:
         raise ValueError(f"study {cfg.name}: only the teacher could be evaluated; nothing to compare")
     build_report(named, report, tokenizers=_teacher_tokenizer(cfg), data_dir=data_dir,

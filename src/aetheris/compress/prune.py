@@ -1,15 +1,19 @@
 """Shared by the pruning methods: settings, the prunable layers, and the block-by-block loop.
 
 Calibration statistics are gathered one decoder block at a time, with every earlier block already
-pruned (as SparseGPT and Wanda do), so each block is fitted to the inputs it will really see. The
-forward stops after the block being measured: a block costs a partial forward over the calibration
-rows, never the vocabulary head.
+pruned (as SparseGPT and Wanda do), so each block is fitted to the inputs it will really see. One
+forward of the calibration rows, stopped before the last block, records how the model calls each
+block (masks, RoPE tables: per block, since they can differ per layer) and block 0's input; then
+each block runs on its current inputs to gather statistics, is pruned, and runs again to give the
+next block's inputs. A model of L blocks costs about 3L block forwards per calibration batch, never
+the vocabulary head. `capture_reference` (a forward from the embeddings per block, O(L²)) is the
+plain reference the tests compare against.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -92,16 +96,23 @@ class _Stop(Exception):
     pass
 
 
-@torch.no_grad()
-def capture(model: nn.Module, block: nn.Module, linears: dict[str, nn.Linear], input_ids: torch.Tensor,
-            hessian: bool) -> dict[str, LinearStats]:  # fmt: skip
-    """Run the calibration rows up to (and through) `block`, accumulating each linear's inputs."""
-    stats = {}
-    hooks = []
+def _stats_hooks(linears: dict[str, nn.Linear], hessian: bool) -> tuple[dict[str, LinearStats], list]:
+    """Empty stats per linear, and the pre-hooks that fill them with the linear's inputs."""
+    stats, hooks = {}, []
     for name, lin in linears.items():
         cols = lin.in_features
         stats[name] = LinearStats(torch.zeros(cols), torch.zeros(cols, cols) if hessian else None)
         hooks.append(lin.register_forward_pre_hook(lambda m, args, s=stats[name]: s.add(args[0])))
+    return stats, hooks
+
+
+@torch.no_grad()
+def capture_reference(model: nn.Module, block: nn.Module, linears: dict[str, nn.Linear],
+                      input_ids: torch.Tensor, hessian: bool) -> dict[str, LinearStats]:  # fmt: skip
+    """The plain reference the sequential path is tested against: run the calibration rows through
+    the model up to (and through) `block`, accumulating each linear's inputs. Block i costs i + 1
+    block forwards, so a model of L blocks costs O(L²)."""
+    stats, hooks = _stats_hooks(linears, hessian)
 
     def stop(module, args, output):
         raise _Stop
@@ -120,18 +131,184 @@ def capture(model: nn.Module, block: nn.Module, linears: dict[str, nn.Linear], i
     return stats
 
 
+@dataclass(frozen=True)
+class Link:
+    """A call argument that is the hidden input of block `block` (an Aetheris parallel pair passes
+    its S/A block's input to the M block as `branch_input`): it depends on the hidden values, so it
+    is replayed with that block's current input, not the unpruned one seen at capture."""
+
+    block: int
+
+
+@dataclass
+class BlockCall:
+    """How the model called one block on one calibration batch, without the hidden state."""
+
+    positional: bool  # hidden state as args[0], else as the kwarg `hidden_states`
+    args: tuple
+    kwargs: dict
+
+
+# Caches would grow with every replay; use_cache=False is passed already, this makes sure.
+CACHE_KWARGS = ("past_key_values", "past_key_value", "cache", "layer_past")
+
+
+def _hidden_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _strip(value, held: dict[int, tuple[int, torch.Tensor]]):
+    """`value` with caches dropped and the block inputs in `held` (by id) turned into `Link`s."""
+    from transformers.cache_utils import Cache
+
+    if isinstance(value, Cache):
+        return None
+    if isinstance(value, torch.Tensor):
+        hit = held.get(id(value))
+        return Link(hit[0]) if hit is not None and hit[1] is value else value
+    if type(value) in (tuple, list):
+        return type(value)(_strip(v, held) for v in value)
+    if type(value) is dict:
+        return {k: _strip(v, held) for k, v in value.items()}
+    return value
+
+
+def block_call(args: tuple, kwargs: dict, held: dict[int, tuple[int, torch.Tensor]]) -> BlockCall:
+    kwargs = {k: None if k in CACHE_KWARGS else v for k, v in kwargs.items() if k != "hidden_states"}
+    return BlockCall(len(args) > 0, _strip(tuple(args[1:]), held), _strip(kwargs, held))
+
+
 @torch.no_grad()
-def prune_model(model: nn.Module, tokenizer, settings: SparsitySettings, prune_fn: PruneFn,
-                needs: str) -> Outcome:  # fmt: skip
-    """Prune every prunable linear of every block with `prune_fn`; `needs` is none, norms or hessian."""
-    calibration = None
-    input_ids = None
-    if needs != "none":
-        input_ids, calibration = calibration_batch(tokenizer, settings)
-    total = zeros = uncalibrated = 0
+def capture_block_calls(model: nn.Module, input_ids: torch.Tensor
+                        ) -> tuple[list[list[BlockCall]], list[torch.Tensor]]:  # fmt: skip
+    """One forward of the calibration rows (per CAPTURE_BATCH), stopped before the last block runs:
+    each block's call per batch (masks and RoPE tables can differ per layer, e.g. Gemma 3's sliding
+    and global ones) and block 0's hidden input per batch."""
+    blocks = decoder_blocks(model)
+    calls: list[list[BlockCall]] = [[] for _ in blocks]
+    first: list[torch.Tensor] = []
+    held: dict[int, tuple[int, torch.Tensor]] = {}  # this batch's block inputs, alive so ids stay unique
+
+    def hook(i: int):
+        def pre_hook(module, args, kwargs):
+            hidden = _hidden_input(args, kwargs)
+            held[id(hidden)] = (i, hidden)
+            calls[i].append(block_call(args, kwargs, held))
+            if i == 0:
+                first.append(hidden)
+            if i == len(blocks) - 1:  # every call captured: the last block and the head need not run
+                raise _Stop
+
+        return pre_hook
+
+    hooks = [b.register_forward_pre_hook(hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, input_ids.shape[0], CAPTURE_BATCH):
+            held.clear()
+            try:
+                model(input_ids=input_ids[start : start + CAPTURE_BATCH].to(device), use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        held.clear()
+        for h in hooks:
+            h.remove()
+    return calls, first
+
+
+def _resolve(value, inputs: dict[int, torch.Tensor]):
+    """`value` with each `Link` replaced by that block's current input on this batch."""
+    if isinstance(value, Link):
+        return inputs[value.block]
+    if type(value) in (tuple, list):
+        return type(value)(_resolve(v, inputs) for v in value)
+    if type(value) is dict:
+        return {k: _resolve(v, inputs) for k, v in value.items()}
+    return value
+
+
+def replay_block(
+    block: nn.Module, call: BlockCall, hidden: torch.Tensor, inputs: dict[int, torch.Tensor]
+) -> torch.Tensor:
+    """The block's hidden output on `hidden`; a block returns a tensor or a tuple led by it."""
+    args, kwargs = _resolve(call.args, inputs), _resolve(call.kwargs, inputs)
+    out = block(hidden, *args, **kwargs) if call.positional else block(*args, hidden_states=hidden, **kwargs)
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def _linked(calls: list[list[BlockCall]]) -> dict[int, set[int]]:
+    """block -> the blocks whose inputs its calls link to."""
+    found: dict[int, set[int]] = {}
+
+    def walk(value, i: int) -> None:
+        if isinstance(value, Link):
+            found.setdefault(i, set()).add(value.block)
+        elif type(value) in (tuple, list):
+            for v in value:
+                walk(v, i)
+        elif type(value) is dict:
+            for v in value.values():
+                walk(v, i)
+
+    for i, per_batch in enumerate(calls):
+        for call in per_batch:
+            walk((call.args, call.kwargs), i)
+    return found
+
+
+BlockStats = Iterator[tuple[nn.Module, dict[str, nn.Linear], dict[str, LinearStats]]]
+
+
+@torch.no_grad()
+def block_stats(model: nn.Module, input_ids: torch.Tensor, hessian: bool) -> BlockStats:
+    """Each block with its linears and their statistics, in order; the caller prunes the block before
+    asking for the next one, whose inputs are then the pruned block's outputs (SparseGPT/Wanda's
+    sequential scheme). One capture forward, then two forwards of each block (stats, pruned outputs)."""
+    calls, hidden = capture_block_calls(model, input_ids)
+    linked = _linked(calls)
+    needed = {j for targets in linked.values() for j in targets}
+    kept: dict[int, list[torch.Tensor]] = {}  # inputs of the blocks some later call links to
+    blocks = decoder_blocks(model)
+    for i, block in enumerate(blocks):
+        if i in needed:
+            kept[i] = hidden
+        links = [{j: kept[j][b] for j in linked.get(i, ())} for b in range(len(hidden))]
+        linears = prunable_linears(block)
+        stats, hooks = _stats_hooks(linears, hessian)
+        try:
+            for b, call in enumerate(calls[i]):
+                replay_block(block, call, hidden[b], links[b])
+        finally:
+            for h in hooks:
+                h.remove()
+        yield block, linears, stats
+        if i + 1 < len(blocks):  # the last block's outputs feed nothing
+            hidden = [replay_block(block, call, hidden[b], links[b]) for b, call in enumerate(calls[i])]
+
+
+@torch.no_grad()
+def reference_block_stats(model: nn.Module, input_ids: torch.Tensor, hessian: bool) -> BlockStats:
+    """`block_stats` from `capture_reference`: a forward from the embeddings per block."""
     for block in decoder_blocks(model):
         linears = prunable_linears(block)
-        stats = capture(model, block, linears, input_ids, needs == "hessian") if input_ids is not None else {}
+        yield block, linears, capture_reference(model, block, linears, input_ids, hessian)
+
+
+@torch.no_grad()
+def prune_model(model: nn.Module, tokenizer, settings: SparsitySettings, prune_fn: PruneFn, needs: str,
+                reference: bool = False) -> Outcome:  # fmt: skip
+    """Prune every prunable linear of every block with `prune_fn`; `needs` is none, norms or hessian.
+    `reference` gathers the statistics with the O(L²) `reference_block_stats` (for tests)."""
+    calibration = None
+    if needs == "none":
+        blocks: BlockStats = ((b, prunable_linears(b), {}) for b in decoder_blocks(model))
+    else:
+        input_ids, calibration = calibration_batch(tokenizer, settings)
+        gather = reference_block_stats if reference else block_stats
+        blocks = gather(model, input_ids, needs == "hessian")
+    total = zeros = uncalibrated = 0
+    for _, linears, stats in blocks:
         for name, lin in linears.items():
             s = stats.get(name)
             if s is not None and s.tokens == 0:  # an expert no calibration token was routed to

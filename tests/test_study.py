@@ -172,6 +172,33 @@ def test_results_folder_resumes_on_a_new_machine(tiny, tmp_path, monkeypatch):
     assert scored == [] and (tmp_path / "out" / "models" / "int8" / "model.safetensors").is_file()
 
 
+def test_scored_only_reports_a_stopped_study(tiny, tmp_path, monkeypatch):
+    """`--scored-only` builds and scores nothing: the rows a stopped study finished are in the
+    table, the row it was scoring is listed as not scored yet."""
+    data_dir()
+    path = write(demo_config(tiny, tmp_path / "out", keep=2), tmp_path / "study.yaml")
+    cfg = load_study(path)
+    real = FloresBPB.score
+
+    def score(self, lm, items):  # the teacher and int8 finish; int4-g32 is stopped at once
+        if "int4" in str(lm.model.config.name_or_path):
+            raise Interrupted("stopped")
+        return real(self, lm, items)
+
+    def no_scoring(self, lm, items):
+        raise AssertionError("--scored-only scored an item")
+
+    monkeypatch.setattr(FloresBPB, "score", score)
+    with pytest.raises(Interrupted):
+        run_study(cfg)
+    monkeypatch.setattr(FloresBPB, "score", no_scoring)
+    monkeypatch.setattr(XCOPA, "score", no_scoring)
+    result = CliRunner().invoke(app, ["study", str(path), "--scored-only"])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "int8" in table and "not scored yet" in table
+
+
 @pytest.mark.parametrize(
     ("spec", "names"),
     [

@@ -12,6 +12,8 @@ def study_cmd(
     config: Annotated[Path, typer.Argument(help="Study config (YAML), e.g. configs/study-demo.yaml.")],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Output folder (default: the config's out).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only validate the config; build and run nothing.")] = False,
+    scored_only: Annotated[bool, typer.Option("--scored-only", help="Build and score nothing: report the rows "
+                                              "already scored (a stopped study's), the others as not scored yet.")] = False,
 ) -> None:
     """Compare a teacher, its compressed versions and students on one profile: one equity report."""
     from aetheris.study.build import plan_rows
@@ -26,7 +28,7 @@ def study_cmd(
     from aetheris.study.run import run_study
 
     try:
-        report = run_study(cfg, out)
+        report = run_study(cfg, out, scored_only=scored_only)
     except (ValueError, FileNotFoundError) as e:  # e.g. a build that a model cannot take
         from aetheris.errors import UserError
 

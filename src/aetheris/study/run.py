@@ -68,13 +68,11 @@ class _Facts:
         return data
 
 
-def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None = None) -> Path:
-    """Run the whole study; returns the report folder."""
-    from aetheris.eval.results import load_results
-    from aetheris.eval.runner import run
+def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None = None,
+              scored_only: bool = False) -> Path:  # fmt: skip
+    """Run the whole study; returns the report folder. `scored_only`: build and score nothing,
+    report the rows a (stopped) study has finished and list the others as not scored yet."""
     from aetheris.paths import shared_data_dir
-    from aetheris.report import build_report
-    from aetheris.report.build import ModelFacts
 
     results_dir = Path(cfg.results) if out is None and cfg.results else Path(out or cfg.out)
     out = Path(out or cfg.out)
@@ -84,33 +82,76 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
     for r in rows:
         if r.missing:
             log.warning("%s: not evaluated: %s", r.name, r.missing)
-    present = [r for r in rows if r.source]
     facts = _Facts(cfg, results_dir, rows)
-    results = []
-    for row in present:  # build, then score, one row at a time: a stopped study keeps whole rows
+    if scored_only:
+        done, machines = _finished_rows(rows, results_dir, facts)
+    else:
+        done, machines = _score_rows(cfg, rows, results_dir, data_dir, facts), {facts.machine}
+    report = _report(cfg, rows, done, results_dir / "report", data_dir, "; ".join(sorted(machines)))
+    log.info("study %s: %d models in %.0fs; report in %s", cfg.name, len(done), time.perf_counter() - start,
+             report)
+    return report
+
+
+def _score_rows(cfg: StudyConfig, rows: list[Row], results_dir: Path, data_dir: Path,
+                facts: _Facts) -> dict[str, dict]:  # fmt: skip
+    """{row name: the harness's result} for every present row, built and scored one at a time so
+    that a stopped study keeps whole rows."""
+    from aetheris.eval.runner import run
+
+    done = {}
+    for row in (r for r in rows if r.source):
         if row.method != "teacher":
             build_row(cfg, rows, row.name)
-        results += run([row.source], list(cfg.limits()), results_dir / "eval", langs=cfg.languages(),
-                       data_dir=data_dir, limit=cfg.limits(), batch_size=cfg.batch_size, device=cfg.device,
-                       dtype=cfg.dtype, after_eval=facts)  # fmt: skip
-    named = []
-    model_facts = []
-    for row, res in zip(present, results, strict=True):
-        loaded = load_results(res["path"]).model_copy(update={"model_name": row.name})
-        named.append(loaded)
+        (done[row.name],) = run([row.source], list(cfg.limits()), results_dir / "eval", langs=cfg.languages(),
+                                data_dir=data_dir, limit=cfg.limits(), batch_size=cfg.batch_size,
+                                device=cfg.device, dtype=cfg.dtype, after_eval=facts)  # fmt: skip
+    return done
+
+
+def _finished_rows(rows: list[Row], results_dir: Path, facts: _Facts) -> tuple[dict[str, dict], set[str]]:
+    """The rows whose results file and speed facts a study already wrote (on any machine), and
+    the machines their speeds were measured on. The others are marked as not scored yet."""
+    from aetheris.eval.runner import model_slug
+
+    done, machines = {}, set()
+    for row in (r for r in rows if r.source):
+        path = results_dir / "eval" / f"{model_slug(row.source)}.json"
+        try:
+            measured = json.loads(facts.path(row).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            measured = None
+        if path.is_file() and measured is not None:
+            done[row.name] = {"path": str(path), "measured": measured}
+            machines.add(measured.get("key", {}).get("machine", "unknown machine"))
+        else:
+            row.missing = "not scored yet (the study stopped before this row)"
+    return done, machines
+
+
+def _report(cfg: StudyConfig, rows: list[Row], done: dict[str, dict], report: Path, data_dir: Path,
+            machine: str) -> Path:  # fmt: skip
+    from aetheris.eval.results import load_results
+    from aetheris.report import build_report
+    from aetheris.report.build import ModelFacts
+
+    named, model_facts = [], []
+    for row in rows:
+        if row.name not in done:
+            model_facts.append(ModelFacts(name=row.name, method=row.method, spec=row.spec, missing=row.missing))
+            continue
+        res = done[row.name]
+        named.append(load_results(res["path"]).model_copy(update={"model_name": row.name}))
         measured = {k: v for k, v in res["measured"].items() if k in ModelFacts.model_fields}
         model_facts.append(ModelFacts(name=row.name, method=row.method, spec=row.spec, source=row.source,
                                       **measured))  # fmt: skip
-    model_facts += [ModelFacts(name=r.name, method=r.method, spec=r.spec, missing=r.missing)
-                    for r in rows if not r.source]  # fmt: skip
-    report = results_dir / "report"
+    if rows[0].name not in done:
+        raise ValueError(f"study {cfg.name}: the teacher has not been scored yet; nothing to compare")
     if len(named) < 2:
         raise ValueError(f"study {cfg.name}: only the teacher could be evaluated; nothing to compare")
     build_report(named, report, tokenizers=_teacher_tokenizer(cfg), data_dir=data_dir,
                  n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed, models=model_facts,
-                 machine=facts.machine, title=f"Aetheris study {cfg.name} (profile {cfg.profile})")  # fmt: skip
-    log.info("study %s: %d models in %.0fs; report in %s", cfg.name, len(named), time.perf_counter() - start,
-             report)
+                 machine=machine, title=f"Aetheris study {cfg.name} (profile {cfg.profile})")  # fmt: skip
     return report
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from aetheris.equity import compare, des, permutation_p
+from aetheris.equity import compare, des, des_difference, permutation_p
 from aetheris.eval.results import load_results
 
 
@@ -209,3 +209,70 @@ def test_default_maps_from_language_registry():
         eq = compare(t, s, level=level, n_boot=0, n_perm=0).tasks["x"]
         row = next(r for r in eq.languages if r.language == "sw")
         assert row.family == getattr(sw, level)
+
+
+# -- paired DES difference -------------------------------------------------------------------
+
+
+def students_on_the_same_items(drop_of, noise=0.05, n=40):
+    """Teacher and one student per {name: {lang: drop}}: the same item ids, each item loses its
+    language's drop plus noise, so the bootstrap has something to resample."""
+    rng = np.random.default_rng(3)
+    t = {lang: rng.uniform(0.3, 0.9, size=n) for lang in FAMILY}
+    out = {"T": results("T", {"x": (True, {lang: items(v) for lang, v in t.items()})})}
+    for name, drops in drop_of.items():
+        langs = {lang: items(t[lang] - drops[lang] + rng.normal(0, noise, size=n)) for lang in FAMILY}
+        out[name] = results(name, {"x": (True, langs)})
+    return out
+
+
+def test_des_difference_of_a_row_with_itself_is_zero():
+    r = students_on_the_same_items({"S": {lang: 0.1 * (lang in "ab") for lang in FAMILY}})
+    d = des_difference(r["T"], r["S"], r["S"], "x", family_of=FAMILY, n_boot=300)
+    assert d.difference == 0 and (d.difference_ci.low, d.difference_ci.high) == (0, 0)
+    assert d.share_a_higher == 0 and d.paired and d.languages == sorted(FAMILY)
+    assert (d.a, d.b, d.teacher, d.task) == ("S", "S", "T", "x")
+
+
+def test_des_difference_is_the_difference_of_compare_des():
+    rng = np.random.default_rng(7)
+    t, a, b = ({lang: items(rng.integers(0, 2, size=60)) for lang in FAMILY} for _ in range(3))
+    t, a, b = (results(n, {"x": (True, v)}) for n, v in (("T", t), ("A", a), ("B", b)))
+    d = des_difference(t, a, b, "x", family_of=FAMILY, n_boot=300, seed=5)
+    rep = {s["model_name"]: compare(t, s, family_of=FAMILY, n_boot=300, n_perm=0, seed=5).tasks["x"]
+           for s in (a, b)}
+    assert d.des_a == pytest.approx(rep["A"].des) and d.des_b == pytest.approx(rep["B"].des)
+    assert d.difference == pytest.approx(rep["A"].des - rep["B"].des)
+    assert d.difference_ci.low <= d.difference <= d.difference_ci.high
+    no_boot = des_difference(t, a, b, "x", family_of=FAMILY, n_boot=0)
+    assert no_boot.difference == pytest.approx(d.difference) and no_boot.difference_ci is None
+
+
+def test_drop_concentrated_in_one_family_is_less_fair_than_the_same_mean_drop_spread_evenly():
+    # concentrated: F1 (a, b) loses .3, F2 and F3 nothing: family drops .3 0 0, DES = .02
+    # even: every language loses .1: the same mean drop, DES ~ 0 (noise only)
+    r = students_on_the_same_items({
+        "concentrated": {lang: 0.3 if FAMILY[lang] == "F1" else 0.0 for lang in FAMILY},
+        "even": dict.fromkeys(FAMILY, 0.1),
+    })
+    d = des_difference(r["T"], r["concentrated"], r["even"], "x", family_of=FAMILY, n_boot=500)
+    assert d.des_a == pytest.approx(0.02, abs=0.005) and d.des_b < 0.002
+    assert d.difference > 0 and d.difference_ci.low > 0 and d.share_a_higher > 0.99
+    back = des_difference(r["T"], r["even"], r["concentrated"], "x", family_of=FAMILY, n_boot=500)
+    assert back.difference == pytest.approx(-d.difference)
+    assert (back.difference_ci.low, back.difference_ci.high) == pytest.approx(
+        (-d.difference_ci.high, -d.difference_ci.low))
+    assert back.share_a_higher < 0.01
+
+
+def test_des_difference_refuses_unpaired_items():
+    r = students_on_the_same_items({"A": dict.fromkeys(FAMILY, 0.1), "B": dict.fromkeys(FAMILY, 0.1)})
+    langs = r["B"]["tasks"]["x"]["languages"]
+    langs["c"]["items"] = [{**it, "id": f"other-{it['id']}"} for it in langs["c"]["items"]]
+    with pytest.raises(ValueError, match=r"language 'c': B's items do not pair"):
+        des_difference(r["T"], r["A"], r["B"], "x", family_of=FAMILY, n_boot=100)
+    langs["c"] = {"score": langs["c"]["score"], "n": 40}  # a score without items
+    with pytest.raises(ValueError, match=r"language 'c'"):
+        des_difference(r["T"], r["B"], r["A"], "x", family_of=FAMILY, n_boot=100)
+    with pytest.raises(ValueError, match="'y' not scored for T, A, B"):
+        des_difference(r["T"], r["A"], r["B"], "y", family_of=FAMILY)

@@ -158,6 +158,22 @@ def test_teacher_option_picks_the_teacher(files, tmp_path):
         build_report([files[0]], tmp_path, family_of=FAMILY)
 
 
+def test_pairs_add_paired_des_differences(files, tmp_path):
+    data = build_report(files, tmp_path, family_of=FAMILY, n_boot=100, n_perm=50,
+                        pairs=[("skewed", "fair"), ("skewed", "pruned")])
+    assert [(d.task, d.a, d.b) for d in data.des_differences] == [("xcopa", "skewed", "fair"),
+                                                                   ("flores_bpb", "skewed", "fair")]
+    des = {(rep.student, t): eq.des for rep in data.equity for t, eq in rep.tasks.items()}
+    for d in data.des_differences:  # Niger-Congo paid most in "skewed"
+        assert d.difference == pytest.approx(des["skewed", d.task] - des["fair", d.task])
+        assert d.difference > 0 and d.share_a_higher > 0.9 and d.paired
+    assert data.des_differences_skipped == ["skewed vs pruned: pruned not scored (no results)"]
+    md = (tmp_path / "report.md").read_text()
+    assert "Paired DES differences" in md and "| xcopa | skewed | fair |" in md
+    assert "Not compared: skewed vs pruned: pruned not scored (no results)." in md
+    assert json.loads((tmp_path / "results.json").read_text())["des_differences"][0]["a"] == "skewed"
+
+
 def test_cli_reports_bad_input(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

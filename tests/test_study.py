@@ -61,7 +61,9 @@ def demo(tiny, tmp_path_factory) -> Path:
         {"name": "kd-later", "path": str(d / "not-yet"), "optional": True},
         {"name": "kd-later-int8", "of": "kd-later", "compress": {"method": "int8"}},
     ]
-    cfg = write(demo_config(tiny, d / "out", extra), d / "study.yaml")
+    raw = demo_config(tiny, d / "out", extra)
+    raw["compare"] = [{"a": "wanda-50-en", "b": "wanda-50"}, {"a": "kd-later", "b": "int8"}]
+    cfg = write(raw, d / "study.yaml")
     result = CliRunner().invoke(app, ["study", str(cfg)])
     assert result.exit_code == 0, result.output
     return d / "out"
@@ -95,6 +97,25 @@ def test_demo_writes_table_html_and_results(demo):
         assert (report / "figures" / f"{fig}.png").stat().st_size > 1000
     html = (report / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="figures/' not in html  # self-contained
+
+
+def test_demo_reports_paired_des_differences(demo):
+    report = demo / "report"
+    md = (report / "report.md").read_text()
+    data = json.loads((report / "results.json").read_text())
+    diffs = {d["task"]: d for d in data["des_differences"]}
+    assert set(diffs) == {"flores_bpb", "xcopa"}
+    des = {(e["student"], t): eq["des"] for e in data["equity"] for t, eq in e["tasks"].items()}
+    for task, d in diffs.items():
+        assert (d["a"], d["b"], d["paired"]) == ("wanda-50-en", "wanda-50", True)
+        assert d["difference"] == pytest.approx(des["wanda-50-en", task] - des["wanda-50", task])
+        assert d["difference_ci"]["low"] <= d["difference"] <= d["difference_ci"]["high"]
+        assert f"| {task} | wanda-50-en | wanda-50 |" in md
+    # after the Models table, before the interval widths
+    assert md.index("## Models") < md.index("### Paired DES differences") < md.index("### Interval widths")
+    [skipped] = data["des_differences_skipped"]
+    assert skipped.startswith("kd-later vs int8: kd-later not scored (") and "does not exist yet" in skipped
+    assert "Not compared: kd-later vs int8" in md
 
 
 def test_compositions_are_built_from_their_base(demo, tiny):
@@ -226,6 +247,8 @@ def test_bad_method_or_setting_fails_before_any_work(tiny, tmp_path, spec, names
         ({"models": [{"name": "q", "of": "p", "compress": {"method": "int8"}}]}, ["models[0] (q).of='p'"]),
         ({"models": [{"name": "q", "compress": {"method": "int8"}, "path": "x"}]}, ["models[0] (q): give exactly one"]),
         ({"tasks": []}, ["tasks", "Extra inputs"]),
+        ({"compare": [{"a": "int8", "b": "int8"}]}, ["compare[0]", "'int8'", "two different rows"]),
+        ({"compare": [{"a": "int8", "b": "wanda-50", "c": "x"}]}, ["compare[0].c", "Extra inputs"]),
     ],
 )
 def test_bad_config_keys_are_named(tiny, tmp_path, change, names):
@@ -234,6 +257,15 @@ def test_bad_config_keys_are_named(tiny, tmp_path, change, names):
         load_study(write(cfg, tmp_path / "s.yaml"))
     for text in names:
         assert text in str(err.value)
+
+
+def test_compare_with_an_unknown_row_fails_before_any_work(tiny, tmp_path):
+    cfg = demo_config(tiny, tmp_path / "out")
+    cfg["compare"] = [{"a": "wanda-5O", "b": "wanda-50"}]
+    result = CliRunner().invoke(app, ["study", str(write(cfg, tmp_path / "s.yaml"))])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "compare[0].a='wanda-5O': expected the name of a row" in result.output
+    assert not (tmp_path / "out").exists()  # nothing was built or evaluated
 
 
 def test_profiles(tiny, tmp_path):
@@ -255,3 +287,4 @@ def test_shipped_configs_validate():
     assert len(big.models) + 1 >= 12 and big.profile == "cpu-equity"  # with the teacher
     methods = {m.method for m in big.models}
     assert {"int8", "int4", "magnitude", "wanda", "sparsegpt", "shortgpt", "vocab-trim", "student"} <= methods
+    assert ("wanda-50-en", "wanda-50") in [(p.a, p.b) for p in big.compare]

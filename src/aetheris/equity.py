@@ -5,6 +5,7 @@ they share: drop per language (positive = worse), mean drop per family (or finer
 Degradation Equity Score (DES) = population variance of the family mean drops (lower = fairer).
 Uncertainty comes from a percentile bootstrap over items (paired by item id when teacher and
 student scored the same items) and a permutation test of "the drop does not depend on family".
+`des_difference` compares two students' DES on the same items: a paired bootstrap of DES(a) − DES(b).
 """
 
 from __future__ import annotations
@@ -62,6 +63,41 @@ def _boot_scores(
     return statistic(item_arrays(t.items), t_idx), statistic(item_arrays(s.items), s_idx), False
 
 
+def _drop_replicates(
+    task: str, lang: str, t: LanguageResult, s: LanguageResult, hib: bool, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """Bootstrap replicates (n_boot,) of the language's drop and of the teacher's score, and whether
+    they are paired by item id; None without items. Two students paired with the same teacher get
+    the same resampled items (one stream per task and language), so their replicates pair too."""
+    reps = _boot_scores(t, s, n_boot, _rng(seed, task, lang))
+    if reps is None:
+        return None
+    t_b, s_b, paired = reps
+    return _oriented(t_b, s_b, hib), t_b, paired
+
+
+def _families(langs: Sequence[str], family_of: Mapping[str, str]) -> dict[str, list[str]]:
+    """family -> its languages, families sorted (the order of the rows and of DES's replicates)."""
+    out: dict[str, list[str]] = {}
+    for lang in langs:
+        out.setdefault(family_of[lang], []).append(lang)
+    return dict(sorted(out.items()))
+
+
+def _family_means(values: Mapping[str, float | np.ndarray], families: Mapping[str, list[str]]) -> dict:
+    """family -> mean of its languages' values (numbers or replicate arrays), for the families
+    whose every language has a value."""
+    return {fam: np.mean([values[lang] for lang in langs], axis=0)
+            for fam, langs in families.items() if all(lang in values for lang in langs)}  # fmt: skip
+
+
+def _des_replicates(fam_reps: Mapping[str, np.ndarray], families: Mapping[str, list[str]]) -> np.ndarray | None:
+    """DES of every bootstrap replicate, when every family has replicates."""
+    if not fam_reps or len(fam_reps) < len(families):
+        return None
+    return np.var(np.stack(list(fam_reps.values())), axis=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Report objects
 # ---------------------------------------------------------------------------------------------
@@ -112,6 +148,23 @@ class TaskEquity(BaseModel):
     worst_family: str
     spearman_tier: Correlation | None = None
     spearman_fertility: Correlation | None = None
+
+
+class DESDifference(BaseModel):
+    """DES(a) − DES(b) on one task, both against the same teacher over the same items: the
+    bootstrap resamples the same items for a and b, so the interval is paired."""
+
+    task: str
+    teacher: str
+    a: str
+    b: str
+    des_a: float
+    des_b: float
+    difference: float  # des_a - des_b: positive = a is less fair
+    difference_ci: Interval | None = None  # None with n_boot = 0
+    share_a_higher: float | None = None  # fraction of replicates with DES(a) > DES(b)
+    languages: list[str]
+    paired: bool = True  # always: unpaired items raise instead
 
 
 class EquityReport(BaseModel):
@@ -259,7 +312,7 @@ def compare_task(
         raise ValueError(f"task {task!r}: no family known for language(s) {', '.join(unknown)}")
 
     rows: list[LanguageDrop] = []
-    boot: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # lang -> (drop, relative drop) replicates
+    boot: dict[str, np.ndarray] = {}  # lang -> drop replicates
     for lang in langs:
         t, s = teacher.languages[lang], student.languages[lang]
         drop = float(_oriented(t.score, s.score, hib))
@@ -268,37 +321,26 @@ def compare_task(
             language=lang, family=family_of[lang], teacher=t.score, student=s.score, drop=drop,
             relative_drop=rel,
         )
-        reps = _boot_scores(t, s, n_boot, _rng(seed, task, lang)) if n_boot > 0 else None
+        reps = _drop_replicates(task, lang, t, s, hib, n_boot, seed) if n_boot > 0 else None
         if reps is not None:
-            t_b, s_b, row.paired = reps
-            d_b = _oriented(t_b, s_b, hib)
-            r_b = _relative(d_b, t_b)
-            boot[lang] = (d_b, r_b)
-            row.drop_ci = _interval(d_b)
+            boot[lang], t_b, row.paired = reps
+            r_b = _relative(boot[lang], t_b)
+            row.drop_ci = _interval(boot[lang])
             if rel is not None and np.all(np.isfinite(r_b)):
                 row.relative_drop_ci = _interval(r_b)
         rows.append(row)
 
-    by_family: dict[str, list[LanguageDrop]] = {}
-    for row in rows:
-        by_family.setdefault(row.family, []).append(row)
-    all_boot = len(boot) == len(rows)
-    families: list[FamilyDrop] = []
-    fam_boot: list[np.ndarray] = []
-    for fam in sorted(by_family):
-        members = by_family[fam]
-        rels = [r.relative_drop for r in members]
-        fd = FamilyDrop(
-            family=fam,
-            languages=[r.language for r in members],
-            drop=float(np.mean([r.drop for r in members])),
-            relative_drop=None if None in rels else float(np.mean(rels)),
-        )
-        if all(r.language in boot for r in members):
-            samples = np.mean([boot[r.language][0] for r in members], axis=0)
-            fd.drop_ci = _interval(samples)
-            fam_boot.append(samples)
-        families.append(fd)
+    groups = _families(langs, family_of)
+    fam_drop = _family_means({r.language: r.drop for r in rows}, groups)
+    fam_rel_of = _family_means({r.language: r.relative_drop for r in rows if r.relative_drop is not None}, groups)
+    fam_boot = _family_means(boot, groups)
+    families = [
+        FamilyDrop(family=fam, languages=members, drop=float(fam_drop[fam]),
+                   relative_drop=float(fam_rel_of[fam]) if fam in fam_rel_of else None,
+                   drop_ci=_interval(fam_boot[fam]) if fam in fam_boot else None)
+        for fam, members in groups.items()
+    ]  # fmt: skip
+    des_boot = _des_replicates(fam_boot, groups)
 
     fam_rel = [f.relative_drop for f in families]
     worst = max(families, key=lambda f: f.drop)
@@ -311,7 +353,7 @@ def compare_task(
         languages=rows,
         families=families,
         des=des([f.drop for f in families]),
-        des_ci=_interval(np.var(np.stack(fam_boot), axis=0)) if all_boot and fam_boot else None,
+        des_ci=None if des_boot is None else _interval(des_boot),
         des_relative=None if None in fam_rel else des(fam_rel),
         permutation_p=permutation_p(
             [r.drop for r in rows], [r.family for r in rows], n_perm=n_perm, seed=seed
@@ -373,3 +415,71 @@ def compare(
             for task in shared
         },
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired difference of two students' DES
+# ---------------------------------------------------------------------------------------------
+
+
+def _paired_des(
+    task: str, teacher: TaskResult, student: TaskResult, name: str, families: Mapping[str, list[str]],
+    n_boot: int, seed: int,
+) -> tuple[float, np.ndarray]:
+    """A student's DES over `families`' languages and its bootstrap replicates, paired by item id
+    with the teacher (ValueError naming the first language that does not pair)."""
+    hib = teacher.higher_is_better
+    drops, reps = {}, {}
+    for lang in (lang for langs in families.values() for lang in langs):
+        t, s = teacher.languages[lang], student.languages[lang]
+        drops[lang] = float(_oriented(t.score, s.score, hib))
+        boot = _drop_replicates(task, lang, t, s, hib, n_boot, seed)
+        if boot is None or not boot[2]:
+            raise ValueError(f"task {task!r}, language {lang!r}: {name}'s items do not pair with the "
+                             "teacher's (no items, or other item ids); a paired DES difference needs the same items")
+        reps[lang] = boot[0]
+    return des(list(_family_means(drops, families).values())), _des_replicates(_family_means(reps, families), families)
+
+
+def des_difference(
+    teacher: ResultsLike,
+    a: ResultsLike,
+    b: ResultsLike,
+    task: str,
+    *,
+    family_of: Mapping[str, str] | None = None,
+    level: Level = "family",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> DESDifference:
+    """DES(a) − DES(b) on `task` with a paired bootstrap interval, over the languages all three
+    results share. Every replicate resamples the same items for a and b (the streams of
+    `compare_task`), so DES(a) and DES(b) here equal `compare`'s for the same seed and languages.
+
+    Raises ValueError when a language's items do not pair: an unpaired difference would be wrong.
+    """
+    res = {"teacher": load_results(teacher), "a": load_results(a), "b": load_results(b)}
+    lacking = [r.model_name for r in res.values() if task not in r.tasks]
+    if lacking:
+        raise ValueError(f"task {task!r} not scored for {', '.join(lacking)}")
+    t, ta, tb = (r.tasks[task] for r in res.values())
+    if not t.higher_is_better == ta.higher_is_better == tb.higher_is_better:
+        raise ValueError(f"task {task!r}: the three results disagree on higher_is_better")
+    langs = sorted(set(t.languages) & set(ta.languages) & set(tb.languages))
+    if not langs:
+        raise ValueError(f"task {task!r}: teacher, a and b share no language")
+    family_of = default_family_map(level) if family_of is None else family_of
+    unknown = [lang for lang in langs if lang not in family_of]
+    if unknown:
+        raise ValueError(f"task {task!r}: no family known for language(s) {', '.join(unknown)}")
+    groups = _families(langs, family_of)
+    des_a, boot_a = _paired_des(task, t, ta, res["a"].model_name, groups, n_boot, seed)
+    des_b, boot_b = _paired_des(task, t, tb, res["b"].model_name, groups, n_boot, seed)
+    diff = boot_a - boot_b
+    return DESDifference(
+        task=task, teacher=res["teacher"].model_name, a=res["a"].model_name, b=res["b"].model_name,
+        des_a=des_a, des_b=des_b, difference=des_a - des_b,
+        difference_ci=_interval(diff) if n_boot > 0 else None,
+        share_a_higher=float(np.mean(boot_a > boot_b)) if n_boot > 0 else None,
+        languages=langs,
+    )  # fmt: skip

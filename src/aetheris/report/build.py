@@ -11,7 +11,16 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from aetheris import __version__
-from aetheris.equity import EquityReport, Interval, Level, compare, default_family_map, default_tier_map
+from aetheris.equity import (
+    DESDifference,
+    EquityReport,
+    Interval,
+    Level,
+    compare,
+    default_family_map,
+    default_tier_map,
+    des_difference,
+)
 from aetheris.eval.results import ModelResults, ResultsLike, load_results
 from aetheris.fertility import (
     LanguageFertility,
@@ -55,6 +64,8 @@ class ReportData(BaseModel):
     fertility_by_script: list[ScriptFertility] = []
     models: list[ModelFacts] = []  # a study's rows (teacher first), with size and speed
     machine: str | None = None  # where a study measured speed
+    des_differences: list[DESDifference] = []  # paired DES(a) - DES(b) per task and compared pair
+    des_differences_skipped: list[str] = []  # pairs not compared, and why
     title: str = "Aetheris equity report"
 
 
@@ -86,6 +97,7 @@ def build_report(
     seed: int = 0,
     models: Sequence[ModelFacts] = (),
     machine: str | None = None,
+    pairs: Sequence[tuple[str, str]] = (),
     title: str = "Aetheris equity report",
 ) -> ReportData:
     """Write report.md (+ figures/), report.html and results.json under `out_dir`.
@@ -93,7 +105,9 @@ def build_report(
     The teacher is `teacher` when given (it may or may not also be in `results`), else the first
     of `results`; every other file is a student. Maps default to `aetheris.languages`.
     `models` (a study's rows, named as the results' model_name) adds the one-row-per-model table,
-    the frontier and the drop-vs-fertility/tier plots.
+    the frontier and the drop-vs-fertility/tier plots. `pairs` ((a, b) model names) adds the
+    paired DES(a) − DES(b) of every task they share; a pair with a row that has no results is
+    listed as not compared (with the reason in `models`, when it has one).
     """
     loaded = [(src, load_results(src)) for src in results]
     if teacher is not None:
@@ -126,6 +140,7 @@ def build_report(
                 n_boot=n_boot, n_perm=n_perm, seed=seed)
         for s in students
     ]
+    differences, skipped = _differences(t_res, students, pairs, models, family_of, level, n_boot, seed)
     data = ReportData(
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         teacher=t_res.model_name,
@@ -136,10 +151,36 @@ def build_report(
         fertility_by_script=by_script(fert_rows),
         models=list(models),
         machine=machine,
+        des_differences=differences,
+        des_differences_skipped=skipped,
         title=title,
     )
     _write(data, t_res, Path(out_dir))
     return data
+
+
+def _differences(
+    teacher: ModelResults, students: Sequence[ModelResults], pairs: Sequence[tuple[str, str]],
+    models: Sequence[ModelFacts], family_of: Mapping[str, str], level: Level, n_boot: int, seed: int,
+) -> tuple[list[DESDifference], list[str]]:
+    """The paired DES differences of `pairs` on every task the three share, and a note per pair
+    that could not be compared (a row without results, or items that do not pair)."""
+    by_name = {s.model_name: s for s in students}
+    why = {m.name: m.missing for m in models if m.missing}
+    out, skipped = [], []
+    for a, b in pairs:
+        absent = [n for n in (a, b) if n not in by_name]
+        if absent:
+            skipped.append(f"{a} vs {b}: " + "; ".join(f"{n} not scored ({why.get(n, 'no results')})" for n in absent))
+            continue
+        tasks = [t for t in teacher.tasks if t in by_name[a].tasks and t in by_name[b].tasks]
+        for task in tasks:
+            try:
+                out.append(des_difference(teacher, by_name[a], by_name[b], task, family_of=family_of,
+                                          level=level, n_boot=n_boot, seed=seed))  # fmt: skip
+            except ValueError as e:  # a report of the other pairs beats no report; the note says why
+                skipped.append(f"{a} vs {b}, {task}: {e}")
+    return out, skipped
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -181,6 +222,8 @@ def _blocks(data: ReportData, teacher: ModelResults) -> list[Block]:
     ]
     if data.models:
         blocks += study_blocks(data, tasks)
+    else:
+        blocks += difference_blocks(data)
     for task in tasks:
         reps = [r for r in data.equity if task in r.tasks]
         first = reps[0].tasks[task]
@@ -315,6 +358,7 @@ def study_blocks(data: ReportData, tasks: Sequence[str]) -> list[Block]:
     missing = [m for m in data.models if m.missing is not None]
     if missing:
         blocks.append(Para("Not in the table: " + "; ".join(f"{m.name} ({m.missing})" for m in missing) + "."))
+    blocks += difference_blocks(data)
     width_rows = []
     for task in tasks:
         reps = [r.tasks[task] for r in data.equity if task in r.tasks]
@@ -363,4 +407,31 @@ def study_blocks(data: ReportData, tasks: Sequence[str]) -> list[Block]:
             blocks.append(Figure(f"{_slug(task)}_drop_tier.png",
                                  plots.drop_vs(reports, methods, task, tier_of, "resource tier", jitter=0.12),
                                  f"{task}: drop vs resource tier (0 = least resourced)"))
+    return blocks
+
+
+def difference_blocks(data: ReportData) -> list[Block]:
+    """Paired DES differences of the compared pairs (nothing when no pair was asked for)."""
+    if not data.des_differences and not data.des_differences_skipped:
+        return []
+    n_boot = data.equity[0].n_boot
+    blocks: list[Block] = [
+        Heading(3, "Paired DES differences"),
+        Para("DES(a) − DES(b) per task, both against the teacher on the same items: every bootstrap "
+             f"replicate ({n_boot} resamples) draws the same items for a and b, so the interval is of "
+             "the paired difference (two separate DES intervals ignore that both rows share the items' "
+             "noise). An interval "
+             "that excludes 0 means the two methods' equity differs beyond item-sampling noise "
+             "(above 0: a is less fair). The share is the fraction of replicates where DES(a) > DES(b)."),
+    ]
+    if data.des_differences:
+        blocks.append(Table(
+            ["task", "a", "b", "DES(a)", "DES(b)", "DES(a) − DES(b) [95% CI]", "share DES(a) > DES(b)",
+             "languages"],
+            [[d.task, d.a, d.b, _num(d.des_a, 4), _num(d.des_b, 4),
+              _num(d.difference, 4) + _ci(d.difference_ci, 4), _num(d.share_a_higher, 3), str(len(d.languages))]
+             for d in sorted(data.des_differences, key=lambda d: d.task)],
+        ))  # fmt: skip
+    if data.des_differences_skipped:
+        blocks.append(Para("Not compared: " + "; ".join(data.des_differences_skipped) + "."))
     return blocks

@@ -1,8 +1,9 @@
 """The study config (YAML): the teacher, the models to compare, an evaluation profile.
 
 Everything is checked here, before any model is built or loaded: method names and settings
-(through the compress registry), profile and task languages, model names and folders, and the
-`of:` references of compositions. Every error is one line naming the file and the key.
+(through the compress registry), profile and task languages, model names and folders, the
+`of:` references of compositions and the rows named in `compare:`. Every error is one line
+naming the file and the key.
 
     teacher: {model: gemma3-270m}
     profile: demo
@@ -11,6 +12,8 @@ Everything is checked here, before any model is built or loaded: method names an
       - {name: wanda-50, compress: {method: wanda, settings: {sparsity: 0.5}}}
       - {name: kd, path: runs/hybrid/full-50-upcycle/kd, optional: true}
       - {name: kd-int8, of: kd, compress: {method: int8}}
+    compare:                          # paired DES(a) - DES(b) in the report
+      - {a: wanda-50, b: int8}
 
 Relative paths are read from the directory the command runs in (the repository root).
 """
@@ -75,6 +78,13 @@ class ModelEntry(_Strict):
         return self.compress.method if self.compress else "student"
 
 
+class ComparePair(_Strict):
+    """Two rows whose DES the report compares with a paired interval (a minus b)."""
+
+    a: str
+    b: str
+
+
 class SpeedSettings(_Strict):
     prompt_tokens: int = Field(128, ge=1)  # prefill length
     new_tokens: int = Field(32, ge=2)  # greedy decode steps
@@ -98,6 +108,7 @@ class StudyConfig(_Strict):
     n_boot: int = Field(1000, ge=0)
     n_perm: int = Field(10000, ge=0)
     seed: int = 0
+    compare: list[ComparePair] = []
 
     def profile_obj(self) -> Profile:
         return PROFILES[self.profile]
@@ -208,6 +219,13 @@ def check(cfg: StudyConfig, path: Path | str) -> None:
             except UserError as e:
                 raise fail(f"{where}.path", str(e)) from None
         seen.add(m.name)
+    names = [m.name for m in cfg.models]
+    for i, pair in enumerate(cfg.compare):
+        for key in ("a", "b"):
+            if (name := getattr(pair, key)) not in names:
+                raise fail(f"compare[{i}].{key}={name!r}", f"expected the name of a row ({', '.join(names)})")
+        if pair.a == pair.b:
+            raise fail(f"compare[{i}]", f"a and b are both {pair.a!r}; compare two different rows")
     if cfg.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", cfg.device):
         raise fail(f"device={cfg.device!r}", "expected cpu, cuda or cuda:N")
     if not tasks:

@@ -151,7 +151,8 @@ def _report(cfg: StudyConfig, rows: list[Row], done: dict[str, dict], report: Pa
         raise ValueError(f"study {cfg.name}: only the teacher could be evaluated; nothing to compare")
     build_report(named, report, tokenizers=_teacher_tokenizer(cfg), data_dir=data_dir,
                  n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed, models=model_facts,
-                 machine=machine, title=f"Aetheris study {cfg.name} (profile {cfg.profile})")  # fmt: skip
+                 machine=machine, pairs=[(p.a, p.b) for p in cfg.compare],
+                 title=f"Aetheris study {cfg.name} (profile {cfg.profile})")  # fmt: skip
     return report
 
 

@@ -68,12 +68,30 @@ def test_student_wanda_two_four_with_chosen_calibration_languages(folders, tmp_p
 
 
 @pytest.mark.parametrize(
+    ("name", "method", "dtype"), [("llama", "int8", "auto"), ("student", "int4", "bfloat16")]
+)
+def test_quantised_embeddings_folder_evaluates(folders, tmp_path, name, method, dtype):
+    args = ["--method", method, "--set", "embeddings=true"]
+    args += ["--set", "group_size=32"] if method == "int4" else []
+    result = _run(folders / name, *args, "-o", tmp_path / "q")
+    assert result.exit_code == 0, result.output
+    assert read_record(tmp_path / "q").settings["embeddings"] is True
+    evaluated = CliRunner().invoke(app, ["eval", str(tmp_path / "q"), "--tasks", "flores_bpb", "--langs", "sw",
+                                         "--limit", "2", "--dtype", dtype, "--data-dir", str(data_dir()),
+                                         "--out", str(tmp_path / "res")])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    saved = json.loads(next((tmp_path / "res").glob("*.json")).read_text())
+    assert math.isfinite(saved["tasks"]["flores_bpb"]["languages"]["sw"]["score"])
+
+
+@pytest.mark.parametrize(
     ("args", "named"),
     [
         (["--method", "nope"], "method='nope'"),
         (["--method", "wanda", "--set", "sparsity=1.5"], "sparsity=1.5"),
         (["--method", "wanda", "--set", "bogus=1"], "bogus"),
         (["--method", "int4", "--set", "group_size=100"], "group_size=100"),
+        (["--method", "int8", "--set", "embeddings=maybe"], "embeddings='maybe'"),
         (["--method", "sparsegpt", "--set", "structure=3:2"], "structure='3:2'"),
         (["--method", "wanda", "--set", "calibration_langs=xx"], "calibration_langs"),
         (["--method", "magnitude", "--set", "sparsity"], "--set 'sparsity'"),

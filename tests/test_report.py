@@ -167,10 +167,10 @@ def test_pairs_add_paired_des_differences(files, tmp_path):
     for d in data.des_differences:  # Niger-Congo paid most in "skewed"
         assert d.difference == pytest.approx(des["skewed", d.task] - des["fair", d.task])
         assert d.difference > 0 and d.share_a_higher > 0.9 and d.paired
-    assert data.des_differences_skipped == ["skewed vs pruned: pruned not scored (no results)"]
+    assert data.des_differences_skipped == ["skewed vs pruned (pruned: no results)"]
     md = (tmp_path / "report.md").read_text()
     assert "Paired DES differences" in md and "| xcopa | skewed | fair |" in md
-    assert "Not compared: skewed vs pruned: pruned not scored (no results)." in md
+    assert "Not compared: skewed vs pruned (pruned: no results)." in md
     assert json.loads((tmp_path / "results.json").read_text())["des_differences"][0]["a"] == "skewed"
 
 

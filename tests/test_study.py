@@ -114,7 +114,7 @@ def test_demo_reports_paired_des_differences(demo):
     # after the Models table, before the interval widths
     assert md.index("## Models") < md.index("### Paired DES differences") < md.index("### Interval widths")
     [skipped] = data["des_differences_skipped"]
-    assert skipped.startswith("kd-later vs int8: kd-later not scored (") and "does not exist yet" in skipped
+    assert skipped.startswith("kd-later vs int8 (kd-later: ") and "does not exist yet" in skipped
     assert "Not compared: kd-later vs int8" in md
 
 

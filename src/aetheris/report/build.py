@@ -171,7 +171,8 @@ def _differences(
     for a, b in pairs:
         absent = [n for n in (a, b) if n not in by_name]
         if absent:
-            skipped.append(f"{a} vs {b}: " + "; ".join(f"{n} not scored ({why.get(n, 'no results')})" for n in absent))
+            reasons = ", ".join(f"{n}: {why.get(n, 'no results')}" for n in absent)
+            skipped.append(f"{a} vs {b} ({reasons})")
             continue
         tasks = [t for t in teacher.tasks if t in by_name[a].tasks and t in by_name[b].tasks]
         for task in tasks:

@@ -125,7 +125,7 @@ def _finished_rows(rows: list[Row], results_dir: Path, facts: _Facts) -> tuple[d
             done[row.name] = {"path": str(path), "measured": measured}
             machines.add(measured.get("key", {}).get("machine", "unknown machine"))
         else:
-            row.missing = "not scored yet (the study stopped before this row)"
+            row.missing = "not scored yet"
     return done, machines
 
 

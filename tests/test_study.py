@@ -84,6 +84,8 @@ def test_demo_writes_table_html_and_results(demo):
         assert m["prefill_tokens_per_s"] > 0 and m["decode_tokens_per_s"] > 0
         assert f"| {name} |" in md
     assert "does not exist yet" in rows["kd-later"]["missing"]
+    for facts in (demo / "facts").glob("*.json"):  # how busy the machine was when it timed the row
+        assert json.loads(facts.read_text())["load_average_1min"] >= 0
     assert "kd-later, which is missing" in rows["kd-later-int8"]["missing"]
     assert "Not in the table: kd-later" in md
     assert rows["tiny-llama"]["method"] == "teacher" and data["teacher"] == "tiny-llama"

@@ -61,6 +61,8 @@ class _Facts:
         if (hit := self.cached(row)) is not None:
             return hit
         facts = {**size_facts(lm.model, source), **measure_speed(lm.model, self.cfg.speed, lm.pad_id)}
+        # Other work on the machine slows the timings: keep the 1-minute load so a reader can tell.
+        facts["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         data = {"key": self.key(row), **facts}
         _write_json(self.path(row), data)
         log.info("%s: prefill %.1f tok/s, decode %.1f tok/s", row.name, facts["prefill_tokens_per_s"],

@@ -34,6 +34,10 @@ def test_shipped_configs_say_what_they_are_for():
     assert demo.teacher.name == "gemma3-270m" and demo.train.kd.bf16 == "auto"
     assert aya.teacher.name == "CohereLabs/tiny-aya-global" and aya.train.kd.bf16 and aya.teacher.dtype == "bfloat16"
     assert aya.train.kd.steps >= 100 * demo.train.kd.steps
+    # At its budget a top-k cache would be ~1 TB on disk: the GPU recipe distils from the online teacher.
+    kd = aya.train.kd
+    cache_bytes = kd.steps * kd.batch_size * kd.grad_accum * aya.data.seq_len * aya.kd.top_k * (4 + 2)
+    assert cache_bytes > 10**12 and not aya.kd.top_k_cache
 
 
 def _demo() -> dict:

@@ -157,20 +157,26 @@ def _hidden_input(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+def _map_leaves(value, fn):
+    """`value` with `fn` applied to every leaf of its nested tuples, lists and dicts."""
+    if type(value) in (tuple, list):
+        return type(value)(_map_leaves(v, fn) for v in value)
+    if type(value) is dict:
+        return {k: _map_leaves(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
 def _strip(value, held: dict[int, tuple[int, torch.Tensor]]):
     """`value` with caches dropped and the block inputs in `held` (by id) turned into `Link`s."""
     from transformers.cache_utils import Cache
 
-    if isinstance(value, Cache):
-        return None
-    if isinstance(value, torch.Tensor):
-        hit = held.get(id(value))
-        return Link(hit[0]) if hit is not None and hit[1] is value else value
-    if type(value) in (tuple, list):
-        return type(value)(_strip(v, held) for v in value)
-    if type(value) is dict:
-        return {k: _strip(v, held) for k, v in value.items()}
-    return value
+    def leaf(v):
+        if isinstance(v, Cache):
+            return None
+        hit = held.get(id(v)) if isinstance(v, torch.Tensor) else None
+        return Link(hit[0]) if hit is not None and hit[1] is v else v
+
+    return _map_leaves(value, leaf)
 
 
 def block_call(args: tuple, kwargs: dict, held: dict[int, tuple[int, torch.Tensor]]) -> BlockCall:
@@ -219,13 +225,7 @@ def capture_block_calls(model: nn.Module, input_ids: torch.Tensor
 
 def _resolve(value, inputs: dict[int, torch.Tensor]):
     """`value` with each `Link` replaced by that block's current input on this batch."""
-    if isinstance(value, Link):
-        return inputs[value.block]
-    if type(value) in (tuple, list):
-        return type(value)(_resolve(v, inputs) for v in value)
-    if type(value) is dict:
-        return {k: _resolve(v, inputs) for k, v in value.items()}
-    return value
+    return _map_leaves(value, lambda v: inputs[v.block] if isinstance(v, Link) else v)
 
 
 def replay_block(
@@ -240,20 +240,12 @@ def replay_block(
 def _linked(calls: list[list[BlockCall]]) -> dict[int, set[int]]:
     """block -> the blocks whose inputs its calls link to."""
     found: dict[int, set[int]] = {}
-
-    def walk(value, i: int) -> None:
-        if isinstance(value, Link):
-            found.setdefault(i, set()).add(value.block)
-        elif type(value) in (tuple, list):
-            for v in value:
-                walk(v, i)
-        elif type(value) is dict:
-            for v in value.values():
-                walk(v, i)
-
     for i, per_batch in enumerate(calls):
+        leaves: list = []
         for call in per_batch:
-            walk((call.args, call.kwargs), i)
+            _map_leaves((call.args, call.kwargs), leaves.append)
+        if targets := {v.block for v in leaves if isinstance(v, Link)}:
+            found[i] = targets
     return found
 
 

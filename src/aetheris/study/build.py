@@ -63,14 +63,14 @@ def plan_rows(cfg: StudyConfig, out: Path) -> list[Row]:
 
 
 def build_row(cfg: StudyConfig, rows: list[Row], name: str) -> None:
-    """Compress row `name` unless its folder already holds its spec. A composition's base must be
-    built first: the study builds rows in config order."""
+    """Compress row `name` unless its folder already holds its spec; the teacher and student folders
+    are not built. A composition's base must be built first: the study builds rows in config order."""
     from aetheris.compress import compress, read_record
 
     by_name = {r.name: r for r in rows} | {TEACHER: rows[0]}  # rows[0] is named as its model
     m = cfg.entry(name)
     row = by_name[name]
-    if m.compress is None or row.source is None:
+    if m is None or m.compress is None or row.source is None:
         return
     folder = Path(row.source)
     try:
@@ -84,4 +84,3 @@ def build_row(cfg: StudyConfig, rows: list[Row], name: str) -> None:
     log.info("%s: building %s from %s", name, describe(m), base)
     compress(base, m.compress.method, m.compress.settings, folder, source=base)
     row.built = True
-

@@ -129,8 +129,9 @@ class StudyConfig(_Strict):
     def limits(self) -> dict[str, int | None]:
         return {p.task: p.limit for p in self.plans()}
 
-    def entry(self, name: str) -> ModelEntry:
-        return next(m for m in self.models if m.name == name)
+    def entry(self, name: str) -> ModelEntry | None:
+        """The `models:` entry named `name`; None for the teacher's row, which has none."""
+        return next((m for m in self.models if m.name == name), None)
 
 
 def _pydantic_error(path: Path, err: ValidationError, data: dict) -> StudyConfigError:

@@ -49,12 +49,16 @@ class _Facts:
     def path(self, row: Row) -> Path:
         return self.out / "facts" / f"{row.name}.json"
 
-    def cached(self, row: Row) -> dict | None:
+    def read(self, row: Row) -> dict | None:
+        """The row's facts as written, on whichever machine measured them."""
         try:
-            data = json.loads(self.path(row).read_text(encoding="utf-8"))
+            return json.loads(self.path(row).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None
-        return data if data.get("key") == self.key(row) else None
+
+    def cached(self, row: Row) -> dict | None:
+        data = self.read(row)
+        return data if data is not None and data.get("key") == self.key(row) else None
 
     def __call__(self, source: str, lm: Any) -> dict:
         row = self.by_source[source]
@@ -103,8 +107,7 @@ def _score_rows(cfg: StudyConfig, rows: list[Row], results_dir: Path, data_dir: 
 
     done = {}
     for row in (r for r in rows if r.source):
-        if row.method != "teacher":
-            build_row(cfg, rows, row.name)
+        build_row(cfg, rows, row.name)
         (done[row.name],) = run([row.source], list(cfg.limits()), results_dir / "eval", langs=cfg.languages(),
                                 data_dir=data_dir, limit=cfg.limits(), batch_size=cfg.batch_size,
                                 device=cfg.device, dtype=cfg.dtype, after_eval=facts)  # fmt: skip
@@ -119,10 +122,7 @@ def _finished_rows(rows: list[Row], results_dir: Path, facts: _Facts) -> tuple[d
     done, machines = {}, set()
     for row in (r for r in rows if r.source):
         path = results_dir / "eval" / f"{model_slug(row.source)}.json"
-        try:
-            measured = json.loads(facts.path(row).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            measured = None
+        measured = facts.read(row)
         if path.is_file() and measured is not None:
             done[row.name] = {"path": str(path), "measured": measured}
             machines.add(measured.get("key", {}).get("machine", "unknown machine"))

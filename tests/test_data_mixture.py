@@ -3,10 +3,11 @@
 import json
 
 import pytest
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from aetheris.data.mixture import MixtureSampler, PackedBatches, language_weights
+from aetheris.data.mixture import IndexedRows, MixtureSampler, PackedBatches, TaggedRows, language_weights
 from aetheris.data.sources import Example, embedded_corpus
 
 
@@ -119,3 +120,63 @@ def test_packing_shapes_and_masks():
     assert bool((padded["labels"][padded["attention_mask"] == 0] == -100).all())
     row = padded["input_ids"][0, : int(lengths[0])].tolist()
     assert row[-1] == tok.eos_token_id and tok.decode(row[:-1]) in {e.text for e in texts}
+
+
+class CountingTokenizer:
+    """A byte tokenizer that counts the texts it was asked to encode."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.calls, self.eos_token_id = tok, 0, tok.eos_token_id
+
+    def __call__(self, text, **kw):
+        self.calls += 1
+        return self.tok(text, **kw)
+
+
+def test_indexed_rows_are_full_deterministic_and_tokenise_only_what_is_read():
+    texts = embedded_corpus("text")[:120]
+    tok = CountingTokenizer(byte_tokenizer([e.text for e in texts]))
+    rows = IndexedRows(texts, tok, seq_len=40, n=1_000_000, seed=3)  # a million rows cost nothing up front
+    assert len(rows) == 1_000_000 and tok.calls == 0
+    late = rows[999_999]["input_ids"]
+    assert tok.calls > 0 and late.shape == (40,) and bool(rows[999_999]["attention_mask"].all())
+    # random access: a row does not depend on which rows were read before it, or on the instance
+    first = [rows[i]["input_ids"] for i in range(5)]
+    again = IndexedRows(list(texts), tok, seq_len=40, n=1_000_000, seed=3)
+    assert all(again[i]["input_ids"].equal(first[i]) for i in reversed(range(5)))
+    assert again[999_999]["input_ids"].equal(late)
+    other = IndexedRows(texts, tok, seq_len=40, n=5, seed=4)
+    assert not all(other[i]["input_ids"].equal(first[i]) for i in range(5))
+    with pytest.raises(IndexError, match="row 5 of 5"):
+        other[5]
+
+
+def test_indexed_rows_languages_follow_tau_and_name_each_rows_first_document():
+    counts = {"en": 400, "sw": 40, "wo": 4}
+    data = corpus(counts)
+    tok = byte_tokenizer([e.text for e in data])
+    rows = IndexedRows(data, tok, seq_len=64, n=6000, tau=0.3, seed=1)
+    langs = [rows.lang(i) for i in range(len(rows))]
+    for lang, p in language_weights(counts, 0.3).items():
+        assert langs.count(lang) / len(langs) == pytest.approx(p, abs=0.026)  # 4 binomial SEs at n=6000
+    for i in range(30):  # short documents: each row starts at its first document's first token
+        assert tok.decode(rows[i]["input_ids"][:8].tolist()).startswith(langs[i] + " ")
+    # several documents per row, separated by EOS
+    assert int((rows[0]["input_ids"] == tok.eos_token_id).sum()) >= 2
+
+
+def test_indexed_rows_read_long_documents_beyond_their_start():
+    long = [Example(lang="en", text=" ".join(f"w{i}" for i in range(400)))]
+    tok = byte_tokenizer([long[0].text])
+    rows = IndexedRows(long, tok, seq_len=16, n=40, seed=0)
+    starts = {tok.decode(rows[i]["input_ids"].tolist()).split()[0] for i in range(40)}
+    assert len(starts) > 20  # a random offset per row, not always "w0"
+
+
+def test_tagged_rows_add_tags_as_rows_are_read():
+    rows = [{"input_ids": torch.tensor([1, 2])}, {"input_ids": torch.tensor([3, 4])}]
+    tagged = TaggedRows(rows, row_id=range(2), group=[1, 0])
+    assert len(tagged) == 2 and int(tagged[1]["row_id"]) == 1 and int(tagged[1]["group"]) == 0
+    assert "group" not in rows[1]  # the rows themselves are untouched
+    with pytest.raises(ValueError, match="tag 'group' has 3 values for 2 rows"):
+        TaggedRows(rows, group=[0, 1, 2])

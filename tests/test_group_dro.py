@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tiny_teachers import tiny_model
 
 from aetheris import AetherisConfig, AetherisForCausalLM
-from aetheris.data.mixture import GroupedOrder
+from aetheris.data.mixture import GroupedOrder, TaggedRows
 from aetheris.distill.checkpoint import find_last_checkpoint
 from aetheris.distill.config import ConfigError, TrainConfig, parse_config
 from aetheris.distill.group_dro import GroupDRO, group_dro_hook, group_of
@@ -197,9 +197,10 @@ def run_kd(out: Path, weighting: str = "uniform", reweight: str = "loss", *, eta
         "teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8}, "output_dir": "o",
         "kd": {"chunk_size": 16}, "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")},
     }).kd)  # fmt: skip
-    hook = None
+    hook, data = None, rows
     if weighting == "group_dro":
-        hook = group_dro_hook(rows, langs, "family", eta=eta, floor=0.1, smoothing=0.0, reweight=reweight, seed=7)
+        hook = group_dro_hook(langs, "family", eta=eta, floor=0.1, smoothing=0.0, reweight=reweight, seed=7)
+        data = TaggedRows(rows, group=hook.row_groups)
 
     def step_fn(model, batch):
         if sleep:
@@ -209,7 +210,7 @@ def run_kd(out: Path, weighting: str = "uniform", reweight: str = "loss", *, eta
             hook.observe(batch, res)
         return {"loss": res.loss, "kl": res.kl}
 
-    train(student, rows, step_fn, budget(steps=steps, batch_size=batch, grad_accum=accum, checkpoint_every=checkpoint_every),
+    train(student, data, step_fn, budget(steps=steps, batch_size=batch, grad_accum=accum, checkpoint_every=checkpoint_every),
           out, resume=resume, order=hook.order if hook else None, hooks=[hook] if hook else [])  # fmt: skip
     return student, rows, langs
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from aetheris.cli import app
 from aetheris.data.sources import embedded_corpus
-from aetheris.distill.config import parse_config
+from aetheris.distill.config import ConfigError, parse_config
 from aetheris.distill.pipeline import run_stages
 from aetheris.distill.topk_cache import CacheMismatchError
 from aetheris.model import AetherisForCausalLM
@@ -118,6 +118,31 @@ def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweig
     assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]  # it moved
     assert note["held_out_kl_by_group_after"] and all(v > 0 for v in note["held_out_kl_by_group_after"].values())
     assert f"group DRO over family ({reweight}, eta 1.0): final q" in (tmp_path / "student" / "README.md").read_text()
+
+
+def test_kd_reads_rows_built_on_demand(teacher_dir, tmp_path):
+    """data.lazy_rows: the rows are built as the trainer reads them (Tiny Aya's budget would hold
+    42 GB packed up front), carry their family for group DRO, and are the same in every run."""
+    losses = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        cfg = config(teacher_dir, out, top_k_cache=False)
+        cfg.data = cfg.data.model_copy(update={"lazy_rows": True})
+        cfg.kd = cfg.kd.model_copy(update={"weighting": "group_dro", "reweight": "sampling", "dro_eta": 1.0})
+        for stage in ("init", "align", "kd"):
+            run_stages(cfg, stage)
+        rows = [json.loads(line) for line in (out / "runs" / "kd" / "metrics.jsonl").read_text().splitlines()]
+        losses.append([(r["loss"], r["kl"]) for r in rows if "loss" in r])
+        note = json.loads((out / "kd" / "stage.json").read_text())
+        assert note["tokens"] == 4 * 2 * 32 and len(note["group_dro"]["q"]) > 1
+        assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
+def test_lazy_rows_refuse_a_topk_cache():
+    with pytest.raises(ConfigError, match="kd.top_k_cache needs data.lazy_rows: false"):
+        parse_config({"teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8, "lazy_rows": True},
+                      "kd": {"top_k_cache": True}, "output_dir": "o",
+                      "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")}})  # fmt: skip
 
 
 def test_cli_rejects_a_bad_config(tmp_path):

@@ -111,6 +111,11 @@ class DataConfig(_Strict):
     eval: list[DataSource] = Field(default_factory=list, description="held-out text, same forms as train")
     tau: float = Field(0.3, gt=0, le=1, description="language sampling p_i ∝ n_i^tau")
     seq_len: int = Field(gt=0)
+    lazy_rows: bool = Field(
+        False,
+        description="build each KD row when the trainer reads it (documents drawn per row, with replacement) "
+        "instead of packing every row up front: constant memory at billions of tokens; no top-k cache",
+    )
 
 
 class AlignConfig(_Strict):
@@ -267,6 +272,12 @@ class RunConfig(_Strict):
     # Checkpoints serve only a stage that is still running (train.<stage>.keep_checkpoints bounds
     # them then); once its folder is written they are removed unless this is true.
     keep_stage_checkpoints: bool = False
+
+    @model_validator(mode="after")
+    def _cache_needs_packed_rows(self) -> RunConfig:
+        if self.data.lazy_rows and self.kd.top_k_cache:
+            raise ValueError("kd.top_k_cache needs data.lazy_rows: false (the cache is built over every row up front)")
+        return self
 
 
 _TYPE_WORDS = {

@@ -164,8 +164,8 @@ class GroupDROHook:
 
     name = "group_dro"
 
-    def __init__(self, dro: GroupDRO, order: GroupedOrder | None = None) -> None:
-        self.dro, self.order = dro, order
+    def __init__(self, dro: GroupDRO, order: GroupedOrder | None = None, row_groups: Sequence[int] = ()) -> None:
+        self.dro, self.order, self.row_groups = dro, order, list(row_groups)
         if order is not None:
             order.set_probs(dro.q.numpy())
 
@@ -202,16 +202,14 @@ class GroupDROHook:
             self.order.set_probs(self.dro.q.numpy())
 
 
-def group_dro_hook(rows: Sequence[dict[str, Any]], langs: Sequence[str], field: str, *, eta: float,
-                   floor: float, smoothing: float, reweight: str, seed: int) -> GroupDROHook:  # fmt: skip
-    """Tag each row with its group index (`row["group"]`, in place) and build the hook; the groups
-    are those of the rows (sorted), `langs[i]` being row i's language."""
+def group_dro_hook(langs: Sequence[str], field: str, *, eta: float, floor: float, smoothing: float,
+                   reweight: str, seed: int) -> GroupDROHook:  # fmt: skip
+    """The hook over rows whose languages are `langs` (row i's is langs[i]); the groups are those
+    of the rows (sorted), and `hook.row_groups[i]` is row i's group index, which the rows must
+    carry as `row["group"]` (`aetheris.data.mixture.TaggedRows`)."""
     names = [group_of(lang, field) for lang in langs]
     groups = sorted(set(names))
     index = {g: i for i, g in enumerate(groups)}
-    for row, name in zip(rows, names, strict=True):
-        row["group"] = torch.tensor(index[name])
-    order = None
-    if reweight == "sampling":
-        order = GroupedOrder([index[n] for n in names], len(groups), seed)
-    return GroupDROHook(GroupDRO(groups, eta, floor, smoothing), order)
+    row_groups = [index[n] for n in names]
+    order = GroupedOrder(row_groups, len(groups), seed) if reweight == "sampling" else None
+    return GroupDROHook(GroupDRO(groups, eta, floor, smoothing), order, row_groups)

@@ -17,14 +17,14 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from aetheris.data.chat import ensure_chat_template, render_chat
-from aetheris.data.mixture import MixtureSampler, PackedBatches
+from aetheris.data.mixture import IndexedRows, MixtureSampler, PackedBatches, TaggedRows
 from aetheris.data.sources import Example, LoadSummary, embedded_corpus, read_sources
 from aetheris.distill.align import align_student
 from aetheris.distill.attention_probe import LayerProbe, probe_attention, probe_key
@@ -115,6 +115,18 @@ class Run:
                 row["lang"] = batch["langs"][0]
             out.append(row)
         return out
+
+    def kd_rows(self, n: int, seed: int) -> tuple[Sequence[dict[str, Any]], list[str]]:
+        """KD's `n` training rows and each row's language. Packed up front
+        from one stream, or with `data.lazy_rows` built when the trainer reads them (`IndexedRows`)."""
+        if self.cfg.data.lazy_rows:
+            rows = IndexedRows(self.examples(self.cfg.data.train), self.teacher.tokenizer, self.cfg.data.seq_len, n,
+                               tau=self.cfg.data.tau, seed=seed)  # fmt: skip
+            langs = [rows.lang(i) for i in range(n)]
+        else:
+            rows = self.packed(self.cfg.data.train, n, seed=seed, keep_lang=True)
+            langs = [r.pop("lang") for r in rows]
+        return rows, langs
 
     def load_stage(self, stage: str) -> AetherisForCausalLM:
         path = self.out / stage
@@ -252,19 +264,18 @@ def stage_kd(run: Run) -> Path:
     student = run.load_stage("align")
     budget = cfg.train.kd
     n_rows = budget.steps * budget.batch_size * budget.grad_accum
-    rows = run.packed(cfg.data.train, n_rows, seed=budget.seed, keep_lang=True)
-    langs = [r.pop("lang") for r in rows]
-    for i, r in enumerate(rows):
-        r["row_id"] = torch.tensor(i)
+    base, langs = run.kd_rows(n_rows, seed=budget.seed)
     held_out = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=budget.seed + 1,
                           held_out=True, keep_lang=True)  # fmt: skip
     held_groups = [group_of(r.pop("lang"), cfg.kd.groups) for r in held_out]
     dro = None
     if cfg.kd.weighting == "group_dro":
-        dro = group_dro_hook(rows, langs, cfg.kd.groups, eta=cfg.kd.dro_eta, floor=cfg.kd.dro_floor,
+        dro = group_dro_hook(langs, cfg.kd.groups, eta=cfg.kd.dro_eta, floor=cfg.kd.dro_floor,
                              smoothing=cfg.kd.dro_smoothing, reweight=cfg.kd.reweight, seed=budget.seed)  # fmt: skip
         logger.info("kd: group DRO over %d %s groups (%s), eta %g", len(dro.dro.groups), cfg.kd.groups,
                     cfg.kd.reweight, cfg.kd.dro_eta)  # fmt: skip
+    # Tags are added as rows are read, so rows built on demand (data.lazy_rows) carry them too.
+    rows = TaggedRows(base, row_id=range(n_rows), **({"group": dro.row_groups} if dro else {}))
     objective = kd_objective(cfg.kd)
     online = OnlineTeacher(t.model)
     teacher = online
@@ -285,7 +296,7 @@ def stage_kd(run: Run) -> Path:
           hooks=[dro] if dro else [])  # fmt: skip
     kl_after = held_out_row_kl(student, held_out, online, objective)
     before, after = (float(kl.sum()) / max(int(n.sum()), 1) for kl, n in (kl_before, kl_after))
-    tokens = int(sum(int(r["attention_mask"].sum()) for r in rows))
+    tokens = n_rows * cfg.data.seq_len  # packed rows are always full
     note = {"held_out_kl_before": before, "held_out_kl_after": after, "held_out_rows": len(held_out),
             "tokens": tokens, "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache,
             "weighting": cfg.kd.weighting, "groups": cfg.kd.groups,

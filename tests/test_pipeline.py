@@ -145,6 +145,20 @@ def test_lazy_rows_refuse_a_topk_cache():
                       "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")}})  # fmt: skip
 
 
+def test_split_router_choice_reaches_the_student(teacher_dir, tmp_path):
+    cfg = config(teacher_dir, tmp_path, top_k_cache=False)
+    cfg.student = cfg.student.model_copy(update={"split_router": "output"})
+    run_stages(cfg, "init")
+    assert json.loads((tmp_path / "init" / "stage.json").read_text())["split_router"] == "output"
+    student = AetherisForCausalLM.from_pretrained(tmp_path / "init")
+    assert student.config.distillation["split_router"] == "output"
+    other = config(teacher_dir, tmp_path / "activation", top_k_cache=False)  # the default
+    run_stages(other, "init")
+    routers = [AetherisForCausalLM.from_pretrained(p / "init").model.layers[1].mixer.router.weight
+               for p in (tmp_path, tmp_path / "activation")]  # fmt: skip
+    assert not torch.allclose(*routers)  # fitted to another target; the experts are the same groups
+
+
 def test_cli_rejects_a_bad_config(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher: {name: x}\nkd: {temperature: hot}\n")

@@ -12,7 +12,7 @@ from aetheris.config_file import read_yaml_mapping
 from aetheris.data.hub import DataSource
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
 from aetheris.distill.group_dro import GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
-from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES
+from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES, SPLIT_ROUTERS
 from aetheris.distill.layer_map import ATTENTION_PLACEMENTS, LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
 from aetheris.errors import UserError
@@ -58,6 +58,9 @@ class StudentConfig(_Strict):
     # block influence on calibration text.
     layer_map: Literal[LAYER_MAPS] | list[int] = "uniform"
     experts: Literal[EXPERT_STRATEGIES] = "split"
+    # With split experts, what each router is fitted to at init: the group's mean |activation|
+    # (MoEfication), or how close the group alone comes to the whole MLP's output.
+    split_router: Literal[SPLIT_ROUTERS] = "activation"
     # Where the weights come from: the teacher (MambaInLlama attention -> SSM, MLP -> experts,
     # embeddings copied), or the model's own random initialisation with the same config and shapes
     # (the baseline that shows what init-from-teacher buys; `experts` then only sets the width).

@@ -165,10 +165,12 @@ def init_student(
     config: AetherisConfig,
     calibration: dict[int, torch.Tensor] | None = None,
     seed: int = 0,
+    split_router: str = "activation",
 ) -> AetherisForCausalLM:
     """A student whose weights come from the teacher's, as `config.distillation` says.
 
-    `calibration` (teacher layer -> MLP inputs (tokens, hidden)) is needed for `split`. With
+    `calibration` (teacher layer -> MLP inputs (tokens, hidden)) is needed for `split`, whose
+    routers are fitted to `split_router`'s target (`split_mlp`). With
     `config.distillation["init"] == "random"` nothing is copied: the model's own initialisation
     under `seed`, in the teacher's dtype.
     """
@@ -202,7 +204,8 @@ def init_student(
         else:
             if calibration is None or layer.index not in calibration:
                 raise ValueError(f"experts='split' needs calibration inputs for teacher layer {layer.index}")
-            groups, router = split_mlp(layer.mlp, calibration[layer.index], len(block.mixer.experts))
+            groups, router = split_mlp(layer.mlp, calibration[layer.index], len(block.mixer.experts),
+                                       router_target=split_router)  # fmt: skip
             for expert, neurons in zip(block.mixer.experts, groups):
                 _copy_mlp(expert, layer.mlp, neurons)
             block.mixer.router.weight.copy_(router)
@@ -260,16 +263,25 @@ def mlp_activations(mlp: MLPSpec, x: torch.Tensor) -> torch.Tensor:
     return mlp.activations(x)
 
 
+SPLIT_ROUTERS = ("activation", "output")
+
+
 def split_mlp(
-    mlp: MLPSpec, x: torch.Tensor, n_experts: int, iters: int = 25, seed: int = 0
+    mlp: MLPSpec, x: torch.Tensor, n_experts: int, iters: int = 25, seed: int = 0, router_target: str = "activation"
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """MoEfication: balanced k-means of the neurons' activation profiles on `x` (tokens, hidden).
 
     Returns the neuron indices of each expert (a partition into equal sizes) and a router
-    weight (n_experts, hidden) fitted by ridge regression to each group's mean |activation|.
+    weight (n_experts, hidden) fitted by ridge regression to a score per token and group:
+    `activation`, the group's mean |activation| (MoEfication's choice); `output`, minus how far
+    that group alone lands from the whole MLP's output (`expert_errors`), which is what top-1
+    routing is judged on.
     """
+    if router_target not in SPLIT_ROUTERS:
+        raise ValueError(f"router_target={router_target!r}: expected one of {SPLIT_ROUTERS}")
     x = x.float()
-    acts = mlp_activations(_float(mlp), x)  # (T, I)
+    fmlp = _float(mlp)
+    acts = mlp_activations(fmlp, x)  # (T, I)
     inter = acts.shape[1]
     size = inter // n_experts
     prof = torch.nn.functional.normalize(acts.abs().T, dim=1)  # one profile per neuron
@@ -280,12 +292,25 @@ def split_mlp(
         centroids = torch.stack([prof[assign == e].mean(0) for e in range(n_experts)])
         centroids = torch.nn.functional.normalize(centroids, dim=1)
     groups = [torch.nonzero(assign == e).flatten() for e in range(n_experts)]
-    # Router: x -> how active each group is, least squares with a small ridge.
-    target = torch.stack([acts[:, grp].abs().mean(1) for grp in groups], dim=1)  # (T, E)
+    if router_target == "activation":
+        target = torch.stack([acts[:, grp].abs().mean(1) for grp in groups], dim=1)  # (T, E)
+    else:
+        target = -expert_errors(fmlp, x, groups)
+    # Router: x -> the score, least squares with a small ridge.
     target = target - target.mean(0)
     gram = x.T @ x + 1e-3 * torch.eye(x.shape[1]) * x.pow(2).sum() / x.shape[0]
     router = torch.linalg.solve(gram, x.T @ target).T
     return groups, router.to(mlp.up_weight.dtype)
+
+
+def expert_errors(mlp: MLPSpec, x: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+    """(tokens, experts): ‖MLP(x) − expert_e(x)‖² / ‖MLP(x)‖² per token, expert e being the MLP
+    restricted to the neurons `groups[e]` (the output bias cancels: every expert keeps it whole)."""
+    acts = mlp.activations(x)
+    full = acts @ mlp.down_weight.T
+    scale = full.pow(2).sum(-1).clamp_min(1e-12)
+    errs = [(full - acts[:, grp] @ mlp.down_weight[:, grp].T).pow(2).sum(-1) / scale for grp in groups]
+    return torch.stack(errs, dim=1)
 
 
 def _balanced_assign(similarity: torch.Tensor, size: int) -> torch.Tensor:

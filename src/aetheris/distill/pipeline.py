@@ -228,8 +228,11 @@ def stage_init(run: Run) -> Path:
     config.distillation.update({k: v for k, v in placed.items() if k != "attention_probe"})
     if want_split:
         calibration = mlp_inputs(t.model, ids, config.distillation["layer_map"], mask)
-    student = init_student(spec, config, calibration, seed=cfg.train.align.seed)
+    if want_split:
+        config.distillation["split_router"] = cfg.student.split_router
+    student = init_student(spec, config, calibration, seed=cfg.train.align.seed, split_router=cfg.student.split_router)
     note = {"init": cfg.student.init, "layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
+            **({"split_router": cfg.student.split_router} if want_split else {}),
             "layout": layout, **placed, "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
             "teacher_parameters": spec.num_parameters()}  # fmt: skip
     logger.info("init: %s", note)

@@ -1,0 +1,101 @@
+"""Issue 13 §2: how much of each teacher MLP a top-1 `split` expert keeps at init, and whether
+the router or the partition is what loses it.
+
+For every layer of the teacher, on held-out tokens (never the calibration rows), the normalised
+error ‖MLP(x) − expert(x)‖² / ‖MLP(x)‖² (mean over tokens; `aetheris.distill.init.expert_errors`)
+of the expert that:
+
+- `activation`: the router fitted to each group's mean |activation| picks (MoEfication, today's
+  default, `student.split_router: activation`);
+- `output`: the router fitted to the error itself picks (`student.split_router: output`);
+- `oracle`: the best of the four experts for that token (no router does better with this partition);
+- `random-oracle`: the best of four experts of a random equal partition (what k-means buys).
+
+1.0 means an expert adds nothing (as good as no MLP); above 1, worse than none. Rows come from the
+run config's data exactly as `stage_init` draws them (calibration: `align.calibration_samples`
+rows at `train.align.seed`; held-out: `kd.held_out_rows` held-out rows at `train.kd.seed + 1`).
+
+    python benchmarks/bench_split_init.py [--config configs/hybrid-gemma3-270m-probe50.yaml]
+        [--out benchmarks/results/split_init.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import machine, table
+
+from aetheris.distill.calibration import mlp_inputs
+from aetheris.distill.config import load_config
+from aetheris.distill.init import expert_errors, split_mlp
+from aetheris.distill.pipeline import Run
+from aetheris.precision import cpu_summary
+from aetheris.teacher import introspect
+
+ROOT = Path(__file__).resolve().parents[1]
+CHOICES = ("activation", "output", "oracle", "random-oracle")
+
+
+def stacked(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([r["input_ids"] for r in rows]), torch.stack([r["attention_mask"] for r in rows])
+
+
+def layer_errors(mlp, calib: torch.Tensor, held: torch.Tensor, n_experts: int, seed: int) -> dict[str, float]:
+    out = {}
+    for target in ("activation", "output"):
+        groups, router = split_mlp(mlp, calib, n_experts, router_target=target)
+        errors = expert_errors(mlp, held, groups)
+        out[target] = float(errors.gather(1, (held @ router.T.float()).argmax(1, keepdim=True)).mean())
+        if target == "activation":
+            out["oracle"] = float(errors.min(1).values.mean())
+    perm = torch.randperm(mlp.intermediate_size, generator=torch.Generator().manual_seed(seed))
+    out["random-oracle"] = float(expert_errors(mlp, held, list(perm.chunk(n_experts))).min(1).values.mean())
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid-gemma3-270m-probe50.yaml")
+    ap.add_argument("--experts", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "split_init.json")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    info = {"machine": machine(), "cpu": cpu_summary(), "teacher": cfg.teacher.name, "config": str(args.config),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": "python " + " ".join(sys.argv if argv is None else ["bench_split_init.py", *argv])}  # fmt: skip
+    for key, value in info.items():
+        print(f"{key}: {value}", flush=True)
+    run = Run(cfg)
+    started = time.perf_counter()
+    spec = introspect(run.teacher.model)
+    calib = run.packed(cfg.data.train, cfg.align.calibration_samples, seed=cfg.train.align.seed)
+    held = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=cfg.train.kd.seed + 1, held_out=True)
+    layers = list(range(spec.num_layers))
+    with torch.no_grad():
+        (ids, mask), (held_ids, held_mask) = stacked(calib), stacked(held)
+        x_calib = mlp_inputs(run.teacher.model, ids, layers, mask)
+        x_held = mlp_inputs(run.teacher.model, held_ids, layers, held_mask)
+        results = {}
+        for i in layers:
+            results[i] = layer_errors(spec.layers[i].mlp, x_calib[i].float(), x_held[i].float(), args.experts, seed=i)
+            print(i, {k: round(v, 4) for k, v in results[i].items()}, flush=True)
+    mean = {c: sum(r[c] for r in results.values()) / len(results) for c in CHOICES}
+    rows = [[i, *(results[i][c] for c in CHOICES)] for i in layers] + [["mean", *(mean[c] for c in CHOICES)]]
+    print(table(["teacher layer", *CHOICES], rows))
+    record = {"bench": "split_init", **info, "experts": args.experts, "calibration_tokens": int(x_calib[0].shape[0]),
+              "held_out_tokens": int(x_held[0].shape[0]), "seconds": time.perf_counter() - started,
+              "layers": results, "mean": mean}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,7 @@ from aetheris.teacher import introspect
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICES = ("activation", "output", "oracle", "random-oracle")
+SHARES = ("activation-top-share", "output-top-share", "oracle-top-share")
 
 
 def stacked(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,18 +52,27 @@ def layer_errors(mlp, calib: torch.Tensor, held: torch.Tensor, n_experts: int, s
     for target in ("activation", "output"):
         groups, router = split_mlp(mlp, calib, n_experts, router_target=target)
         errors = expert_errors(mlp, held, groups)
-        out[target] = float(errors.gather(1, (held @ router.T.float()).argmax(1, keepdim=True)).mean())
+        picked = (held @ router.T.float()).argmax(1, keepdim=True)
+        out[target] = float(errors.gather(1, picked).mean())
+        out[f"{target}-top-share"] = _top_share(picked)
         if target == "activation":
             out["oracle"] = float(errors.min(1).values.mean())
+            out["oracle-top-share"] = _top_share(errors.argmin(1))
     perm = torch.randperm(mlp.intermediate_size, generator=torch.Generator().manual_seed(seed))
     out["random-oracle"] = float(expert_errors(mlp, held, list(perm.chunk(n_experts))).min(1).values.mean())
     return out
+
+
+def _top_share(picked: torch.Tensor) -> float:
+    """The share of tokens routed to the busiest expert (0.25 = balanced, 1.0 = one expert)."""
+    return float(torch.bincount(picked.flatten()).max() / picked.numel())
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid-gemma3-270m-probe50.yaml")
     ap.add_argument("--experts", type=int, default=4)
+    ap.add_argument("--layers", type=int, nargs="+", default=None, help="these teacher layers only (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "split_init.json")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
@@ -76,25 +86,37 @@ def main(argv: list[str] | None = None) -> dict:
     spec = introspect(run.teacher.model)
     calib = run.packed(cfg.data.train, cfg.align.calibration_samples, seed=cfg.train.align.seed)
     held = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=cfg.train.kd.seed + 1, held_out=True)
-    layers = list(range(spec.num_layers))
+    layers = args.layers or list(range(spec.num_layers))
+    key = {"teacher": cfg.teacher.name, "config": str(args.config), "experts": args.experts, "layers": layers}
+    # A stopped run resumes: each layer is written as it finishes, under this key.
+    record = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = {int(i): r for i, r in record.get("layers", {}).items()} if record.get("key") == key else {}
+    record = {"bench": "split_init", **info, "key": key, **{k: record[k] for k in ("calibration_tokens",
+              "held_out_tokens") if results and k in record}, "layers": results}  # fmt: skip
     with torch.no_grad():
         (ids, mask), (held_ids, held_mask) = stacked(calib), stacked(held)
         x_calib = mlp_inputs(run.teacher.model, ids, layers, mask)
         x_held = mlp_inputs(run.teacher.model, held_ids, layers, held_mask)
-        results = {}
-        for i in layers:
+        record.update(calibration_tokens=int(x_calib[0].shape[0]), held_out_tokens=int(x_held[0].shape[0]))
+        for i in [i for i in layers if i not in results]:
             results[i] = layer_errors(spec.layers[i].mlp, x_calib[i].float(), x_held[i].float(), args.experts, seed=i)
             print(i, {k: round(v, 4) for k, v in results[i].items()}, flush=True)
-    mean = {c: sum(r[c] for r in results.values()) / len(results) for c in CHOICES}
-    rows = [[i, *(results[i][c] for c in CHOICES)] for i in layers] + [["mean", *(mean[c] for c in CHOICES)]]
-    print(table(["teacher layer", *CHOICES], rows))
-    record = {"bench": "split_init", **info, "experts": args.experts, "calibration_tokens": int(x_calib[0].shape[0]),
-              "held_out_tokens": int(x_held[0].shape[0]), "seconds": time.perf_counter() - started,
-              "layers": results, "mean": mean}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+            _write(args.out, record)
+    cols = [c for c in (*CHOICES, *SHARES) if all(c in r for r in results.values())]
+    mean = {c: sum(r[c] for r in results.values()) / len(results) for c in cols}
+    rows = [[i, *(results[i][c] for c in cols)] for i in layers] + [["mean", *(mean[c] for c in cols)]]
+    print(table(["teacher layer", *cols], rows))
+    record.update(mean=mean, seconds_this_run=time.perf_counter() - started)
+    _write(args.out, record)
     print(f"wrote {args.out}")
     return record
+
+
+def _write(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -228,11 +228,12 @@ def stage_init(run: Run) -> Path:
     config.distillation.update({k: v for k, v in placed.items() if k != "attention_probe"})
     if want_split:
         calibration = mlp_inputs(t.model, ids, config.distillation["layer_map"], mask)
-    if want_split:
+    split = cfg.student.experts == "split"  # recorded for random init too: same config, nothing copied
+    if split:
         config.distillation["split_router"] = cfg.student.split_router
     student = init_student(spec, config, calibration, seed=cfg.train.align.seed, split_router=cfg.student.split_router)
     note = {"init": cfg.student.init, "layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
-            **({"split_router": cfg.student.split_router} if want_split else {}),
+            **({"split_router": cfg.student.split_router} if split else {}),
             "layout": layout, **placed, "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
             "teacher_parameters": spec.num_parameters()}  # fmt: skip
     logger.info("init: %s", note)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from bench_decode import cache_bytes
 from common import machine, table
 from transformers import Cohere2Config, Cohere2ForCausalLM, DynamicCache
 
@@ -87,29 +88,6 @@ def prompt_then_steps(name: str, model, n: int, steps: int, piece: int, device: 
         sync(device)
         times.append(time.perf_counter() - t0)
     return times[1:], cache
-
-
-def cache_bytes(cache) -> int:
-    seen, total = set(), 0
-    for t in _tensors(cache):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
-    return total
-
-
-def _tensors(obj, depth: int = 0):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif depth < 4 and isinstance(obj, (list, tuple)):
-        for x in obj:
-            yield from _tensors(x, depth + 1)
-    elif depth < 4 and isinstance(obj, dict):
-        for x in obj.values():
-            yield from _tensors(x, depth + 1)
-    elif depth < 4 and hasattr(obj, "__dict__"):
-        for x in vars(obj).values():
-            yield from _tensors(x, depth + 1)
 
 
 def main(argv: list[str] | None = None) -> dict:

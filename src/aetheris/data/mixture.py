@@ -31,6 +31,19 @@ def language_weights(counts: Mapping[str, int], tau: float = 0.3) -> dict[str, f
     return {lang: w / total for lang, w in raw.items()}
 
 
+def _pick(cdf: np.ndarray, u: float) -> int:
+    """The index whose slice of the cumulative distribution `cdf` holds u (float-safe at the top)."""
+    return min(int(np.searchsorted(cdf, u, side="right")), len(cdf) - 1)
+
+
+def _doc_ids(tokenizer: Any, text: str) -> list[int]:
+    """A document's token ids, followed by EOS where the tokenizer has one (packing separates on it)."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 class MixtureSampler:
     """Endless iterator of examples, languages drawn by `language_weights`, resumable via state dicts."""
 
@@ -57,8 +70,7 @@ class MixtureSampler:
 
     def __next__(self) -> Example:
         # A fresh generator per step keyed on (seed, step): no hidden RNG state to save.
-        u = np.random.default_rng([self.seed, self.step]).random()
-        i = min(int(np.searchsorted(self.cdf, u, side="right")), len(self.langs) - 1)
+        i = _pick(self.cdf, np.random.default_rng([self.seed, self.step]).random())
         pool, k = self.pools[i], self.taken[i]
         epoch, pos = divmod(k, len(pool))
         cached = self._orders.get(i)
@@ -114,10 +126,7 @@ class PackedBatches:
         if example.text is None:
             raise ValueError(f"PackedBatches needs text examples; got a chat in {example.lang!r} "
                              "(use aetheris.data.chat for conversations)")
-        ids = list(self.tokenizer(example.text, add_special_tokens=False)["input_ids"])
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(self.tokenizer.eos_token_id)
-        self._doc, self._doc_lang, self._offset = ids, example.lang, 0
+        self._doc, self._doc_lang, self._offset = _doc_ids(self.tokenizer, example.text), example.lang, 0
 
     def _packed_row(self) -> tuple[list[int], str]:
         row: list[int] = []
@@ -195,8 +204,7 @@ class IndexedRows(Sequence[dict[str, torch.Tensor]]):
         return self.n
 
     def _draw(self, rng: np.random.Generator) -> Example:
-        i = min(int(np.searchsorted(self.cdf, rng.random(), side="right")), len(self.langs) - 1)
-        pool = self.pools[i]
+        pool = self.pools[_pick(self.cdf, rng.random())]
         return pool[int(rng.integers(len(pool)))]
 
     def lang(self, index: int) -> str:
@@ -208,9 +216,7 @@ class IndexedRows(Sequence[dict[str, torch.Tensor]]):
         rng = np.random.default_rng([self.seed, index])
         row: list[int] = []
         while len(row) < self.seq_len:
-            doc = list(self.tokenizer(self._draw(rng).text, add_special_tokens=False)["input_ids"])
-            if self.tokenizer.eos_token_id is not None:
-                doc.append(self.tokenizer.eos_token_id)
+            doc = _doc_ids(self.tokenizer, self._draw(rng).text)
             start = int(rng.integers(max(len(doc) - self.seq_len, 0) + 1)) if not row else 0
             row += doc[start:start + self.seq_len - len(row)]
         ids = torch.tensor(row)
@@ -263,8 +269,7 @@ class GroupedOrder:
 
     def _draw_next(self) -> None:
         """Draw the row of offset `self.next` into `_drawn` and move past it."""
-        u = np.random.default_rng([self.seed, self.next]).random()
-        g = min(int(np.searchsorted(self.cdf, u, side="right")), len(self.pools) - 1)
+        g = _pick(self.cdf, np.random.default_rng([self.seed, self.next]).random())
         while not len(self.pools[g]):  # float rounding at the top of the cdf can land on an empty pool
             g -= 1
         pool = self.pools[g]

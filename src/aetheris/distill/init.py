@@ -34,6 +34,7 @@ from aetheris.model import AetherisConfig, AetherisForCausalLM
 from aetheris.teacher.spec import LayerSpec, MLPSpec, NormSpec, TeacherSpec
 
 EXPERT_STRATEGIES = ("upcycle", "split")
+SPLIT_ROUTERS = ("activation", "output")  # what a split expert's router is fitted to (split_mlp)
 INIT_SOURCES = ("teacher", "random")
 
 
@@ -45,11 +46,15 @@ def student_config(
     num_experts: int = 4,
     influence: Sequence[float] | None = None,
     init: str = "teacher",
+    split_router: str = "activation",
     **overrides,
 ) -> AetherisConfig:
-    """The student's config: widths from the teacher, the layer map and weight source recorded."""
+    """The student's config: widths from the teacher, the layer map and weight source recorded
+    (with `split` experts also what their routers are fitted to, `split_mlp`'s router_target)."""
     if experts not in EXPERT_STRATEGIES:
         raise ValueError(f"experts={experts!r}: expected one of {EXPERT_STRATEGIES}")
+    if split_router not in SPLIT_ROUTERS:
+        raise ValueError(f"split_router={split_router!r}: expected one of {SPLIT_ROUTERS}")
     if init not in INIT_SOURCES:
         raise ValueError(f"init={init!r}: expected one of {INIT_SOURCES}")
     attn = spec.layers[0].attention
@@ -98,6 +103,7 @@ def student_config(
             "layer_map_strategy": layer_map if isinstance(layer_map, str) else "explicit",
             "experts": experts,
             "init": init,
+            **({"split_router": split_router} if experts == "split" else {}),
         },
     )
     if spec.config is not None:
@@ -165,12 +171,11 @@ def init_student(
     config: AetherisConfig,
     calibration: dict[int, torch.Tensor] | None = None,
     seed: int = 0,
-    split_router: str = "activation",
 ) -> AetherisForCausalLM:
     """A student whose weights come from the teacher's, as `config.distillation` says.
 
     `calibration` (teacher layer -> MLP inputs (tokens, hidden)) is needed for `split`, whose
-    routers are fitted to `split_router`'s target (`split_mlp`). With
+    routers are fitted to `config.distillation["split_router"]`'s target (`split_mlp`). With
     `config.distillation["init"] == "random"` nothing is copied: the model's own initialisation
     under `seed`, in the teacher's dtype.
     """
@@ -205,7 +210,7 @@ def init_student(
             if calibration is None or layer.index not in calibration:
                 raise ValueError(f"experts='split' needs calibration inputs for teacher layer {layer.index}")
             groups, router = split_mlp(layer.mlp, calibration[layer.index], len(block.mixer.experts),
-                                       router_target=split_router)  # fmt: skip
+                                       router_target=config.distillation.get("split_router", "activation"))  # fmt: skip
             for expert, neurons in zip(block.mixer.experts, groups):
                 _copy_mlp(expert, layer.mlp, neurons)
             block.mixer.router.weight.copy_(router)
@@ -263,9 +268,6 @@ def mlp_activations(mlp: MLPSpec, x: torch.Tensor) -> torch.Tensor:
     return mlp.activations(x)
 
 
-SPLIT_ROUTERS = ("activation", "output")
-
-
 def split_mlp(
     mlp: MLPSpec, x: torch.Tensor, n_experts: int, iters: int = 25, seed: int = 0, router_target: str = "activation"
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -281,7 +283,7 @@ def split_mlp(
         raise ValueError(f"router_target={router_target!r}: expected one of {SPLIT_ROUTERS}")
     x = x.float()
     fmlp = _float(mlp)
-    acts = mlp_activations(fmlp, x)  # (T, I)
+    acts = fmlp.activations(x)  # (T, I)
     inter = acts.shape[1]
     size = inter // n_experts
     prof = torch.nn.functional.normalize(acts.abs().T, dim=1)  # one profile per neuron
@@ -298,7 +300,7 @@ def split_mlp(
     else:
         # Not centred: an expert that is best for most tokens must keep its head start, and the
         # router has no bias to hold it (centring cost 2x in held-out error on gemma3-270m, §10c).
-        target = -expert_errors(fmlp, x, groups)
+        target = -_errors(acts, fmlp.down_weight, groups)
     # Router: x -> the score, least squares with a small ridge.
     gram = x.T @ x + 1e-3 * torch.eye(x.shape[1]) * x.pow(2).sum() / x.shape[0]
     router = torch.linalg.solve(gram, x.T @ target).T
@@ -308,10 +310,13 @@ def split_mlp(
 def expert_errors(mlp: MLPSpec, x: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
     """(tokens, experts): ‖MLP(x) − expert_e(x)‖² / ‖MLP(x)‖² per token, expert e being the MLP
     restricted to the neurons `groups[e]` (the output bias cancels: every expert keeps it whole)."""
-    acts = mlp.activations(x)
-    full = acts @ mlp.down_weight.T
+    return _errors(mlp.activations(x), mlp.down_weight, groups)
+
+
+def _errors(acts: torch.Tensor, down: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
+    full = acts @ down.T
     scale = full.pow(2).sum(-1).clamp_min(1e-12)
-    errs = [(full - acts[:, grp] @ mlp.down_weight[:, grp].T).pow(2).sum(-1) / scale for grp in groups]
+    errs = [(full - acts[:, grp] @ down[:, grp].T).pow(2).sum(-1) / scale for grp in groups]
     return torch.stack(errs, dim=1)
 
 

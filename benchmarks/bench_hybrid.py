@@ -41,7 +41,7 @@ import torch
 import yaml
 from bench_decode import cache_bytes
 from common import machine
-from hybrid_placement import resolved_layout, run_config
+from hybrid_placement import resolved_layout, run_config, teacher_n_layers
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from aetheris.distill.pipeline import run_stages
@@ -146,6 +146,8 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "hybrid")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--keep-weights", action="store_true", help="keep init/align folders (disk)")
+    ap.add_argument("--distil-only", action="store_true",
+                    help="build the students and stop (measure them with a later run without it)")
     args = ap.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(args.config.read_text(encoding="utf-8"))
@@ -154,7 +156,9 @@ def main() -> None:
     print(header["machine"], "|", header["cpu"], flush=True)
 
     teacher_file = args.results / "teacher.json"
-    if not teacher_file.exists():
+    if args.distil_only:
+        n_layers = teacher_n_layers(base["teacher"]["name"])
+    elif not teacher_file.exists():
         from aetheris.teacher.load import load_teacher
 
         t = load_teacher(base["teacher"]["name"], dtype=args.dtype)
@@ -164,7 +168,8 @@ def main() -> None:
                                 args.runs / "eval"),
                "decode": {n: decode(t.model, n, args.steps, real_prefill=False) for n in args.lengths}}  # fmt: skip
         write(teacher_file, rec)
-    n_layers = json.loads(teacher_file.read_text())["n_layers"]
+    if not args.distil_only:
+        n_layers = json.loads(teacher_file.read_text())["n_layers"]
     for name in args.students:
         path = args.results / f"{name}.json"
         record = json.loads(path.read_text()) if path.exists() else {**header, "name": name}
@@ -177,6 +182,8 @@ def main() -> None:
         # A probed student's config layout is all-S until init places its attention blocks.
         record["layout"] = resolved_layout(Path(cfg.output_dir)) or cfg.student.layout
         write(path, record)
+        if args.distil_only:
+            continue
         kd_note = json.loads((folder / "stage.json").read_text())
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, args.dtype)).eval()
         record.update(parameters=model.num_parameters(), active_parameters=model.active_parameters(),

@@ -39,15 +39,30 @@ def student_fields(name: str, n_layers: int) -> dict[str, Any]:
     return {"layout": place_attention(full, list(range(n_layers)), "uniform", fraction), "experts": experts}
 
 
-def run_config(base: dict, name: str, n_layers: int, kd_tokens: int, out_root: Path) -> RunConfig:
-    """bench_hybrid.run_config with `student_fields`: the same KD steps and output folder."""
+def config_dict(base: dict, name: str, n_layers: int, kd_tokens: int, out_root: Path) -> dict[str, Any]:
+    """The base config (a copy) with the student's fields, the KD steps that make `kd_tokens`, and
+    the output folder `out_root/name`."""
     cfg = json.loads(json.dumps(base))
     cfg["student"].update(student_fields(name, n_layers))
     kd = cfg["train"]["kd"]
     per_step = kd["batch_size"] * kd.get("grad_accum", 1) * cfg["data"]["seq_len"]
     kd["steps"] = max(1, math.ceil(kd_tokens / per_step))
     cfg["output_dir"] = str(out_root / name)
-    return parse_config(cfg, f"{name} (from the base config)")
+    return cfg
+
+
+def run_config(base: dict, name: str, n_layers: int, kd_tokens: int, out_root: Path) -> RunConfig:
+    """bench_hybrid's run config for a student name: `config_dict`, validated."""
+    return parse_config(config_dict(base, name, n_layers, kd_tokens, out_root), f"{name} (from the base config)")
+
+
+def teacher_n_layers(name: str) -> int:
+    """The teacher's layer count, from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from aetheris.teacher.load import model_location
+
+    return AutoConfig.from_pretrained(model_location(name)).num_hidden_layers
 
 
 def resolved_layout(run_dir: Path) -> str | None:

@@ -32,3 +32,14 @@ def test_probe_names_ask_init_for_the_probe(tmp_path):
     assert resolved_layout(tmp_path / "full-25p-upcycle") == "AMSM"
     with pytest.raises(ValueError, match="expected full-"):
         student_fields("half-50-split", 18)
+
+
+def test_the_probe50_config_makes_bench_hybrids_probed_student():
+    """`aetheris distill configs/hybrid-gemma3-270m-probe50.yaml` and bench_hybrid's full-50p-upcycle
+    are one student (the study's kd-student row reads its folder, whichever made it)."""
+    from aetheris.distill.config import load_config
+
+    base = yaml.safe_load((ROOT / "configs" / "hybrid-gemma3-270m.yaml").read_text())
+    bench = run_config(base, "full-50p-upcycle", 18, 40_960, Path("runs/hybrid"))
+    shipped = load_config(ROOT / "configs" / "hybrid-gemma3-270m-probe50.yaml")
+    assert shipped.model_dump() == bench.model_dump()

@@ -1,0 +1,182 @@
+"""Equity-aware KD on the best student (issue 15): uniform KD against group DRO, from one aligned
+student, with identical rows, seeds and budget.
+
+Every run starts KD from the aligned student that bench_hybrid.py built for `--student`
+(runs/hybrid/<student>/align; build it first with
+`python bench_hybrid.py --students full-50p-upcycle --distil-only --keep-weights`). Only the KD
+weighting and the seed change between runs:
+
+    uniform-s1       uniform KD on seed 1's rows (seed 0's is bench_hybrid's own kd folder)
+    dro-loss-s0      group DRO over families, q weighting each family's mean KL (Sagawa et al.)
+    dro-sampling-s0  group DRO, q drawing the family of each row (the same rows, spent differently)
+    dro-loss-s1, dro-sampling-s1   the same at seed 1
+
+Runs of one seed share one top-k cache. For every run, and for bench_hybrid's seed-0 uniform
+student, it measures held-out KL per family on one common set of held-out rows (more rows than the
+KD stage's own note uses, so most families are present), and writes
+`results/group_dro/<run>.json` and, for DRO runs, `q-<run>.png` (q over training, one line per
+family). It resumes: a run with a result is skipped, a killed run resumes from its checkpoints.
+
+    python benchmarks/bench_group_dro.py [--runs dro-loss-s0 dro-sampling-s0 uniform-s1] [--eta 0.1]
+
+The students are rows of configs/study-gemma3-270m.yaml (`aetheris study` scores them with
+intervals; BENCHMARKS §13 has the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from common import machine
+from hybrid_placement import config_dict, teacher_n_layers
+
+from aetheris.distill.config import RunConfig, parse_config
+from aetheris.distill.group_dro import group_of
+from aetheris.distill.kd import OnlineTeacher, held_out_row_kl, kd_objective
+from aetheris.distill.pipeline import Run, stage_kd
+from aetheris.model import AetherisForCausalLM
+from aetheris.precision import cpu_summary
+from aetheris.report.plots import group_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
+RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, seed)
+    "uniform-s1": ({"weighting": "uniform"}, 1),
+    "dro-loss-s0": ({"weighting": "group_dro", "reweight": "loss"}, 0),
+    "dro-sampling-s0": ({"weighting": "group_dro", "reweight": "sampling"}, 0),
+    "dro-loss-s1": ({"weighting": "group_dro", "reweight": "loss"}, 1),
+    "dro-sampling-s1": ({"weighting": "group_dro", "reweight": "sampling"}, 1),
+}
+
+
+def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: int, runs: Path,
+               dro: dict[str, Any]) -> RunConfig:  # fmt: skip
+    """bench_hybrid's config for `student` with run `name`'s KD weighting and seed, its own output
+    folder under runs/group_dro, and the seed's shared top-k cache (seed 0: bench_hybrid's)."""
+    changes, seed = RUNS[name]
+    cfg = config_dict(base, student, n_layers, kd_tokens, runs / "group_dro")
+    cfg["output_dir"] = str(runs / "group_dro" / name)
+    cfg["kd"].update(changes)
+    if changes["weighting"] == "group_dro":
+        cfg["kd"].update({"groups": "family", **dro})
+    cfg["kd"]["cache_dir"] = str(runs / student / "topk-cache" if seed == 0 else runs / "group_dro" / f"topk-seed{seed}")
+    cfg["train"]["kd"].update(seed=seed, log_every=1)
+    return parse_config(cfg, f"{name} (from the base config)")
+
+
+def start_from_align(cfg: RunConfig, align: Path) -> None:
+    """The run's `align` stage is the student's own (a link: GBs at full depth, read only)."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / "align"
+    if not link.exists():
+        link.symlink_to(align.resolve(), target_is_directory=True)
+
+
+def family_kl(run: Run, student_dir: Path, rows: list[dict[str, Any]], langs: list[str]) -> dict[str, Any]:
+    """Held-out KL per counted token, overall and per family, of the student in `student_dir`."""
+    student = AetherisForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
+    kl, tokens = held_out_row_kl(student, rows, OnlineTeacher(run.teacher.model), kd_objective(run.cfg.kd))
+    families = [group_of(lang, "family") for lang in langs]
+    by = {}
+    for fam in sorted(set(families)):
+        pick = torch.tensor([f == fam for f in families])
+        by[fam] = {"kl": float(kl[pick].sum()) / max(int(tokens[pick].sum()), 1), "rows": int(pick.sum())}
+    return {"kl": float(kl.sum()) / max(int(tokens.sum()), 1), "by_family": by}
+
+
+def held_out(run: Run, n: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """`n` held-out rows (never trained on), the same for every run, and each row's language."""
+    rows = run.packed(run.cfg.data.eval or run.cfg.data.train, n, seed=12345, held_out=True, keep_lang=True)
+    return rows, [r.pop("lang") for r in rows]
+
+
+def q_plot(metrics: Path, out: Path, title: str) -> None:
+    records = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a kill mid-write
+            continue
+    out.write_bytes(group_weights(records, title))
+
+
+def write(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid-gemma3-270m.yaml")
+    ap.add_argument("--student", default="full-50p-upcycle", help="bench_hybrid's student whose align KD starts from")
+    ap.add_argument("--runs", nargs="+", default=["dro-loss-s0", "dro-sampling-s0", "uniform-s1"], choices=list(RUNS))
+    ap.add_argument("--kd-tokens", type=int, default=40_960, help="bench_hybrid's budget (BENCHMARKS §10)")
+    ap.add_argument("--eta", type=float, default=0.1, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
+    ap.add_argument("--floor", type=float, default=0.1, help="kd.dro_floor, as a fraction of 1/G")
+    ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
+    ap.add_argument("--held-out-rows", type=int, default=64, help="common held-out rows for KL per family")
+    ap.add_argument("--root", type=Path, default=ROOT / "runs" / "hybrid", help="bench_hybrid's --runs")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    base = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    student_dir = args.root / args.student
+    align = student_dir / "align"
+    if not (align / "config.json").exists():
+        sys.exit(f"{align}: no aligned student; build it with bench_hybrid.py --students {args.student} "
+                 "--distil-only --keep-weights")  # fmt: skip
+    n_layers = teacher_n_layers(base["teacher"]["name"])
+    dro = {"dro_eta": args.eta, "dro_floor": args.floor, "dro_smoothing": args.smoothing}
+    header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
+              "command": " ".join(sys.argv), "kd_tokens": args.kd_tokens, "student": args.student}  # fmt: skip
+    print(header["machine"], "|", header["cpu"], flush=True)
+    measure = None  # one Run (teacher, held-out rows) for the KL per family, made when first needed
+
+    def measured(cfg: RunConfig, folder: Path) -> dict[str, Any]:
+        nonlocal measure
+        if measure is None:
+            run = Run(cfg)
+            measure = (run, *held_out(run, args.held_out_rows))
+        return family_kl(measure[0], folder, measure[1], measure[2])
+
+    baseline = args.results / "uniform-s0.json"
+    if not baseline.exists() and (student_dir / "kd" / "config.json").exists():
+        note = json.loads((student_dir / "kd" / "stage.json").read_text())
+        cfg = dro_config(base, args.student, "uniform-s1", n_layers, args.kd_tokens, args.root, dro)
+        write(baseline, {**header, "name": "uniform-s0", "folder": str(student_dir / "kd"), "seed": 0,
+                         "weighting": "uniform", "stage": note, "held_out": measured(cfg, student_dir / "kd")})  # fmt: skip
+    for name in args.runs:
+        path = args.results / f"{name}.json"
+        if path.exists():
+            print(f"{name}: done", flush=True)
+            continue
+        cfg = dro_config(base, args.student, name, n_layers, args.kd_tokens, args.root, dro)
+        out = Path(cfg.output_dir)
+        start_from_align(cfg, align)
+        started = time.perf_counter()
+        if not (out / "kd" / "config.json").exists():
+            stage_kd(Run(cfg, resume=(out / "runs" / "kd").exists()))
+        record = {**header, "name": name, "folder": str(out / "kd"), "seed": RUNS[name][1],
+                  "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro,
+                  "seconds": round(time.perf_counter() - started, 1),
+                  "stage": json.loads((out / "kd" / "stage.json").read_text()),
+                  "held_out": measured(cfg, out / "kd")}  # fmt: skip
+        if cfg.kd.weighting == "group_dro":
+            q_plot(out / "runs" / "kd" / "metrics.jsonl", args.results / f"q-{name}.png",
+                   f"group DRO q over KD ({name}, eta {args.eta})")  # fmt: skip
+        write(path, record)
+        print(f"{name}: held-out KL {record['held_out']['kl']:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

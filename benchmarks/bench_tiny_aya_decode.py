@@ -13,6 +13,12 @@ CUDA synchronised around each step. Prints and writes (JSON) ms/token, tokens/s 
 
     python benchmarks/bench_tiny_aya_decode.py --device cuda --lengths 8192
     python benchmarks/bench_tiny_aya_decode.py --tiny --device cpu --lengths 64   # smoke test
+
+With `--teacher NAME --student FOLDER` it times a real teacher and a real student the same way
+(e.g. gemma3-270m and a distilled hybrid, on one machine and one thread: BENCHMARKS §10b's re-timing).
+
+    python benchmarks/bench_tiny_aya_decode.py --device cpu --dtype float32 --threads 1 \
+        --teacher gemma3-270m --student runs/hybrid/full-50p-upcycle/kd --lengths 512 2048 8192
 """
 
 from __future__ import annotations
@@ -62,6 +68,14 @@ def build(tiny: bool, layout: str, experts: str, device: str, dtype: torch.dtype
     return {"teacher": teacher, "student": student}
 
 
+def load(teacher: str, student: Path, device: str, dtype: torch.dtype) -> dict:
+    """A real teacher (any name `aetheris teacher info` accepts) and a student folder."""
+    from aetheris.teacher.load import load_teacher
+
+    return {"teacher": load_teacher(teacher, dtype=dtype).model.to(device).eval(),
+            "student": AetherisForCausalLM.from_pretrained(student, dtype=dtype).to(device).eval()}  # fmt: skip
+
+
 def new_cache(name: str, model) -> DynamicCache | AetherisCache:
     return AetherisCache(model.config) if name == "student" else DynamicCache(config=model.config)
 
@@ -100,17 +114,31 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--piece", type=int, default=2048, help="prompt tokens per forward")
     ap.add_argument("--tiny", action="store_true", help="small widths (a CPU smoke test of the script)")
+    ap.add_argument("--teacher", default=None, help="a real teacher instead of Tiny Aya's shape (with --student)")
+    ap.add_argument("--student", type=Path, default=None, help="a real student folder (with --teacher)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    student = yaml.safe_load(args.config.read_text())["student"]
+    if (args.teacher is None) != (args.student is None):
+        ap.error("--teacher and --student go together")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    if args.student:
+        models = load(args.teacher, args.student, args.device, dtype)
+        student = {"layout": models["student"].config.layout, "experts": models["student"].config.distillation.get("experts")}
+    else:
+        student = yaml.safe_load(args.config.read_text())["student"]
     info = {"machine": machine(), "cpu": cpu_summary(), "device": args.device, "dtype": args.dtype,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "tiny": args.tiny,
             "command": "python " + " ".join(sys.argv if argv is None else ["bench_tiny_aya_decode.py", *argv]),
-            "layout": student["layout"], "experts": student["experts"]}  # fmt: skip
+            "layout": student["layout"], "experts": student["experts"], "threads": torch.get_num_threads(),
+            "teacher": args.teacher or "Tiny Aya's shape", "student": str(args.student or args.config)}  # fmt: skip
     for key, value in info.items():
         print(f"{key}: {value}", flush=True)
-    models = build(args.tiny, student["layout"], student["experts"], args.device, getattr(torch, args.dtype),
-                   max(args.lengths) + args.steps + 8)  # fmt: skip
+    if not args.student:
+        models = build(args.tiny, student["layout"], student["experts"], args.device, dtype,
+                       max(args.lengths) + args.steps + 8)  # fmt: skip
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     print(f"parameters: {params}", flush=True)
     results, rows = {}, []

@@ -174,10 +174,14 @@ def test_killed_run_resumes_without_redoing_items(tiny, tmp_path, monkeypatch):
     assert (report / "report.md").is_file()
 
 
-def test_results_folder_resumes_on_a_new_machine(tiny, tmp_path, monkeypatch):
-    """`results:` keeps the item cache apart from the models: with the models folder gone (a new
-    machine), the study rebuilds the models and scores no item again."""
+@pytest.mark.parametrize("same_machine", [False, True])
+def test_results_folder_resumes_on_a_new_machine(tiny, tmp_path, monkeypatch, same_machine):
+    """`results:` keeps the item cache apart from the models: with the models folder gone, the
+    study scores no item again. On a new machine it rebuilds the models to time them there; on
+    the machine that timed them it builds and loads nothing, and leaves the results files as they are."""
     import shutil
+
+    import aetheris.study.run as study_run
 
     data_dir()
     raw = demo_config(tiny, tmp_path / "out", keep=1)
@@ -186,13 +190,19 @@ def test_results_folder_resumes_on_a_new_machine(tiny, tmp_path, monkeypatch):
     run_study(cfg)
     assert (tmp_path / "committed" / "report" / "report.md").is_file()
     assert not (tmp_path / "out" / "eval").exists() and (tmp_path / "out" / "models" / "int8").is_dir()
+    files = {f: f.read_bytes() for f in (tmp_path / "committed" / "eval").glob("*.json")}
     shutil.rmtree(tmp_path / "out")
     scored = []
     for cls in (FloresBPB, XCOPA):
         real = cls.score
         monkeypatch.setattr(cls, "score", lambda self, lm, items, real=real: scored.extend(items) or real(self, lm, items))
-    run_study(cfg)
-    assert scored == [] and (tmp_path / "out" / "models" / "int8" / "model.safetensors").is_file()
+    if not same_machine:
+        monkeypatch.setattr(study_run, "machine", lambda: "another machine")
+    report = run_study(cfg)
+    assert scored == [] and (report / "report.md").is_file()
+    assert (tmp_path / "out" / "models" / "int8" / "model.safetensors").is_file() != same_machine
+    if same_machine:
+        assert {f: f.read_bytes() for f in (tmp_path / "committed" / "eval").glob("*.json")} == files
 
 
 def test_scored_only_reports_a_stopped_study(tiny, tmp_path, monkeypatch):

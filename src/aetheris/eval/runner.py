@@ -22,8 +22,10 @@ from aetheris.eval.results import (
     ItemResult,
     LanguageResult,
     ModelResults,
+    ResultsError,
     TaskResult,
     aggregate,
+    load_results,
     save_results,
 )
 from aetheris.eval.tasks import Item, Task, UnknownLanguageError, get_task, resolve_language
@@ -152,15 +154,7 @@ def evaluate_model(
     """Score every planned (task, language) for one loaded model; write the results file and
     return its content as JSON values, plus ``path``. `limit`: one for every task, or {task: limit}."""
     out_dir = Path(out_dir)
-    slug = model_slug(model)
-    work = []
-    for task in tasks:
-        for lang in plan[task.name]:
-            items = task.load(lang, data_dir, limit.get(task.name) if isinstance(limit, Mapping) else limit)
-            fp = _fingerprint(task, settings or {})
-            cache = ItemCache(out_dir / "cache" / slug / task.name / f"{lang}-{fp}.jsonl")
-            done = cache.read()
-            work.append((task, lang, items, cache, done, [it for it in items if it["id"] not in done]))
+    work = _work(model, tasks, plan, out_dir, data_dir, limit, settings)
     total = sum(len(w[5]) for w in work)
     columns = [
         TextColumn("{task.description}"),
@@ -179,6 +173,13 @@ def evaluate_model(
                 cache.append(rows)
                 done.update({str(r["id"]): r for r in rows})
                 progress.advance(bar, len(rows))
+    result = _assemble(model, work)
+    path = save_results(result, out_dir / f"{model_slug(model)}.json")
+    return {**result.to_json(), "path": str(path)}
+
+
+def _assemble(model: str, work: list[tuple]) -> ModelResults:
+    """The results file's content from the scored rows of every planned (task, language)."""
     result = ModelResults(
         model=model,
         model_name=display_name(model),
@@ -191,8 +192,58 @@ def evaluate_model(
         )
         rows = [ItemResult.model_validate(done[it["id"]]) for it in items]
         entry.languages[lang] = LanguageResult(score=aggregate(rows), n=len(rows), items=rows)
-    path = save_results(result, out_dir / f"{slug}.json")
-    return {**result.to_json(), "path": str(path)}
+    return result
+
+
+def _work(model: str, tasks: Sequence[Task], plan: dict[str, list[str]], out_dir: Path, data_dir: Path | None,
+          limit: int | Mapping[str, int | None] | None, settings: dict | None) -> list[tuple]:  # fmt: skip
+    """(task, language, items, cache, cached rows by id, items still to score) per planned pair."""
+    slug, work = model_slug(model), []
+    for task in tasks:
+        for lang in plan[task.name]:
+            items = task.load(lang, data_dir, limit.get(task.name) if isinstance(limit, Mapping) else limit)
+            cache = ItemCache(out_dir / "cache" / slug / task.name / f"{lang}-{_fingerprint(task, settings or {})}.jsonl")
+            done = cache.read()
+            work.append((task, lang, items, cache, done, [it for it in items if it["id"] not in done]))
+    return work
+
+
+def _settings(device: str, dtype: str, chat_template: bool) -> dict:
+    """What an item's score depends on beyond the task: part of its cache key."""
+    from aetheris.eval.lm import native_dtype
+
+    # The dtype the items are scored in, resolved: a bf16 run must not reuse fp32 items, also when
+    # `native` meant fp32 on the machine that wrote the cache and bf16 on the one reading it.
+    return {"chat_template": chat_template, "dtype": native_dtype(device) if dtype == "native" else dtype}
+
+
+def cached_result(
+    model: str,
+    task_names: Sequence[str],
+    out_dir: Path,
+    langs: Sequence[str] | Mapping[str, Sequence[str] | None] | None = None,
+    data_dir: Path | None = None,
+    limit: int | Mapping[str, int | None] | None = None,
+    device: str = "cpu",
+    dtype: str = "auto",
+    chat_template: bool = False,
+) -> dict | None:
+    """`run`'s result for one model from its item cache alone, without loading the model, when
+    every planned item is cached; None when any item still needs scoring."""
+    tasks = resolve_tasks(task_names)
+    plan = plan_languages(tasks, langs)
+    work = _work(model, tasks, plan, Path(out_dir), data_dir, limit, _settings(device, dtype, chat_template))
+    if any(todo for *_, todo in work):
+        return None
+    result, path = _assemble(model, work), Path(out_dir) / f"{model_slug(model)}.json"
+    try:
+        written = load_results(path)
+    except (OSError, ResultsError):
+        written = None
+    if written is None or written.tasks != result.tasks:  # else keep the file (and its date) as it is
+        written = result
+        save_results(result, path)
+    return {**written.to_json(), "path": str(path)}
 
 
 def _fingerprint(task: Task, settings: dict) -> str:
@@ -223,7 +274,7 @@ def run(
     what it returns is kept as the result's ``measured``."""
     import torch
 
-    from aetheris.eval.lm import HFLM, native_dtype
+    from aetheris.eval.lm import HFLM
 
     tasks = resolve_tasks(task_names)
     plan = plan_languages(tasks, langs)  # validate before loading any model
@@ -234,9 +285,7 @@ def run(
         for t in tasks:
             if hasattr(t, "max_new_tokens"):
                 t.max_new_tokens = max_new_tokens
-    # The dtype the items are scored in, resolved: a bf16 run must not reuse fp32 items, also when
-    # `native` meant fp32 on the machine that wrote the cache and bf16 on the one reading it.
-    settings = {"chat_template": chat_template, "dtype": native_dtype(device) if dtype == "native" else dtype}
+    settings = _settings(device, dtype, chat_template)
     results = []
     for model in models:
         t0 = time.perf_counter()

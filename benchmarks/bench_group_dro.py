@@ -29,19 +29,19 @@ import argparse
 import datetime
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from common import machine
-from hybrid_placement import config_dict, teacher_n_layers
+from common import machine, write_json
+from hybrid_placement import config_dict, run_config, teacher_n_layers
+from plot_group_weights import read_records
 
 from aetheris.distill.config import RunConfig, parse_config
 from aetheris.distill.group_dro import group_of
 from aetheris.distill.kd import OnlineTeacher, held_out_row_kl, kd_objective
-from aetheris.distill.pipeline import Run, stage_kd
+from aetheris.distill.pipeline import Run, kl_by_group, stage_kd
 from aetheris.model import AetherisForCausalLM
 from aetheris.precision import cpu_summary
 from aetheris.report.plots import group_weights
@@ -86,33 +86,15 @@ def family_kl(run: Run, student_dir: Path, rows: list[dict[str, Any]], langs: li
     student = AetherisForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
     kl, tokens = held_out_row_kl(student, rows, OnlineTeacher(run.teacher.model), kd_objective(run.cfg.kd))
     families = [group_of(lang, "family") for lang in langs]
-    by = {}
-    for fam in sorted(set(families)):
-        pick = torch.tensor([f == fam for f in families])
-        by[fam] = {"kl": float(kl[pick].sum()) / max(int(tokens[pick].sum()), 1), "rows": int(pick.sum())}
-    return {"kl": float(kl.sum()) / max(int(tokens.sum()), 1), "by_family": by}
+    by = kl_by_group(kl, tokens, families)
+    return {"kl": float(kl.sum()) / max(int(tokens.sum()), 1),
+            "by_family": {f: {"kl": by[f], "rows": families.count(f)} for f in by}}  # fmt: skip
 
 
 def held_out(run: Run, n: int) -> tuple[list[dict[str, Any]], list[str]]:
     """`n` held-out rows (never trained on), the same for every run, and each row's language."""
     rows = run.packed(run.cfg.data.eval or run.cfg.data.train, n, seed=12345, held_out=True, keep_lang=True)
     return rows, [r.pop("lang") for r in rows]
-
-
-def q_plot(metrics: Path, out: Path, title: str) -> None:
-    records = []
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line torn by a kill mid-write
-            continue
-    out.write_bytes(group_weights(records, title))
-
-
-def write(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,21 +122,21 @@ def main(argv: list[str] | None = None) -> None:
     header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
               "command": " ".join(sys.argv), "kd_tokens": args.kd_tokens, "student": args.student}  # fmt: skip
     print(header["machine"], "|", header["cpu"], flush=True)
-    measure = None  # one Run (teacher, held-out rows) for the KL per family, made when first needed
+    measure = None  # the student's Run (teacher, held-out rows) for the KL per family, made when first needed
 
-    def measured(cfg: RunConfig, folder: Path) -> dict[str, Any]:
+    def measured(folder: Path) -> dict[str, Any]:
         nonlocal measure
         if measure is None:
-            run = Run(cfg)
+            run = Run(run_config(base, args.student, n_layers, args.kd_tokens, args.root))
             measure = (run, *held_out(run, args.held_out_rows))
-        return family_kl(measure[0], folder, measure[1], measure[2])
+        run, rows, langs = measure
+        return family_kl(run, folder, rows, langs)
 
     baseline = args.results / "uniform-s0.json"
     if not baseline.exists() and (student_dir / "kd" / "config.json").exists():
         note = json.loads((student_dir / "kd" / "stage.json").read_text())
-        cfg = dro_config(base, args.student, "uniform-s1", n_layers, args.kd_tokens, args.root, dro)
-        write(baseline, {**header, "name": "uniform-s0", "folder": str(student_dir / "kd"), "seed": 0,
-                         "weighting": "uniform", "stage": note, "held_out": measured(cfg, student_dir / "kd")})  # fmt: skip
+        write_json(baseline, {**header, "name": "uniform-s0", "folder": str(student_dir / "kd"), "seed": 0,
+                              "weighting": "uniform", "stage": note, "held_out": measured(student_dir / "kd")})  # fmt: skip
     for name in args.runs:
         path = args.results / f"{name}.json"
         if path.exists():
@@ -163,18 +145,16 @@ def main(argv: list[str] | None = None) -> None:
         cfg = dro_config(base, args.student, name, n_layers, args.kd_tokens, args.root, dro)
         out = Path(cfg.output_dir)
         start_from_align(cfg, align)
-        started = time.perf_counter()
         if not (out / "kd" / "config.json").exists():
             stage_kd(Run(cfg, resume=(out / "runs" / "kd").exists()))
         record = {**header, "name": name, "folder": str(out / "kd"), "seed": RUNS[name][1],
                   "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro,
-                  "seconds": round(time.perf_counter() - started, 1),
                   "stage": json.loads((out / "kd" / "stage.json").read_text()),
-                  "held_out": measured(cfg, out / "kd")}  # fmt: skip
+                  "held_out": measured(out / "kd")}  # fmt: skip
         if cfg.kd.weighting == "group_dro":
-            q_plot(out / "runs" / "kd" / "metrics.jsonl", args.results / f"q-{name}.png",
-                   f"group DRO q over KD ({name}, eta {args.eta})")  # fmt: skip
-        write(path, record)
+            records = read_records(out / "runs" / "kd" / "metrics.jsonl")
+            (args.results / f"q-{name}.png").write_bytes(group_weights(records, f"group DRO q over KD ({name}, eta {args.eta})"))
+        write_json(path, record)
         print(f"{name}: held-out KL {record['held_out']['kl']:.3f}", flush=True)
 
 

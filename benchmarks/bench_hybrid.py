@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import yaml
 from bench_decode import cache_bytes
-from common import machine
+from common import machine, write_json
 from hybrid_placement import resolved_layout, run_config, teacher_n_layers
 from transformers import AutoModelForCausalLM, DynamicCache
 
@@ -125,12 +125,6 @@ def decode(model, n: int, steps: int, real_prefill: bool) -> dict:
     return {"ms_per_token": 1e3 * statistics.median(times[1:]), "cache_bytes": cache_bytes(cache)}
 
 
-def write(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid-gemma3-270m.yaml")
@@ -156,9 +150,8 @@ def main() -> None:
     print(header["machine"], "|", header["cpu"], flush=True)
 
     teacher_file = args.results / "teacher.json"
-    if args.distil_only:
-        n_layers = teacher_n_layers(base["teacher"]["name"])
-    elif not teacher_file.exists():
+    n_layers = teacher_n_layers(base["teacher"]["name"])
+    if not args.distil_only and not teacher_file.exists():
         from aetheris.teacher.load import load_teacher
 
         t = load_teacher(base["teacher"]["name"], dtype=args.dtype)
@@ -167,9 +160,7 @@ def main() -> None:
                "flores": flores(base["teacher"]["name"], "teacher", args.langs, args.sentences, args.dtype,
                                 args.runs / "eval"),
                "decode": {n: decode(t.model, n, args.steps, real_prefill=False) for n in args.lengths}}  # fmt: skip
-        write(teacher_file, rec)
-    if not args.distil_only:
-        n_layers = json.loads(teacher_file.read_text())["n_layers"]
+        write_json(teacher_file, rec)
     for name in args.students:
         path = args.results / f"{name}.json"
         record = json.loads(path.read_text()) if path.exists() else {**header, "name": name}
@@ -181,7 +172,7 @@ def main() -> None:
         folder = distil(cfg, record)
         # A probed student's config layout is all-S until init places its attention blocks.
         record["layout"] = resolved_layout(Path(cfg.output_dir)) or cfg.student.layout
-        write(path, record)
+        write_json(path, record)
         if args.distil_only:
             continue
         kd_note = json.loads((folder / "stage.json").read_text())
@@ -190,9 +181,9 @@ def main() -> None:
                       held_out_kl_before=kd_note["held_out_kl_before"], held_out_kl_after=kd_note["held_out_kl_after"],
                       kd_tokens_seen=kd_note["tokens"], kd_seconds=kd_note["seconds"])  # fmt: skip
         record["flores"] = flores(str(folder), name, args.langs, args.sentences, args.dtype, args.runs / "eval")
-        write(path, record)
+        write_json(path, record)
         record["decode"] = {n: decode(model, n, args.steps, real_prefill=True) for n in args.lengths}
-        write(path, record)
+        write_json(path, record)
         if not args.keep_weights:  # the kd folder is what later rows (int8 of it, the study) read
             for stage in ("init", "align"):
                 shutil.rmtree(Path(cfg.output_dir) / stage, ignore_errors=True)

@@ -1,13 +1,15 @@
-"""Shared bits of the benchmark scripts: timing and a description of the machine."""
+"""Shared bits of the benchmark scripts: timing, a description of the machine, result files."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -38,3 +40,10 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Write a result atomically: a killed benchmark leaves the old file or the new one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)

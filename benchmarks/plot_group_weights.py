@@ -15,19 +15,24 @@ from pathlib import Path
 from aetheris.report.plots import group_weights
 
 
+def read_records(metrics: Path) -> list[dict]:
+    """The logged steps of a metrics.jsonl; a line torn by a kill mid-write is skipped."""
+    records = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("metrics", type=Path, help="a KD run's metrics.jsonl")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     p.add_argument("--title", default=None)
     a = p.parse_args()
-    records = []
-    for line in a.metrics.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line torn by a kill mid-write
-            continue
-    png = group_weights(records, a.title or f"group DRO q: {a.metrics}")
+    png = group_weights(read_records(a.metrics), a.title or f"group DRO q: {a.metrics}")
     a.out.write_bytes(png)
     print(f"wrote {a.out}")
 

@@ -74,3 +74,20 @@ def save_tiny_model(path: Path, root: Path) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def save_embedded_teacher(path: Path, layers: int = 2, hidden: int = 64) -> Path:
+    """A tiny tied Llama with a BPE tokenizer trained on the embedded corpus, saved to `path`:
+    the teacher folder the distillation tests name in their configs."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from aetheris.data.sources import embedded_corpus
+
+    tok = tiny_tokenizer([e.text for e in embedded_corpus()][:200], vocab_size=400)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=2 * hidden, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, tie_word_embeddings=True)  # fmt: skip
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

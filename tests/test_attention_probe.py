@@ -4,11 +4,9 @@ import json
 
 import pytest
 import torch
-from eval_tiny import tiny_tokenizer
+from eval_tiny import save_embedded_teacher
 from tiny_teachers import tiny_model
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from aetheris.data.sources import embedded_corpus
 from aetheris.distill.attention_probe import PROBE_FILE, probe_attention, replaced_attention, ssm_block
 from aetheris.distill.config import ConfigError, TrainConfig, parse_config
 from aetheris.distill.init import init_student, student_config
@@ -139,15 +137,7 @@ def test_bad_attention_choices_are_named(student, message):
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher4")
-    tok = tiny_tokenizer([e.text for e in embedded_corpus()][:200], vocab_size=400)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, tie_word_embeddings=True)  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_embedded_teacher(tmp_path_factory.mktemp("teacher4"), layers=4)
 
 
 def run_config(teacher_dir, out, **student):

@@ -6,12 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from eval_tiny import tiny_tokenizer
-from transformers import LlamaConfig, LlamaForCausalLM
+from eval_tiny import save_embedded_teacher
 
-from aetheris.data.sources import embedded_corpus
 from aetheris.distill.pipeline import run_stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,15 +20,7 @@ from hybrid_placement import run_config  # noqa: E402
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher")
-    tok = tiny_tokenizer([e.text for e in embedded_corpus()][:200], vocab_size=400)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, tie_word_embeddings=True)  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_embedded_teacher(tmp_path_factory.mktemp("teacher"), hidden=32)
 
 
 def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path, capsys):

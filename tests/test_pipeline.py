@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from eval_tiny import tiny_tokenizer
+from eval_tiny import save_embedded_teacher, tiny_tokenizer
 from tiny_teachers import teacher_tensors, tiny_model, weight_rows
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from typer.testing import CliRunner
 
 from aetheris.cli import app
@@ -19,15 +19,7 @@ from aetheris.model import AetherisForCausalLM
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher")
-    tok = tiny_tokenizer([e.text for e in embedded_corpus()][:200], vocab_size=400)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, tie_word_embeddings=True)  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_embedded_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")

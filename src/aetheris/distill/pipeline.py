@@ -251,7 +251,7 @@ def stage_align(run: Run) -> Path:
     return run.save_stage(student, "align", note)
 
 
-def _kl_by_group(row_kl: torch.Tensor, row_tokens: torch.Tensor, groups: list[str]) -> dict[str, float]:
+def kl_by_group(row_kl: torch.Tensor, row_tokens: torch.Tensor, groups: list[str]) -> dict[str, float]:
     """Mean KL per counted token of each group's rows."""
     out = {}
     for g in sorted(set(groups)):
@@ -301,8 +301,8 @@ def stage_kd(run: Run) -> Path:
     note = {"held_out_kl_before": before, "held_out_kl_after": after, "held_out_rows": len(held_out),
             "tokens": tokens, "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache,
             "weighting": cfg.kd.weighting, "groups": cfg.kd.groups,
-            "held_out_kl_by_group_before": _kl_by_group(*kl_before, held_groups),
-            "held_out_kl_by_group_after": _kl_by_group(*kl_after, held_groups)}  # fmt: skip
+            "held_out_kl_by_group_before": kl_by_group(*kl_before, held_groups),
+            "held_out_kl_by_group_after": kl_by_group(*kl_after, held_groups)}  # fmt: skip
     if dro:
         note["group_dro"] = {"reweight": cfg.kd.reweight, "eta": cfg.kd.dro_eta, "floor": cfg.kd.dro_floor,
                              "smoothing": cfg.kd.dro_smoothing, "q": dict(zip(dro.dro.groups, dro.dro.q.tolist()))}  # fmt: skip

@@ -11,6 +11,9 @@ weighting and the seed change between runs:
     dro-sampling-s0  group DRO, q drawing the family of each row (the same rows, spent differently)
     dro-loss-s1, dro-sampling-s1   the same at seed 1
 
+A DRO run at another `--eta` than the default 0.1 is its own run, named with it (`dro-loss-s0-eta1`,
+`dro-loss-s0-eta0`: η 0 keeps q uniform over families, the group-balanced point of the η curve).
+
 Runs of one seed share one top-k cache. For every run, and for bench_hybrid's seed-0 uniform
 student, it measures held-out KL per family on one common set of held-out rows (more rows than the
 KD stage's own note uses, so most families are present), and writes
@@ -47,6 +50,7 @@ from aetheris.precision import cpu_summary
 from aetheris.report.plots import group_weights
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ETA = 0.1
 RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
 RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, seed)
     "uniform-s1": ({"weighting": "uniform"}, 1),
@@ -57,13 +61,21 @@ RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, se
 }
 
 
+def run_name(name: str, eta: float) -> str:
+    """`name`, tagged with η when a DRO run uses another than the default (uniform runs have none)."""
+    if RUNS[name][0]["weighting"] == "uniform" or eta == DEFAULT_ETA:
+        return name
+    return f"{name}-eta{eta:g}"
+
+
 def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: int, runs: Path,
                dro: dict[str, Any]) -> RunConfig:  # fmt: skip
     """bench_hybrid's config for `student` with run `name`'s KD weighting and seed, its own output
-    folder under runs/group_dro, and the seed's shared top-k cache (seed 0: bench_hybrid's)."""
+    folder under runs/group_dro (tagged with η), and the seed's shared top-k cache (seed 0:
+    bench_hybrid's)."""
     changes, seed = RUNS[name]
     cfg = config_dict(base, student, n_layers, kd_tokens, runs / "group_dro")
-    cfg["output_dir"] = str(runs / "group_dro" / name)
+    cfg["output_dir"] = str(runs / "group_dro" / run_name(name, dro["dro_eta"]))
     cfg["kd"].update(changes)
     if changes["weighting"] == "group_dro":
         cfg["kd"].update({"groups": "family", **dro})
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--student", default="full-50p-upcycle", help="bench_hybrid's student whose align KD starts from")
     ap.add_argument("--runs", nargs="+", default=["dro-loss-s0", "dro-sampling-s0", "uniform-s1"], choices=list(RUNS))
     ap.add_argument("--kd-tokens", type=int, default=40_960, help="bench_hybrid's budget (BENCHMARKS §10)")
-    ap.add_argument("--eta", type=float, default=0.1, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
+    ap.add_argument("--eta", type=float, default=DEFAULT_ETA, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
     ap.add_argument("--floor", type=float, default=0.1, help="kd.dro_floor, as a fraction of 1/G")
     ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
     ap.add_argument("--held-out-rows", type=int, default=64, help="common held-out rows for KL per family")
@@ -137,17 +149,18 @@ def main(argv: list[str] | None = None) -> None:
         note = json.loads((student_dir / "kd" / "stage.json").read_text())
         write_json(baseline, {**header, "name": "uniform-s0", "folder": str(student_dir / "kd"), "seed": 0,
                               "weighting": "uniform", "stage": note, "held_out": measured(student_dir / "kd")})  # fmt: skip
-    for name in args.runs:
+    for base_name in args.runs:
+        name = run_name(base_name, args.eta)
         path = args.results / f"{name}.json"
         if path.exists():
             print(f"{name}: done", flush=True)
             continue
-        cfg = dro_config(base, args.student, name, n_layers, args.kd_tokens, args.root, dro)
+        cfg = dro_config(base, args.student, base_name, n_layers, args.kd_tokens, args.root, dro)
         out = Path(cfg.output_dir)
         start_from_align(cfg, align)
         if not (out / "kd" / "config.json").exists():
             stage_kd(Run(cfg, resume=(out / "runs" / "kd").exists()))
-        record = {**header, "name": name, "folder": str(out / "kd"), "seed": RUNS[name][1],
+        record = {**header, "name": name, "folder": str(out / "kd"), "seed": RUNS[base_name][1],
                   "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro,
                   "stage": json.loads((out / "kd" / "stage.json").read_text()),
                   "held_out": measured(out / "kd")}  # fmt: skip

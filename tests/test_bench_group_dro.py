@@ -41,19 +41,22 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
             "--held-out-rows", "6", "--eta", "0.5", "--runs", "dro-loss-s0", "uniform-s1"]  # fmt: skip
     bench_group_dro.main(args)
 
-    dro = json.loads((results / "dro-loss-s0.json").read_text())
-    assert (root / "group_dro" / "dro-loss-s0" / "align").is_symlink()
+    # a DRO run away from the default eta is its own run, named with it; uniform runs have no eta
+    assert not (results / "dro-loss-s0.json").exists()
+    dro = json.loads((results / "dro-loss-s0-eta0.5.json").read_text())
+    assert dro["name"] == "dro-loss-s0-eta0.5" and dro["seed"] == 0
+    assert (root / "group_dro" / "dro-loss-s0-eta0.5" / "align").is_symlink()
     assert dro["stage"]["weighting"] == "group_dro" and dro["dro"]["dro_eta"] == 0.5
     q = dro["stage"]["group_dro"]["q"]
     assert abs(sum(q.values()) - 1) < 1e-6 and len(q) >= 1
-    assert (results / "q-dro-loss-s0.png").read_bytes()[:4] == b"\x89PNG"
+    assert (results / "q-dro-loss-s0-eta0.5.png").read_bytes()[:4] == b"\x89PNG"
     # seed 0 reads the student's own top-k cache; seed 1 builds its own
     assert not (root / "group_dro" / "topk-seed0").exists() and (root / "group_dro" / "topk-seed1").is_dir()
     uniform = json.loads((results / "uniform-s1.json").read_text())
     assert uniform["stage"]["weighting"] == "uniform" and uniform["seed"] == 1
     assert not (results / "q-uniform-s1.png").exists()
     # every record is measured on the same held-out rows: same families and row counts
-    records = [json.loads((results / f"{n}.json").read_text()) for n in ("uniform-s0", "dro-loss-s0", "uniform-s1")]
+    records = [json.loads((results / f"{n}.json").read_text()) for n in ("uniform-s0", "dro-loss-s0-eta0.5", "uniform-s1")]
     shapes = [{f: v["rows"] for f, v in r["held_out"]["by_family"].items()} for r in records]
     assert shapes[0] == shapes[1] == shapes[2] and sum(shapes[0].values()) == 6
     for r in records:
@@ -61,13 +64,20 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
     # the base student's KL is the same whichever run measures it, and differs from a trained variant's
     assert records[0]["held_out"]["kl"] != records[1]["held_out"]["kl"]
 
-    before = (results / "dro-loss-s0.json").read_text()
+    before = (results / "dro-loss-s0-eta0.5.json").read_text()
     capsys.readouterr()
     bench_group_dro.main(args)
-    assert "dro-loss-s0: done" in capsys.readouterr().out
-    assert (results / "dro-loss-s0.json").read_text() == before
+    assert "dro-loss-s0-eta0.5: done" in capsys.readouterr().out
+    assert (results / "dro-loss-s0-eta0.5.json").read_text() == before
 
 
 def test_an_unaligned_student_is_refused_with_the_command_that_builds_it(tmp_path):
     with pytest.raises(SystemExit, match="bench_hybrid.py --students full-50p-upcycle"):
         bench_group_dro.main(["--root", str(tmp_path)])
+
+
+def test_runs_are_named_by_eta_only_away_from_the_default():
+    assert bench_group_dro.run_name("dro-loss-s0", 0.1) == "dro-loss-s0"
+    assert bench_group_dro.run_name("dro-sampling-s1", 1.0) == "dro-sampling-s1-eta1"
+    assert bench_group_dro.run_name("dro-loss-s0", 0.0) == "dro-loss-s0-eta0"
+    assert bench_group_dro.run_name("uniform-s1", 1.0) == "uniform-s1"

@@ -3,24 +3,28 @@ student, with identical rows, seeds and budget.
 
 Every run starts KD from the aligned student that bench_hybrid.py built for `--student`
 (runs/hybrid/<student>/align; build it first with
-`python bench_hybrid.py --students full-50p-upcycle --distil-only --keep-weights`). Only the KD
-weighting and the seed change between runs:
+`python bench_hybrid.py --students full-50p-upcycle --distil-only --keep-weights`). KD reads
+SIB-200 `train` (701 sentences in each of 69 languages; the study scores `test`) packed into rows of
+one language each (`data.pack: language`): group DRO weights rows by their group, and the embedded
+corpus's short paragraphs packed as a mixture make rows of 12.6 languages, 5% of whose tokens are in
+the row's tagged language (BENCHMARKS §13). Held-out KL per family is measured on rows of SIB-200
+`dev`. Only the KD weighting and the seed change between runs:
 
-    uniform-s1       uniform KD on seed 1's rows (seed 0's is bench_hybrid's own kd folder)
-    dro-loss-s0      group DRO over families, q weighting each family's mean KL (Sagawa et al.)
-    dro-sampling-s0  group DRO, q drawing the family of each row (the same rows, spent differently)
-    dro-loss-s1, dro-sampling-s1   the same at seed 1
+    uniform-s0, uniform-s1            uniform KD on seed 0's and seed 1's rows
+    dro-loss-s0                       group DRO over families, q weighting each family's mean KL (Sagawa et al.)
+    dro-sampling-s0                   group DRO, q drawing the family of each row (the same rows, spent differently)
+    dro-loss-s1, dro-sampling-s1      the same at seed 1
 
 A DRO run at another `--eta` than the default 0.1 is its own run, named with it (`dro-loss-s0-eta1`,
 `dro-loss-s0-eta0`: η 0 keeps q uniform over families, the group-balanced point of the η curve).
 
-Runs of one seed share one top-k cache. For every run, and for bench_hybrid's seed-0 uniform
-student, it measures held-out KL per family on one common set of held-out rows (more rows than the
-KD stage's own note uses, so most families are present), and writes
-`results/group_dro/<run>.json` and, for DRO runs, `q-<run>.png` (q over training, one line per
-family). It resumes: a run with a result is skipped, a killed run resumes from its checkpoints.
+Runs of one seed share one top-k cache. For every run, and for bench_hybrid's own KD student (the
+study's kd-student: embedded corpus, mixed rows), it measures held-out KL per family on one common
+set of held-out rows, and writes `results/group_dro/<run>.json` and, for DRO runs, `q-<run>.png`
+(q over training, one line per family). Runs live under runs/hybrid/dro-language/. It resumes: a
+run with a result is skipped, a killed run resumes from its checkpoints.
 
-    python benchmarks/bench_group_dro.py [--runs dro-loss-s0 dro-sampling-s0 uniform-s1] [--eta 0.1]
+    python benchmarks/bench_group_dro.py [--runs uniform-s0 dro-loss-s0 dro-sampling-s0 uniform-s1] [--eta 0.1]
 
 The students are rows of configs/study-gemma3-270m.yaml (`aetheris study` scores them with
 intervals; BENCHMARKS §13 has the figures).
@@ -38,7 +42,7 @@ from typing import Any
 import torch
 import yaml
 from common import machine, write_json
-from hybrid_placement import config_dict, run_config, teacher_n_layers
+from hybrid_placement import config_dict, teacher_n_layers
 from plot_group_weights import read_records
 
 from aetheris.distill.config import RunConfig, parse_config
@@ -52,7 +56,12 @@ from aetheris.report.plots import group_weights
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ETA = 0.1
 RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
+# KD data of every run: rows of one language (a row's group is then its tokens' group), from SIB-200
+# sentences that the study never scores (it scores `test`).
+DATA = {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language"}
+RUNS_DIR = "dro-language"  # under bench_hybrid's --runs
 RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, seed)
+    "uniform-s0": ({"weighting": "uniform"}, 0),
     "uniform-s1": ({"weighting": "uniform"}, 1),
     "dro-loss-s0": ({"weighting": "group_dro", "reweight": "loss"}, 0),
     "dro-sampling-s0": ({"weighting": "group_dro", "reweight": "sampling"}, 0),
@@ -70,16 +79,16 @@ def run_name(name: str, eta: float) -> str:
 
 def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: int, runs: Path,
                dro: dict[str, Any]) -> RunConfig:  # fmt: skip
-    """bench_hybrid's config for `student` with run `name`'s KD weighting and seed, its own output
-    folder under runs/group_dro (tagged with η), and the seed's shared top-k cache (seed 0:
-    bench_hybrid's)."""
+    """bench_hybrid's config for `student` with the runs' KD data (`DATA`), run `name`'s KD
+    weighting and seed, its own output folder (tagged with η), and the seed's shared top-k cache."""
     changes, seed = RUNS[name]
-    cfg = config_dict(base, student, n_layers, kd_tokens, runs / "group_dro")
-    cfg["output_dir"] = str(runs / "group_dro" / run_name(name, dro["dro_eta"]))
+    cfg = config_dict(base, student, n_layers, kd_tokens, runs / RUNS_DIR)
+    cfg["data"].update(DATA)
+    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"]))
     cfg["kd"].update(changes)
     if changes["weighting"] == "group_dro":
         cfg["kd"].update({"groups": "family", **dro})
-    cfg["kd"]["cache_dir"] = str(runs / student / "topk-cache" if seed == 0 else runs / "group_dro" / f"topk-seed{seed}")
+    cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}")
     cfg["train"]["kd"].update(seed=seed, log_every=1)
     return parse_config(cfg, f"{name} (from the base config)")
 
@@ -104,8 +113,9 @@ def family_kl(run: Run, student_dir: Path, rows: list[dict[str, Any]], langs: li
 
 
 def held_out(run: Run, n: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """`n` held-out rows (never trained on), the same for every run, and each row's language."""
-    rows = run.packed(run.cfg.data.eval or run.cfg.data.train, n, seed=12345, held_out=True, keep_lang=True)
+    """`n` held-out rows (SIB-200 dev, never trained on), one language each, the same for every run,
+    and each row's language."""
+    rows = run.packed(run.cfg.data.eval, n, seed=12345, held_out=True, keep_lang=True)
     return rows, [r.pop("lang") for r in rows]
 
 
@@ -113,12 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid-gemma3-270m.yaml")
     ap.add_argument("--student", default="full-50p-upcycle", help="bench_hybrid's student whose align KD starts from")
-    ap.add_argument("--runs", nargs="+", default=["dro-loss-s0", "dro-sampling-s0", "uniform-s1"], choices=list(RUNS))
+    ap.add_argument("--runs", nargs="+", choices=list(RUNS),
+                    default=["uniform-s0", "dro-loss-s0", "dro-sampling-s0", "uniform-s1"])
     ap.add_argument("--kd-tokens", type=int, default=40_960, help="bench_hybrid's budget (BENCHMARKS §10)")
     ap.add_argument("--eta", type=float, default=DEFAULT_ETA, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
     ap.add_argument("--floor", type=float, default=0.1, help="kd.dro_floor, as a fraction of 1/G")
     ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
-    ap.add_argument("--held-out-rows", type=int, default=64, help="common held-out rows for KL per family")
+    ap.add_argument("--held-out-rows", type=int, default=96, help="common held-out rows for KL per family")
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "hybrid", help="bench_hybrid's --runs")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -134,21 +145,22 @@ def main(argv: list[str] | None = None) -> None:
     header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
               "command": " ".join(sys.argv), "kd_tokens": args.kd_tokens, "student": args.student}  # fmt: skip
     print(header["machine"], "|", header["cpu"], flush=True)
-    measure = None  # the student's Run (teacher, held-out rows) for the KL per family, made when first needed
+    measure = None  # a Run (teacher, held-out rows) for the KL per family, made when first needed
 
     def measured(folder: Path) -> dict[str, Any]:
         nonlocal measure
         if measure is None:
-            run = Run(run_config(base, args.student, n_layers, args.kd_tokens, args.root))
+            run = Run(dro_config(base, args.student, "uniform-s0", n_layers, args.kd_tokens, args.root, dro))
             measure = (run, *held_out(run, args.held_out_rows))
         run, rows, langs = measure
         return family_kl(run, folder, rows, langs)
 
-    baseline = args.results / "uniform-s0.json"
-    if not baseline.exists() and (student_dir / "kd" / "config.json").exists():
+    own = args.results / "kd-student.json"  # bench_hybrid's KD: the embedded corpus in mixed rows
+    if not own.exists() and (student_dir / "kd" / "config.json").exists():
         note = json.loads((student_dir / "kd" / "stage.json").read_text())
-        write_json(baseline, {**header, "name": "uniform-s0", "folder": str(student_dir / "kd"), "seed": 0,
-                              "weighting": "uniform", "stage": note, "held_out": measured(student_dir / "kd")})  # fmt: skip
+        write_json(own, {**header, "name": "kd-student", "folder": str(student_dir / "kd"), "seed": 0,
+                         "weighting": "uniform", "data": "embedded corpus, mixed rows", "stage": note,
+                         "held_out": measured(student_dir / "kd")})  # fmt: skip
     for base_name in args.runs:
         name = run_name(base_name, args.eta)
         path = args.results / f"{name}.json"
@@ -161,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (out / "kd" / "config.json").exists():
             stage_kd(Run(cfg, resume=(out / "runs" / "kd").exists()))
         record = {**header, "name": name, "folder": str(out / "kd"), "seed": RUNS[base_name][1],
-                  "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro,
+                  "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro, "data": DATA,
                   "stage": json.loads((out / "kd" / "stage.json").read_text()),
                   "held_out": measured(out / "kd")}  # fmt: skip
         if cfg.kd.weighting == "group_dro":

@@ -4,7 +4,8 @@ import pytest
 from compress_models import tokenizer
 
 from aetheris.compress import parse_settings
-from aetheris.compress.calibration import calibration_batch, calibration_examples, sib200_texts
+from aetheris.compress.calibration import calibration_batch, calibration_examples
+from aetheris.data.sib200 import sib200_texts
 
 
 @pytest.mark.parametrize("source", ["embedded", "sib200-train"])

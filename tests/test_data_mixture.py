@@ -107,6 +107,64 @@ def test_packed_batches_resume_exactly(pack):
             assert got[key].equal(want[key])
 
 
+def word_corpus(langs: list[str], docs: int = 6, words: int = 5) -> list[Example]:
+    """Short documents whose every word is their language code, so any piece of a row shows its language."""
+    return [Example(lang=lang, text=" ".join([lang] * (words + i % 3))) for lang in langs for i in range(docs)]
+
+
+def row_languages(tok, row: torch.Tensor, langs: list[str]) -> set[str]:
+    """The languages whose words a row holds (a word cut at the row's edge counts as its language's prefix)."""
+    pieces, piece = [], []
+    for t in row.tolist() + [tok.eos_token_id]:  # documents one by one: EOS separates them
+        if t == tok.eos_token_id:
+            pieces.append(tok.decode(piece))
+            piece = []
+        else:
+            piece.append(t)
+    words = [w for text in pieces for w in text.split()]
+    return {next(lang for lang in langs if lang.startswith(w)) for w in words}
+
+
+def test_packing_by_language_keeps_each_row_in_its_first_documents_language():
+    langs = ["en", "sw", "yo", "hi", "ja", "ar"]
+    data = word_corpus(langs)
+    tok = byte_tokenizer([e.text for e in data])
+    mixed = next(PackedBatches(MixtureSampler(data, seed=2), tok, seq_len=48, batch_size=8))
+    pure = next(PackedBatches(MixtureSampler(data, seed=2), tok, seq_len=48, batch_size=8, by_language=True))
+    assert max(len(row_languages(tok, r, langs)) for r in mixed["input_ids"]) >= 3  # short documents mix
+    assert [row_languages(tok, r, langs) for r in pure["input_ids"]] == [{lang} for lang in pure["langs"]]
+    assert len(set(pure["langs"])) > 1  # the rows' languages still follow the mixture
+    # documents longer than a row: every row is still a fresh draw of the mixture
+    long = next(PackedBatches(MixtureSampler(word_corpus(langs, words=40), seed=2), tok, 16, 12, by_language=True))
+    assert len(set(long["langs"])) > 2
+
+    rows = IndexedRows(data, tok, seq_len=48, n=20, seed=4, by_language=True)
+    assert [row_languages(tok, rows[i]["input_ids"], langs) for i in range(20)] == [{rows.lang(i)} for i in range(20)]
+    assert [rows.lang(i) for i in range(20)] == [IndexedRows(data, tok, 48, 20, seed=4).lang(i) for i in range(20)]
+
+
+def test_packing_by_language_resumes_exactly():
+    langs = ["en", "sw", "yo"]
+    data = word_corpus(langs, docs=4, words=9)
+    tok = byte_tokenizer([e.text for e in data])
+
+    def make() -> PackedBatches:
+        return PackedBatches(MixtureSampler(data, seed=5), tok, seq_len=20, batch_size=2, by_language=True)
+
+    run = make()
+    for _ in range(40):  # stop where the current document was drawn from the row's language, mid-document
+        next(run)
+        state = json.loads(json.dumps(run.state_dict()))
+        if state["doc_in"] and state["offset"] > 0:
+            break
+    assert state["doc_in"] and state["offset"] > 0
+    after = [next(run) for _ in range(6)]
+    resumed = make()
+    resumed.load_state_dict(state)
+    for want, got in zip(after, [next(resumed) for _ in range(6)]):
+        assert got["langs"] == want["langs"] and got["input_ids"].equal(want["input_ids"])
+
+
 def test_packing_shapes_and_masks():
     texts = embedded_corpus("text")[:60]
     tok = byte_tokenizer([e.text for e in texts])

@@ -96,3 +96,19 @@ def test_data_summary_command_reports_weights_and_skips(tmp_path, capsys):
     assert summary.kept == {"sw": 2, "en": 1}
     assert "0.6667" in out.out and "0.3333" in out.out  # tau=1: proportional to rows
     assert "skipped 1 x invalid_json" in out.err
+
+
+def test_sib200_splits_are_sources_and_test_is_refused():
+    from aetheris.data.sib200 import sib200_texts
+    from aetheris.data.sources import check_spec
+
+    train = list(read_source("sib200:train"))
+    assert len({e.lang for e in train}) == 69 and len(train) == sum(map(len, sib200_texts("train").values()))
+    dev = {e.text for e in read_source("sib200:dev")}
+    scored = {t for texts in sib200_texts("test").values() for t in texts}
+    assert dev and not dev & scored and not {e.text for e in train} & scored  # never a sentence the study scores
+    for spec in ("sib200:test", "sib200:devtest"):
+        with pytest.raises(ValueError, match="expected sib200:train or sib200:dev"):
+            check_spec(spec)
+    with pytest.raises(ValueError, match="never train or calibrate on it"):
+        list(read_source("sib200:test"))

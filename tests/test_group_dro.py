@@ -136,7 +136,7 @@ def test_sampling_draws_groups_by_q_and_processes_agree():
 
 
 def test_config_knobs_and_errors():
-    base = {"teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8}, "output_dir": "o",
+    base = {"teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8, "pack": "language"}, "output_dir": "o",
             "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")}}  # fmt: skip
     cfg = parse_config({**base, "kd": {"weighting": "group_dro", "groups": "region", "reweight": "sampling",
                                        "dro_eta": 0.1, "dro_floor": 0.2, "dro_smoothing": 0.9}})  # fmt: skip
@@ -145,6 +145,9 @@ def test_config_knobs_and_errors():
         parse_config({**base, "kd": {"reweight": "sampling"}})
     with pytest.raises(ConfigError, match="kd.dro_floor"):
         parse_config({**base, "kd": {"weighting": "group_dro", "dro_floor": 2}})
+    # a row's group is its first document's: rows must be of one language for it to be their tokens' group
+    with pytest.raises(ConfigError, match="group_dro needs data.pack: language"):
+        parse_config({**base, "data": {**base["data"], "pack": "mixed"}, "kd": {"weighting": "group_dro"}})
     assert group_of("ja", "family") == "Japonic" and group_of("sw", "region") == "Africa"
     assert group_of("zho", "language") == "zh-Hans"
 

@@ -99,6 +99,7 @@ def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweig
     """The KD stage's equity-aware path end to end: rows tagged with their family, q per family in
     metrics.jsonl and the stage note, held-out KL per family (the top-k cache keyed on the same rows)."""
     cfg = config(teacher_dir, tmp_path)
+    cfg.data = cfg.data.model_copy(update={"pack": "language"})
     cfg.kd = cfg.kd.model_copy(update={"weighting": "group_dro", "reweight": reweight, "dro_eta": 1.0})
     for stage in ("init", "align", "kd"):
         run_stages(cfg, stage)
@@ -109,6 +110,7 @@ def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweig
     assert {f"q/{g}" for g in q} <= set(rows[-1]) and rows[-1][f"q/{max(q, key=q.get)}"] == max(q.values())
     assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]  # it moved
     assert note["held_out_kl_by_group_after"] and all(v > 0 for v in note["held_out_kl_by_group_after"].values())
+    assert len(note["held_out_kl_by_group_after"]) > 1
     assert f"group DRO over family ({reweight}, eta 1.0): final q" in (tmp_path / "student" / "README.md").read_text()
 
 
@@ -118,7 +120,7 @@ def test_kd_reads_rows_built_on_demand(teacher_dir, tmp_path):
     losses = []
     for out in (tmp_path / "a", tmp_path / "b"):
         cfg = config(teacher_dir, out, top_k_cache=False)
-        cfg.data = cfg.data.model_copy(update={"lazy_rows": True})
+        cfg.data = cfg.data.model_copy(update={"lazy_rows": True, "pack": "language"})
         cfg.kd = cfg.kd.model_copy(update={"weighting": "group_dro", "reweight": "sampling", "dro_eta": 1.0})
         for stage in ("init", "align", "kd"):
             run_stages(cfg, stage)
@@ -212,6 +214,7 @@ def test_random_init_student_has_the_same_shapes_copies_nothing_and_distils(gemm
 
     kd = json.loads((random / "kd" / "stage.json").read_text())
     assert kd["held_out_kl_after"] < kd["held_out_kl_before"]  # it trains
+    assert "held_out_kl_by_group_after" not in kd  # mixed rows (the default) have no group per row
     trained = AetherisForCausalLM.from_pretrained(random / "kd")
     assert not torch.equal(trained.model.embed_tokens.weight, student.model.embed_tokens.weight)
     assert trained.generate(torch.tensor([[1, 5, 9]]), max_new_tokens=3, do_sample=False).shape == (1, 6)

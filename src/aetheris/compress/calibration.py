@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from aetheris.compress.registry import MethodSettings
 from aetheris.data.mixture import MixtureSampler, PackedBatches
+from aetheris.data.sib200 import sib200_examples
 from aetheris.data.sources import Example, embedded_corpus
 
 
@@ -52,7 +53,7 @@ def calibration_examples(settings: CalibrationSource) -> list[Example]:
     if settings.calibration_source == "embedded":
         examples = embedded_corpus("text")
     else:
-        examples = _sib200_train()
+        examples = sib200_examples("train")
     if settings.calibration_langs is not None:
         wanted = set(settings.calibration_langs)
         examples = [e for e in examples if e.lang in wanted]
@@ -63,31 +64,6 @@ def calibration_examples(settings: CalibrationSource) -> list[Example]:
                 f"{settings.calibration_source!r}"
             )
     return examples
-
-
-def sib200_texts(split: str) -> dict[str, list[str]]:
-    """SIB-200 sentences of one split (train, dev, test) per Tiny Aya language present on disk,
-    read by the eval task that scores them, so both sides agree on files and sentences."""
-    from aetheris import languages
-    from aetheris.eval.tasks.flores import FloresBPB
-    from aetheris.paths import shared_data_dir
-
-    task, root = FloresBPB((split,)), shared_data_dir()
-    out = {}
-    for lang in languages.tiny_aya():
-        if lang.code not in task.codes:
-            continue
-        try:
-            out[lang.code] = [it["text"] for it in task.load(lang.code, root, None)]
-        except FileNotFoundError:  # a Tiny Aya language SIB-200 lacks (Nigerian Pidgin)
-            continue
-    if not out:
-        raise FileNotFoundError(f"no SIB-200 {split}.tsv under {root / 'flores_sib200' / 'annotated'}")
-    return out
-
-
-def _sib200_train() -> list[Example]:
-    return [Example(lang=lang, text=t) for lang, texts in sib200_texts("train").items() for t in texts]
 
 
 def calibration_batch(tokenizer: Any, settings: CalibrationSettings) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -23,9 +23,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from aetheris.compress.calibration import CalibrationSource, calibration_examples, sib200_texts
+from aetheris.compress.calibration import CalibrationSource, calibration_examples
 from aetheris.compress.registry import CompressionMethod, Outcome
 from aetheris.compress.tokenizer_trim import MergeChains, fallback_ids, tokenizer_json, trimmed_json
+from aetheris.data.sib200 import sib200_texts
 
 log = logging.getLogger(__name__)
 STALE_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "spiece.model")

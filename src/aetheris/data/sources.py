@@ -193,6 +193,13 @@ def check_spec(spec: str) -> str:
     """
     if spec in EMBEDDED:
         return spec
+    if spec.startswith("sib200:"):
+        from aetheris.data.sib200 import TRAINABLE_SPLITS
+
+        if spec[7:] not in TRAINABLE_SPLITS:
+            raise ValueError(f"expected sib200:train or sib200:dev, got {spec!r} (the study scores SIB-200 test: "
+                             "never train or calibrate on it)")  # fmt: skip
+        return spec
     if spec.startswith("hf:"):
         dataset_id, _, split = spec[3:].partition(":")
         if not _DATASET_ID.match(dataset_id) or (split and not split.strip()):
@@ -201,7 +208,7 @@ def check_spec(spec: str) -> str:
     prefix, sep, _ = spec.partition(":")
     if sep and "/" not in prefix and len(prefix) > 1:  # "C:" stays a Windows drive
         raise ValueError(f"unknown source prefix {prefix + ':'!r} in {spec!r}; expected hf:<dataset id>, "
-                         "embedded, a .jsonl/.parquet file, a folder, or a mapping with hub:")  # fmt: skip
+                         "sib200:train, embedded, a .jsonl/.parquet file, a folder, or a mapping with hub:")  # fmt: skip
     path = Path(spec).expanduser()
     if path.suffix and path.suffix not in _SUFFIXES and not path.is_dir():
         raise ValueError(f"unsupported file type {path.suffix!r} in {spec!r}; expected .jsonl or .parquet")
@@ -212,7 +219,8 @@ def check_spec(spec: str) -> str:
 
 
 def read_source(spec: str | Path | HubSource, summary: LoadSummary | None = None) -> Iterator[Example]:
-    """Dispatch on the spec: a `HubSource`, `hf:<id>[:split]`, a .jsonl/.parquet file, or a folder."""
+    """Dispatch on the spec: a `HubSource`, `hf:<id>[:split]`, `sib200:<train|dev>` (shared/data's
+    SIB-200 sentences), a .jsonl/.parquet file, or a folder."""
     summary = summary if summary is not None else LoadSummary()
     if not isinstance(spec, str | Path):
         from aetheris.data.hub import read_hub  # hub.py builds on this module
@@ -220,6 +228,11 @@ def read_source(spec: str | Path | HubSource, summary: LoadSummary | None = None
         yield from read_hub(spec, summary)
         return
     text = str(spec)
+    if text.startswith("sib200:"):
+        from aetheris.data.sib200 import sib200_examples  # that module builds on this one
+
+        yield from sib200_examples(check_spec(text)[7:])
+        return
     if text.startswith("hf:"):
         dataset_id, _, split = text[3:].partition(":")
         yield from read_hf(dataset_id, split or "train", summary=summary)

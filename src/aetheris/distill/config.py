@@ -119,6 +119,11 @@ class DataConfig(_Strict):
         description="build each KD row when the trainer reads it (documents drawn per row, with replacement) "
         "instead of packing every row up front: constant memory at billions of tokens; no top-k cache",
     )
+    pack: Literal["mixed", "language"] = Field(
+        "mixed",
+        description="a row's documents follow the mixture (mixed: short documents make rows of many "
+        "languages), or all come from the language of its first (language: what group DRO needs)",
+    )
 
 
 class AlignConfig(_Strict):
@@ -280,6 +285,14 @@ class RunConfig(_Strict):
     def _cache_needs_packed_rows(self) -> RunConfig:
         if self.data.lazy_rows and self.kd.top_k_cache:
             raise ValueError("kd.top_k_cache needs data.lazy_rows: false (the cache is built over every row up front)")
+        return self
+
+    @model_validator(mode="after")
+    def _dro_needs_rows_of_one_language(self) -> RunConfig:
+        # A row's group is its first document's; mixed rows of short documents are a dozen languages.
+        if self.kd.weighting == "group_dro" and self.data.pack != "language":
+            raise ValueError("kd.weighting: group_dro needs data.pack: language (each row of one language, "
+                             "so its group is the group of all its tokens)")  # fmt: skip
         return self
 
 

@@ -106,7 +106,8 @@ class Run:
         each row's language (the one it starts in) as `row["lang"]`."""
         tok = self.teacher.tokenizer
         sampler = MixtureSampler(self.examples(specs, held_out=held_out), tau=self.cfg.data.tau, seed=seed)
-        batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1)
+        by_language = self.cfg.data.pack == "language"
+        batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1, by_language=by_language)
         out = []
         for _ in range(rows):
             batch = next(batches)
@@ -121,7 +122,7 @@ class Run:
         from one stream, or with `data.lazy_rows` built when the trainer reads them (`IndexedRows`)."""
         if self.cfg.data.lazy_rows:
             rows = IndexedRows(self.examples(self.cfg.data.train), self.teacher.tokenizer, self.cfg.data.seq_len, n,
-                               tau=self.cfg.data.tau, seed=seed)  # fmt: skip
+                               tau=self.cfg.data.tau, seed=seed, by_language=self.cfg.data.pack == "language")  # fmt: skip
             langs = [rows.lang(i) for i in range(n)]
         else:
             rows = self.packed(self.cfg.data.train, n, seed=seed, keep_lang=True)
@@ -300,9 +301,10 @@ def stage_kd(run: Run) -> Path:
     tokens = n_rows * cfg.data.seq_len  # packed rows are always full
     note = {"held_out_kl_before": before, "held_out_kl_after": after, "held_out_rows": len(held_out),
             "tokens": tokens, "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache,
-            "weighting": cfg.kd.weighting, "groups": cfg.kd.groups,
-            "held_out_kl_by_group_before": kl_by_group(*kl_before, held_groups),
-            "held_out_kl_by_group_after": kl_by_group(*kl_after, held_groups)}  # fmt: skip
+            "weighting": cfg.kd.weighting, "groups": cfg.kd.groups}  # fmt: skip
+    if cfg.data.pack == "language":  # a mixed row's tag is only its first document's language
+        note |= {"held_out_kl_by_group_before": kl_by_group(*kl_before, held_groups),
+                 "held_out_kl_by_group_after": kl_by_group(*kl_after, held_groups)}  # fmt: skip
     if dro:
         note["group_dro"] = {"reweight": cfg.kd.reweight, "eta": cfg.kd.dro_eta, "floor": cfg.kd.dro_floor,
                              "smoothing": cfg.kd.dro_smoothing, "q": dict(zip(dro.dro.groups, dro.dro.q.tolist()))}  # fmt: skip

@@ -102,8 +102,10 @@ def test_sib200_splits_are_sources_and_test_is_refused():
     from aetheris.data.sib200 import sib200_texts
     from aetheris.data.sources import check_spec
 
-    train = list(read_source("sib200:train"))
+    summary = LoadSummary()
+    train = list(read_source("sib200:train", summary))
     assert len({e.lang for e in train}) == 69 and len(train) == sum(map(len, sib200_texts("train").values()))
+    assert summary.n_kept == len(train) and summary.kept["sw"] == 701  # `aetheris data` counts them
     dev = {e.text for e in read_source("sib200:dev")}
     scored = {t for texts in sib200_texts("test").values() for t in texts}
     assert dev and not dev & scored and not {e.text for e in train} & scored  # never a sentence the study scores

@@ -231,7 +231,9 @@ def read_source(spec: str | Path | HubSource, summary: LoadSummary | None = None
     if text.startswith("sib200:"):
         from aetheris.data.sib200 import sib200_examples  # that module builds on this one
 
-        yield from sib200_examples(check_spec(text)[7:])
+        for example in sib200_examples(check_spec(text)[7:]):
+            summary.kept[example.lang] += 1
+            yield example
         return
     if text.startswith("hf:"):
         dataset_id, _, split = text[3:].partition(":")

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_group_dro  # noqa: E402
+import summarise_group_dro  # noqa: E402
 from hybrid_placement import run_config  # noqa: E402
 
 
@@ -72,6 +73,28 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
     bench_group_dro.main(args)
     assert "dro-loss-s0-eta0.5: done" in capsys.readouterr().out
     assert (results / "dro-loss-s0-eta0.5.json").read_text() == before
+
+    # the summary puts each run beside its study row: scored rows get DES, the rest a dash
+    study = tmp_path / "results.json"
+    study.write_text(json.dumps({"equity": [flores_entry("kd-uniform-s1", 0.02, [0.3, 0.5])],
+                                 "des_differences": [{"task": "flores_bpb", "a": "kd-dro-loss-eta0.5", "b": "kd-uniform",
+                                                      "difference": -0.003, "difference_ci": {"low": -0.006, "high": 0.001}}]}))  # fmt: skip
+    summarise_group_dro.main(["--results", str(results), "--study", str(study), "--out", str(tmp_path / "sum")])
+    text = (tmp_path / "sum" / "summary.md").read_text()
+    runs_table = text.split("\n\n")[0]
+    lines = {line.split("|")[1].strip(): line for line in runs_table.splitlines() if line.startswith("| ")}
+    assert "0.0200 [0.0100, 0.0300]" in lines["uniform-s1"] and "Uralic +0.500" in lines["uniform-s1"]
+    assert "-0.0030 [-0.0060, +0.0010]" in lines["dro-loss-s0-eta0.5"] and "kd-dro-loss-eta0.5" in lines["dro-loss-s0-eta0.5"]
+    assert "| kd-student | kd-student |" in text and (tmp_path / "sum" / "des_vs_mean.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def flores_entry(row: str, des: float, drops: list[float]) -> dict:
+    """The study report's FLORES equity entry for one row, with two families."""
+    families = [{"family": f, "drop": d} for f, d in zip(("Basque", "Uralic"), drops)]
+    task = {"des": des, "des_ci": {"low": des / 2, "high": des * 1.5}, "permutation_p": 0.04,
+            "worst_family": "Uralic", "best_family": "Basque", "families": families,
+            "languages": [{"language": lang, "drop": d} for lang, d in zip(("eu", "fi"), drops)]}  # fmt: skip
+    return {"student": row, "tasks": {"flores_bpb": task}}
 
 
 def test_an_unaligned_student_is_refused_with_the_command_that_builds_it(tmp_path):

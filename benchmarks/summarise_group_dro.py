@@ -1,0 +1,173 @@
+"""Issue 15's tables and trade-off plot: bench_group_dro.py's runs beside their study rows.
+
+Reads every <results>/*.json that bench_group_dro.py wrote (one per KD run: held-out KL per family
+on SIB-200 dev rows, q for DRO runs) and the study's report (`aetheris study`'s results.json:
+FLORES DES with its interval and permutation p, drops per family and language, paired DES
+differences), and writes
+
+    <out>/summary.md        per run: held-out KL, FLORES DES [95% CI], permutation p, mean drop,
+                            worst and best family, paired DES difference against the uniform run
+                            of its seed's pair (kd-uniform); then held-out KL and FLORES drop per family
+    <out>/des_vs_mean.png   DES against the mean drop, one point per scored run (with its DES
+                            interval): the trade-off the issue asks for, and the η curve when
+                            runs at several η exist
+
+A run's study row is `kd-` + its name without `-s0` (dro-loss-s0 -> kd-dro-loss, dro-loss-s0-eta1 ->
+kd-dro-loss-eta1), except uniform-s0 -> kd-uniform; kd-student is the study's own.
+
+    python benchmarks/summarise_group_dro.py [--results benchmarks/results/group_dro]
+        [--study benchmarks/results/study-gemma3-270m/report/results.json] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from common import table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
+STUDY = ROOT / "benchmarks" / "results" / "study-gemma3-270m" / "report" / "results.json"
+BASELINE = "kd-uniform"
+TASK = "flores_bpb"
+Record = dict[str, Any]
+
+
+def study_row(run: str) -> str:
+    """The study row a bench_group_dro run is scored as."""
+    if run == "kd-student":
+        return run
+    if run == "uniform-s0":
+        return BASELINE
+    return "kd-" + run.replace("-s0", "")
+
+
+def flores(study: Record, row: str) -> Record | None:
+    """The study's FLORES equity entry for `row`, or None when it is not scored."""
+    for entry in study.get("equity", []):
+        if entry["student"] == row and TASK in entry["tasks"]:
+            return entry["tasks"][TASK]
+    return None
+
+
+def paired(study: Record, a: str, b: str) -> Record | None:
+    for d in study.get("des_differences", []):
+        if d["task"] == TASK and d["a"] == a and d["b"] == b:
+            return d
+    return None
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def run_rows(runs: list[Record], study: Record) -> list[list[object]]:
+    rows = []
+    for r in runs:
+        row = study_row(r["name"])
+        f = flores(study, row)
+        d = paired(study, row, BASELINE)
+        des = "—" if f is None else f"{f['des']:.4f} [{f['des_ci']['low']:.4f}, {f['des_ci']['high']:.4f}]"
+        mean = None if f is None else statistics.fmean(lang["drop"] for lang in f["languages"])
+        drops = {} if f is None else {fam["family"]: fam["drop"] for fam in f["families"]}
+        worst = "—" if f is None else f"{f['worst_family']} +{drops[f['worst_family']]:.3f}"
+        best = "—" if f is None else f"{f['best_family']} +{drops[f['best_family']]:.3f}"
+        diff = "—" if d is None else (f"{d['difference']:+.4f} [{d['difference_ci']['low']:+.4f}, "
+                                      f"{d['difference_ci']['high']:+.4f}]")  # fmt: skip
+        q = r.get("stage", {}).get("group_dro", {}).get("q")
+        top = "—" if not q else ", ".join(f"{g} {v:.3f}" for g, v in sorted(q.items(), key=lambda kv: -kv[1])[:2])
+        rows.append([r["name"], row, fmt(r["held_out"]["kl"]), des, fmt(None if f is None else f["permutation_p"], 3),
+                     fmt(mean, 3), worst, best, diff, top])  # fmt: skip
+    return rows
+
+
+def family_table(runs: list[Record], values: dict[str, dict[str, float]]) -> str:
+    families = sorted({f for v in values.values() for f in v})
+    rows = [[r["name"], *(fmt(values[r["name"]].get(f), 3) for f in families)] for r in runs if values[r["name"]]]
+    return table(["run", *families], rows) if rows else "(none scored yet)"
+
+
+def summary(runs: list[Record], study: Record) -> str:
+    kl = {r["name"]: {f: v["kl"] for f, v in r["held_out"]["by_family"].items()} for r in runs}
+    drops = {}
+    for r in runs:
+        f = flores(study, study_row(r["name"]))
+        drops[r["name"]] = {} if f is None else {fam["family"]: fam["drop"] for fam in f["families"]}
+    head = ["run", "study row", "held-out KL", "FLORES DES [95% CI]", "perm. p", "mean drop", "worst family",
+            "best family", f"DES − {BASELINE} [95% CI]", "largest q"]  # fmt: skip
+    return "\n\n".join([
+        table(head, run_rows(runs, study)),
+        "Held-out KL per family (SIB-200 dev rows of one language; nats per token):",
+        family_table(runs, kl),
+        "FLORES drop per family (student − teacher bits/byte, SIB-200 test):",
+        family_table(runs, drops),
+    ]) + "\n"  # fmt: skip
+
+
+def plot(runs: list[Record], study: Record) -> bytes | None:
+    """DES against mean drop, one point per scored run, with the DES interval."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = []
+    for r in runs:
+        f = flores(study, study_row(r["name"]))
+        if f is not None:
+            mean = statistics.fmean(lang["drop"] for lang in f["languages"])
+            points.append((r["name"], mean, f["des"], f["des_ci"]["low"], f["des_ci"]["high"]))
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, mean, des, low, high in points:
+        ax.errorbar(mean, des, yerr=[[des - low], [high - des]], fmt="o", capsize=3)
+        ax.annotate(name, (mean, des), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("mean FLORES drop (bits/byte, student − teacher)")
+    ax.set_ylabel("DES (variance of family drops; lower is fairer)")
+    ax.set_title("Equity-aware KD: fairness against mean quality")
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def load_runs(results: Path) -> list[Record]:
+    """bench_group_dro's records, kd-student first, then uniform runs, then DRO runs, by name."""
+    runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+
+    def rank(r: Record) -> tuple[int, str]:
+        name = r["name"]
+        return (0 if name == "kd-student" else 1 if name.startswith("uniform") else 2), name
+
+    return sorted(runs, key=rank)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--study", type=Path, default=STUDY, help="aetheris study's report/results.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: --results")
+    args = ap.parse_args(argv)
+    out = args.out or args.results
+    runs = load_runs(args.results)
+    if not runs:
+        raise SystemExit(f"{args.results}: no bench_group_dro.py records")
+    study = json.loads(args.study.read_text()) if args.study.exists() else {}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(summary(runs, study), encoding="utf-8")
+    png = plot(runs, study)
+    if png is not None:
+        (out / "des_vs_mean.png").write_bytes(png)
+    print((out / "summary.md").read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()

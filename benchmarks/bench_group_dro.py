@@ -4,8 +4,8 @@ student, with identical rows, seeds and budget.
 Every run starts KD from the aligned student that bench_hybrid.py built for `--student`
 (runs/hybrid/<student>/align; build it first with
 `python bench_hybrid.py --students full-50p-upcycle --distil-only --keep-weights`). KD reads
-SIB-200 `train` (701 sentences in each of 69 languages; the study scores `test`) packed into rows of
-one language each (`data.pack: language`): group DRO weights rows by their group, and the embedded
+SIB-200 `train` (701 sentences in each of 69 languages; the study scores `test`) packed into
+128-token rows of one language each (`data.pack: language`): group DRO weights rows by their group, and the embedded
 corpus's short paragraphs packed as a mixture make rows of 12.6 languages, 5% of whose tokens are in
 the row's tagged language (BENCHMARKS §13). Held-out KL per family is measured on rows of SIB-200
 `dev`. Only the KD weighting and the seed change between runs:
@@ -57,8 +57,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ETA = 0.1
 RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
 # KD data of every run: rows of one language (a row's group is then its tokens' group), from SIB-200
-# sentences that the study never scores (it scores `test`).
-DATA = {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language"}
+# sentences that the study never scores (it scores `test`). 128-token rows, 8 per step: bench_hybrid's
+# 1,024 tokens per step, but 320 rows over the budget instead of 80, so that nearly every language
+# has a row (80 rows of one language each leave ~21 of the 69 unseen: BENCHMARKS §13b).
+DATA = {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language", "seq_len": 128}
+ROWS_PER_STEP = 8
 RUNS_DIR = "dro-language"  # under bench_hybrid's --runs
 RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, seed)
     "uniform-s0": ({"weighting": "uniform"}, 0),
@@ -82,8 +85,10 @@ def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: in
     """bench_hybrid's config for `student` with the runs' KD data (`DATA`), run `name`'s KD
     weighting and seed, its own output folder (tagged with η), and the seed's shared top-k cache."""
     changes, seed = RUNS[name]
+    base = json.loads(json.dumps(base))
+    base["data"].update(DATA)
+    base["train"]["kd"]["batch_size"] = ROWS_PER_STEP
     cfg = config_dict(base, student, n_layers, kd_tokens, runs / RUNS_DIR)
-    cfg["data"].update(DATA)
     cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"]))
     cfg["kd"].update(changes)
     if changes["weighting"] == "group_dro":
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eta", type=float, default=DEFAULT_ETA, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
     ap.add_argument("--floor", type=float, default=0.1, help="kd.dro_floor, as a fraction of 1/G")
     ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
-    ap.add_argument("--held-out-rows", type=int, default=96, help="common held-out rows for KL per family")
+    ap.add_argument("--held-out-rows", type=int, default=256, help="common held-out rows for KL per family")
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "hybrid", help="bench_hybrid's --runs")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (out / "kd" / "config.json").exists():
             stage_kd(Run(cfg, resume=(out / "runs" / "kd").exists()))
         record = {**header, "name": name, "folder": str(out / "kd"), "seed": RUNS[base_name][1],
-                  "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro, "data": DATA,
+                  "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro, "data": DATA, "rows_per_step": ROWS_PER_STEP,
                   "stage": json.loads((out / "kd" / "stage.json").read_text()),
                   "held_out": measured(out / "kd")}  # fmt: skip
         if cfg.kd.weighting == "group_dro":

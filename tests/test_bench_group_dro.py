@@ -48,7 +48,8 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
     assert dro["name"] == "dro-loss-s0-eta0.5" and dro["seed"] == 0
     assert (root / "dro-language" / "dro-loss-s0-eta0.5" / "align").is_symlink()
     # every run reads SIB-200 train in rows of one language; the held-out rows are SIB-200 dev
-    assert dro["data"] == {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language"}
+    assert dro["data"] == {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language", "seq_len": 128}
+    assert dro["rows_per_step"] == 8 and dro["stage"]["tokens"] == 8 * 128  # the budget rounds up to one step
     assert dro["stage"]["weighting"] == "group_dro" and dro["dro"]["dro_eta"] == 0.5
     q = dro["stage"]["group_dro"]["q"]
     assert abs(sum(q.values()) - 1) < 1e-6 and len(q) >= 1

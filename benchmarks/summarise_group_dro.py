@@ -6,8 +6,8 @@ FLORES DES with its interval and permutation p, drops per family and language, p
 differences), and writes
 
     <out>/summary.md        per run: held-out KL, FLORES DES [95% CI], permutation p, mean drop,
-                            worst and best family, paired DES difference against the uniform run
-                            of its seed's pair (kd-uniform); then held-out KL and FLORES drop per family
+                            worst and best family, paired DES difference against kd-uniform; then
+                            held-out KL and FLORES drop per family
     <out>/des_vs_mean.png   DES against the mean drop, one point per scored run (with its DES
                             interval): the trade-off the issue asks for, and the η curve when
                             runs at several η exist
@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from common import table
+
+from aetheris.equity import Interval
+from aetheris.report.plots import des_vs_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
@@ -61,6 +64,11 @@ def paired(study: Record, a: str, b: str) -> Record | None:
     return None
 
 
+def mean_drop(f: Record) -> float:
+    """The mean drop over the languages of a FLORES equity entry."""
+    return statistics.fmean(lang["drop"] for lang in f["languages"])
+
+
 def fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -72,7 +80,7 @@ def run_rows(runs: list[Record], study: Record) -> list[list[object]]:
         f = flores(study, row)
         d = paired(study, row, BASELINE)
         des = "—" if f is None else f"{f['des']:.4f} [{f['des_ci']['low']:.4f}, {f['des_ci']['high']:.4f}]"
-        mean = None if f is None else statistics.fmean(lang["drop"] for lang in f["languages"])
+        mean = None if f is None else mean_drop(f)
         drops = {} if f is None else {fam["family"]: fam["drop"] for fam in f["families"]}
         worst = "—" if f is None else f"{f['worst_family']} +{drops[f['worst_family']]:.3f}"
         best = "—" if f is None else f"{f['best_family']} +{drops[f['best_family']]:.3f}"
@@ -110,33 +118,11 @@ def summary(runs: list[Record], study: Record) -> str:
 
 def plot(runs: list[Record], study: Record) -> bytes | None:
     """DES against mean drop, one point per scored run, with the DES interval."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = []
-    for r in runs:
-        f = flores(study, study_row(r["name"]))
-        if f is not None:
-            mean = statistics.fmean(lang["drop"] for lang in f["languages"])
-            points.append((r["name"], mean, f["des"], f["des_ci"]["low"], f["des_ci"]["high"]))
-    if not points:
+    scored = [(r["name"], f) for r in runs if (f := flores(study, study_row(r["name"]))) is not None]
+    if not scored:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, mean, des, low, high in points:
-        ax.errorbar(mean, des, yerr=[[des - low], [high - des]], fmt="o", capsize=3)
-        ax.annotate(name, (mean, des), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("mean FLORES drop (bits/byte, student − teacher)")
-    ax.set_ylabel("DES (variance of family drops; lower is fairer)")
-    ax.set_title("Equity-aware KD: fairness against mean quality")
-    ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return des_vs_mean([name for name, _ in scored], [mean_drop(f) for _, f in scored],
+                       [f["des"] for _, f in scored], [Interval(**f["des_ci"]) for _, f in scored])  # fmt: skip
 
 
 def load_runs(results: Path) -> list[Record]:

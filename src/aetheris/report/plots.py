@@ -157,6 +157,22 @@ def group_weights(records: Sequence[dict], title: str = "group DRO weights q ove
     return _png(fig)
 
 
+def des_vs_mean(names: Sequence[str], mean_drops: Sequence[float], des: Sequence[float],
+                cis: Sequence[Interval | None]) -> bytes:  # fmt: skip
+    """DES against the mean drop, one labelled point per model with its DES interval: the
+    fairness-quality trade-off of equity-aware KD (and its η curve)."""
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.errorbar(mean_drops, des, yerr=_errors(des, cis), fmt="o", capsize=3)
+    for name, x, y in zip(names, mean_drops, des, strict=True):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("mean drop over languages (student − teacher)")
+    ax.set_ylabel("DES (variance of family drops; lower is fairer)")
+    ax.set_title("Equity-aware KD: fairness against mean quality")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def _method_colors(methods: Sequence[str]) -> dict[str, str]:
     """One colour per method, in order of first appearance (more than 8 methods: tab20)."""
     unique = list(dict.fromkeys(methods))

@@ -17,14 +17,19 @@ the row's tagged language (BENCHMARKS §13). Held-out KL per family is measured 
 
 A DRO run at another `--eta` than the default 0.1 is its own run, named with it (`dro-loss-s0-eta1`,
 `dro-loss-s0-eta0`: η 0 keeps q uniform over families, the group-balanced point of the η curve).
+`--signal excess_ce` weights families by their excess CE over the teacher in bits per byte (what a
+FLORES drop is) instead of their KL; its runs are named `dro-loss-s0-excess` and read a cache with
+the teacher's label log-probs (`topk-seed0-labels`).
 
 Runs of one seed share one top-k cache. For every run, and for bench_hybrid's own KD student (the
-study's kd-student: embedded corpus, mixed rows), it measures held-out KL per family on one common
-set of held-out rows, and writes `results/group_dro/<run>.json` and, for DRO runs, `q-<run>.png`
+study's kd-student: embedded corpus, mixed rows), it measures held-out KL and excess CE (bits per
+byte) per family on one common set of held-out rows (`--remeasure` adds the excess CE to records
+written before it was measured), and writes `results/group_dro/<run>.json` and, for DRO runs, `q-<run>.png`
 (q over training, one line per family). Runs live under runs/hybrid/dro-language/. It resumes: a
 run with a result is skipped, a killed run resumes from its checkpoints.
 
     python benchmarks/bench_group_dro.py [--runs uniform-s0 dro-loss-s0 dro-sampling-s0 uniform-s1] [--eta 0.1]
+                                         [--signal kl|excess_ce] [--remeasure]
 
 The students are rows of configs/study-gemma3-270m.yaml (`aetheris study` scores them with
 intervals; BENCHMARKS §13 has the figures).
@@ -33,8 +38,10 @@ intervals; BENCHMARKS §13 has the figures).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,8 +53,8 @@ from hybrid_placement import config_dict, teacher_n_layers
 from plot_group_weights import read_records
 
 from aetheris.distill.config import RunConfig, parse_config
-from aetheris.distill.group_dro import group_of
-from aetheris.distill.kd import OnlineTeacher, held_out_row_kl, kd_objective
+from aetheris.distill.group_dro import group_of, target_bytes
+from aetheris.distill.kd import OnlineTeacher, held_out_row_sums, kd_objective
 from aetheris.distill.pipeline import Run, kl_by_group, stage_kd
 from aetheris.model import AetherisForCausalLM
 from aetheris.precision import cpu_summary
@@ -73,11 +80,13 @@ RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, se
 }
 
 
-def run_name(name: str, eta: float) -> str:
-    """`name`, tagged with η when a DRO run uses another than the default (uniform runs have none)."""
-    if RUNS[name][0]["weighting"] == "uniform" or eta == DEFAULT_ETA:
+def run_name(name: str, eta: float, signal: str = "kl") -> str:
+    """`name`, tagged with the excess-CE signal and with η when a DRO run uses other than the
+    defaults (uniform runs have neither)."""
+    if RUNS[name][0]["weighting"] == "uniform":
         return name
-    return f"{name}-eta{eta:g}"
+    name = f"{name}-excess" if signal == "excess_ce" else name
+    return name if eta == DEFAULT_ETA else f"{name}-eta{eta:g}"
 
 
 def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: int, runs: Path,
@@ -89,11 +98,14 @@ def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: in
     base["data"].update(DATA)
     base["train"]["kd"]["batch_size"] = ROWS_PER_STEP
     cfg = config_dict(base, student, n_layers, kd_tokens, runs / RUNS_DIR)
-    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"]))
+    signal = dro.get("dro_signal", "kl")
+    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"], signal))
     cfg["kd"].update(changes)
+    labels = ""
     if changes["weighting"] == "group_dro":
         cfg["kd"].update({"groups": "family", **dro})
-    cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}")
+        labels = "-labels" if signal == "excess_ce" else ""  # a cache with the teacher's label log-probs
+    cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}{labels}")
     cfg["train"]["kd"].update(seed=seed, log_every=1)
     return parse_config(cfg, f"{name} (from the base config)")
 
@@ -108,13 +120,20 @@ def start_from_align(cfg: RunConfig, align: Path) -> None:
 
 
 def family_kl(run: Run, student_dir: Path, rows: list[dict[str, Any]], langs: list[str]) -> dict[str, Any]:
-    """Held-out KL per counted token, overall and per family, of the student in `student_dir`."""
+    """Held-out KL per counted token and excess CE over the teacher in bits per UTF-8 byte (the
+    unit of a FLORES drop), overall and per family, of the student in `student_dir`."""
     student = AetherisForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
-    kl, tokens = held_out_row_kl(student, rows, OnlineTeacher(run.teacher.model), kd_objective(run.cfg.kd))
+    objective = dataclasses.replace(kd_objective(run.cfg.kd), teacher_ce=True)
+    sums = held_out_row_sums(student, rows, OnlineTeacher(run.teacher.model), objective)
+    excess = (sums["ce"] - sums["teacher_ce"]) / math.log(2)
+    n_bytes = torch.cat([target_bytes({k: r[k][None] for k in ("input_ids", "attention_mask", "labels")},
+                                      run.teacher.tokenizer) for r in rows])  # fmt: skip
     families = [group_of(lang, "family") for lang in langs]
-    by = kl_by_group(kl, tokens, families)
-    return {"kl": float(kl.sum()) / max(int(tokens.sum()), 1),
-            "by_family": {f: {"kl": by[f], "rows": families.count(f)} for f in by}}  # fmt: skip
+    by, by_excess = kl_by_group(sums["kl"], sums["tokens"], families), kl_by_group(excess, n_bytes, families)
+    return {"kl": float(sums["kl"].sum()) / max(int(sums["tokens"].sum()), 1),
+            "excess_bits_per_byte": float(excess.sum()) / max(int(n_bytes.sum()), 1),
+            "by_family": {f: {"kl": by[f], "excess_bits_per_byte": by_excess[f], "rows": families.count(f)}
+                          for f in by}}  # fmt: skip
 
 
 def held_out(run: Run, n: int) -> tuple[list[dict[str, Any]], list[str]]:
@@ -134,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eta", type=float, default=DEFAULT_ETA, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
     ap.add_argument("--floor", type=float, default=0.1, help="kd.dro_floor, as a fraction of 1/G")
     ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
+    ap.add_argument("--signal", choices=["kl", "excess_ce"], default="kl",
+                    help="kd.dro_signal: each family's KL, or its excess CE in bits per byte")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure the held-out excess CE of finished records that lack it")
     ap.add_argument("--held-out-rows", type=int, default=256, help="common held-out rows for KL per family")
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "hybrid", help="bench_hybrid's --runs")
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -146,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{align}: no aligned student; build it with bench_hybrid.py --students {args.student} "
                  "--distil-only --keep-weights")  # fmt: skip
     n_layers = teacher_n_layers(base["teacher"]["name"])
-    dro = {"dro_eta": args.eta, "dro_floor": args.floor, "dro_smoothing": args.smoothing}
+    dro = {"dro_eta": args.eta, "dro_floor": args.floor, "dro_smoothing": args.smoothing, "dro_signal": args.signal}
     header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
               "command": " ".join(sys.argv), "kd_tokens": args.kd_tokens, "student": args.student}  # fmt: skip
     print(header["machine"], "|", header["cpu"], flush=True)
@@ -160,17 +183,26 @@ def main(argv: list[str] | None = None) -> None:
         run, rows, langs = measure
         return family_kl(run, folder, rows, langs)
 
+    def remeasured(path: Path) -> None:
+        record = json.loads(path.read_text())
+        if args.remeasure and "excess_bits_per_byte" not in record["held_out"]:
+            write_json(path, {**record, "held_out": measured(Path(record["folder"]))})
+            print(f"{path.stem}: remeasured", flush=True)
+
     own = args.results / "kd-student.json"  # bench_hybrid's KD: the embedded corpus in mixed rows
-    if not own.exists() and (student_dir / "kd" / "config.json").exists():
+    if own.exists():
+        remeasured(own)
+    elif (student_dir / "kd" / "config.json").exists():
         note = json.loads((student_dir / "kd" / "stage.json").read_text())
         write_json(own, {**header, "name": "kd-student", "folder": str(student_dir / "kd"), "seed": 0,
                          "weighting": "uniform", "data": "embedded corpus, mixed rows", "stage": note,
                          "held_out": measured(student_dir / "kd")})  # fmt: skip
     for base_name in args.runs:
-        name = run_name(base_name, args.eta)
+        name = run_name(base_name, args.eta, args.signal)
         path = args.results / f"{name}.json"
         if path.exists():
             print(f"{name}: done", flush=True)
+            remeasured(path)
             continue
         cfg = dro_config(base, args.student, base_name, n_layers, args.kd_tokens, args.root, dro)
         out = Path(cfg.output_dir)
@@ -183,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
                   "held_out": measured(out / "kd")}  # fmt: skip
         if cfg.kd.weighting == "group_dro":
             records = read_records(out / "runs" / "kd" / "metrics.jsonl")
-            (args.results / f"q-{name}.png").write_bytes(group_weights(records, f"group DRO q over KD ({name}, eta {args.eta})"))
+            title = f"group DRO q over KD ({name}, eta {args.eta}, {args.signal})"
+            (args.results / f"q-{name}.png").write_bytes(group_weights(records, title))
         write_json(path, record)
         print(f"{name}: held-out KL {record['held_out']['kl']:.3f}", flush=True)
 

@@ -7,7 +7,9 @@ differences), and writes
 
     <out>/summary.md        per run: held-out KL, FLORES DES [95% CI], permutation p, mean drop,
                             worst and best family, paired DES difference against kd-uniform; then
-                            held-out KL and FLORES drop per family
+                            held-out KL, held-out excess CE (bits per byte) and FLORES drop per
+                            family, and how well each held-out signal ranks the families' drops
+                            (Spearman over families: what a DRO signal must get right)
     <out>/des_vs_mean.png   DES against the mean drop, one point per scored run (with its DES
                             interval): the trade-off the issue asks for, and the η curve when
                             runs at several η exist
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common import table
+from scipy.stats import spearmanr
 
 from aetheris.equity import Interval
 from aetheris.report.plots import des_vs_mean
@@ -99,8 +102,28 @@ def family_table(runs: list[Record], values: dict[str, dict[str, float]]) -> str
     return table(["run", *families], rows) if rows else "(none scored yet)"
 
 
+def signal_ranks(runs: list[Record], signals: dict[str, dict[str, dict[str, float]]],
+                 drops: dict[str, dict[str, float]]) -> str:  # fmt: skip
+    """Spearman rho (p) over families between each held-out signal and the FLORES drop, per run."""
+    rows = []
+    for r in runs:
+        cells = []
+        for values in signals.values():
+            common = sorted(set(values[r["name"]]) & set(drops[r["name"]]))
+            if len(common) < 3:
+                cells.append("—")
+                continue
+            rho, p = spearmanr([values[r["name"]][f] for f in common], [drops[r["name"]][f] for f in common])
+            cells.append(f"{rho:+.2f} (p {p:.2f}, {len(common)} families)")
+        if any(c != "—" for c in cells):
+            rows.append([r["name"], *cells])
+    return table(["run", *(f"{name} vs drop" for name in signals)], rows) if rows else "(none scored yet)"
+
+
 def summary(runs: list[Record], study: Record) -> str:
     kl = {r["name"]: {f: v["kl"] for f, v in r["held_out"]["by_family"].items()} for r in runs}
+    excess = {r["name"]: {f: v["excess_bits_per_byte"] for f, v in r["held_out"]["by_family"].items()
+                          if "excess_bits_per_byte" in v} for r in runs}  # fmt: skip
     drops = {}
     for r in runs:
         f = flores(study, study_row(r["name"]))
@@ -111,8 +134,12 @@ def summary(runs: list[Record], study: Record) -> str:
         table(head, run_rows(runs, study)),
         "Held-out KL per family (SIB-200 dev rows of one language; nats per token):",
         family_table(runs, kl),
+        "Held-out excess CE per family (student − teacher CE at the labels, same rows; bits per byte):",
+        family_table(runs, excess),
         "FLORES drop per family (student − teacher bits/byte, SIB-200 test):",
         family_table(runs, drops),
+        "Does the held-out signal rank the families as their FLORES drops do? (Spearman over families)",
+        signal_ranks(runs, {"KL": kl, "excess CE": excess}, drops),
     ]) + "\n"  # fmt: skip
 
 

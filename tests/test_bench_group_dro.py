@@ -2,6 +2,7 @@
 student, the shared top-k cache of a seed, held-out KL per family and q plots, and resuming."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -69,11 +70,29 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
     # the base student's KL is the same whichever run measures it, and differs from a trained variant's
     assert records[0]["held_out"]["kl"] != records[1]["held_out"]["kl"]
 
+    for r in records:  # the excess CE over the teacher, bits per byte, beside the KL
+        assert all(math.isfinite(v["excess_bits_per_byte"]) for v in r["held_out"]["by_family"].values())
+
     before = (results / "dro-loss-s0-eta0.5.json").read_text()
     capsys.readouterr()
     bench_group_dro.main(args)
     assert "dro-loss-s0-eta0.5: done" in capsys.readouterr().out
     assert (results / "dro-loss-s0-eta0.5.json").read_text() == before
+
+    # the excess-CE signal: its own run name and a top-k cache with the teacher's label log-probs
+    bench_group_dro.main([*args[:-3], "--runs", "dro-loss-s0", "--signal", "excess_ce"])
+    excess = json.loads((results / "dro-loss-s0-excess-eta0.5.json").read_text())
+    assert excess["stage"]["group_dro"]["signal"] == "excess_ce" and excess["dro"]["dro_signal"] == "excess_ce"
+    manifest = json.loads((root / "dro-language" / "topk-seed0-labels" / "manifest.json").read_text())
+    assert manifest["label_logprobs"] is True
+
+    # --remeasure adds the excess CE to a record written before it was measured, and only then
+    old = json.loads(before)
+    del old["held_out"]["excess_bits_per_byte"]
+    (results / "dro-loss-s0-eta0.5.json").write_text(json.dumps(old))
+    bench_group_dro.main([*args, "--remeasure"])
+    again = json.loads((results / "dro-loss-s0-eta0.5.json").read_text())
+    assert again["held_out"]["excess_bits_per_byte"] == pytest.approx(json.loads(before)["held_out"]["excess_bits_per_byte"], rel=1e-6)
 
     # the summary puts each run beside its study row: scored rows get DES, the rest a dash
     study = tmp_path / "results.json"
@@ -87,6 +106,7 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
     assert "0.0200 [0.0100, 0.0300]" in lines["uniform-s1"] and "Uralic +0.500" in lines["uniform-s1"]
     assert "-0.0030 [-0.0060, +0.0010]" in lines["dro-loss-s0-eta0.5"] and "kd-dro-loss-eta0.5" in lines["dro-loss-s0-eta0.5"]
     assert "| kd-student | kd-student |" in text and (tmp_path / "sum" / "des_vs_mean.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Held-out excess CE per family" in text and "Spearman over families" in text
 
 
 def flores_entry(row: str, des: float, drops: list[float]) -> dict:
@@ -108,3 +128,15 @@ def test_runs_are_named_by_eta_only_away_from_the_default():
     assert bench_group_dro.run_name("dro-sampling-s1", 1.0) == "dro-sampling-s1-eta1"
     assert bench_group_dro.run_name("dro-loss-s0", 0.0) == "dro-loss-s0-eta0"
     assert bench_group_dro.run_name("uniform-s1", 1.0) == "uniform-s1"
+    assert bench_group_dro.run_name("dro-loss-s0", 0.1, "excess_ce") == "dro-loss-s0-excess"
+    assert bench_group_dro.run_name("dro-loss-s0", 0.3, "excess_ce") == "dro-loss-s0-excess-eta0.3"
+    assert bench_group_dro.run_name("uniform-s0", 0.3, "excess_ce") == "uniform-s0"
+
+
+def test_signal_ranks_compare_each_held_out_signal_with_the_drops():
+    runs = [{"name": "a"}, {"name": "b"}]
+    drops = {"a": {"x": 0.1, "y": 0.2, "z": 0.3, "w": 0.4}, "b": {}}
+    signals = {"KL": {"a": {"x": 4.0, "y": 3.0, "z": 2.0, "w": 1.0}, "b": {}},
+               "excess CE": {"a": {"x": 0.0, "y": 0.1, "z": 0.5, "w": 0.9}, "b": {}}}  # fmt: skip
+    text = summarise_group_dro.signal_ranks(runs, signals, drops)
+    assert "| a | -1.00 (p 0.00, 4 families) | +1.00 (p 0.00, 4 families) |" in text and "| b |" not in text

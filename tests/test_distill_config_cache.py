@@ -322,3 +322,30 @@ def test_check_config_command(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
     bad = CliRunner().invoke(app, ["check-config", str(tmp_path / "bad.yaml")])
     assert bad.exit_code == 2 and "kd.temperature: expected a number, got 'hot'" in bad.output
+
+
+def test_cache_with_label_logprobs(teacher, tmp_path):
+    """label_logprobs: the teacher's log-prob at T = 1 of every next token, in or out of the top k;
+    a run that needs them refuses a cache without, and a cache with them serves any run."""
+    rows = [3, 7, 1, 0, 9, 4, 2, 8, 5, 6]
+    out = build_topk_cache(teacher, _batches(rows), tmp_path / "c", dtype=torch.float32, rows_per_forward=3,
+                           positions_per_chunk=5, label_logprobs=True, **_args())  # fmt: skip
+    cache = TopKCache(out, label_logprobs=True, **_args())
+    data = torch.randint(0, VOCAB, (10, SEQ), generator=torch.Generator().manual_seed(1))
+    ask = torch.tensor([6, 0, 3])
+    labels = cache.lookup_labels(ask)
+    with torch.no_grad():
+        logp = F.log_softmax(teacher(data[ask]).logits, -1)  # T = 1, not the cache's 2.0
+    expected = logp[:, :-1].gather(-1, data[ask][:, 1:, None])[..., 0]
+    assert labels.shape == (3, SEQ) and labels.dtype == torch.float32
+    assert torch.allclose(labels[:, :-1], expected, atol=1e-5) and (labels[:, -1] == 0).all()
+    assert (expected < logp[:, :-1].topk(8, -1).values[..., -1]).any()  # some labels lie outside the top k
+    assert TopKCache(out, **_args()).lookup([0])[0].shape == (1, SEQ, 8)  # a run without the need reads it too
+
+    plain = build_topk_cache(teacher, _batches(rows), tmp_path / "plain", **_args())
+    with pytest.raises(CacheMismatchError, match="no label_logprobs"):
+        TopKCache(plain, label_logprobs=True, **_args())
+    with pytest.raises(CacheMismatchError, match="no label_logprobs"):
+        build_topk_cache(teacher, _batches(rows), plain, label_logprobs=True, **_args())
+    with pytest.raises(CacheMismatchError, match="no label_logprobs"):
+        TopKCache(plain, **_args()).lookup_labels([0])

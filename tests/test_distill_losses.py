@@ -271,3 +271,48 @@ def test_row_weights_scale_each_rows_share_of_loss_and_gradient(fused):
     # metrics stay unweighted: the mean KL over both rows
     plain = kd(hs, head, TeacherLogits(t_logits), labels=labels, temperature=2.0, alpha=0.3, chunk_size=3, fused=fused)
     assert torch.allclose(out.kl, plain.kl) and torch.allclose(out.row_kl, plain.row_kl)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("form", ["logits", "hidden", "topk"])
+def test_teacher_ce_per_row_is_the_teachers_own_loss_at_the_labels(form, fused):
+    """teacher_ce=True sums the teacher's CE at T = 1 at each row's labels, whatever form the teacher
+    comes in (top-k needs the label log-probs); it is a metric and leaves the loss as it was."""
+    hs, head, t_logits, labels = _setup(seed=11, batch=3, length=6)
+    g = torch.Generator().manual_seed(4)
+    t_hidden, t_head = torch.randn(3, 6, 5, generator=g), torch.randn(V, 5, generator=g)
+    softcap = logit_transform(softcap=4.0)
+    if form == "hidden":  # the teacher's logits are then its hidden states through its head
+        t_logits = softcap(t_hidden @ t_head.t())
+    full = F.log_softmax(t_logits, -1)
+    nxt = torch.zeros_like(labels)
+    nxt[:, :-1] = labels[:, 1:]
+    label_lp = full.gather(-1, nxt[..., None])[..., 0]  # what a cache built with label_logprobs holds
+    vals, ids = F.log_softmax(t_logits / 1.5, -1).topk(4, -1)
+    teacher = {"logits": TeacherLogits(t_logits), "hidden": TeacherHidden(t_hidden, t_head, softcap),
+               "topk": TeacherTopK(vals, ids, label_lp)}[form]  # fmt: skip
+    labels[0, 3] = -100
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[2, 4:] = 0
+    args = dict(labels=labels, attention_mask=mask, temperature=1.5, alpha=0.3, chunk_size=4, fused=fused)
+    with_ce, without = kd(hs, head, teacher, teacher_ce=True, **args), kd(hs, head, teacher, **args)
+    idx, targets = counted_positions((3, 6), labels, mask, "cpu")
+    nll = -full.reshape(-1, V)[idx].gather(-1, targets[:, None])[:, 0]
+    expected = torch.zeros(3).index_add_(0, idx // 6, nll)
+    assert torch.allclose(with_ce.row_teacher_ce, expected, atol=1e-5)
+    assert without.row_teacher_ce is None and torch.allclose(with_ce.loss, without.loss)
+    # the student's CE minus the teacher's is 0 when the student is the teacher
+    if form == "logits":
+        same = KDObjective(teacher_ce=True)(t_logits, torch.eye(V), teacher, labels=labels, attention_mask=mask)
+        assert torch.allclose(same.row_ce, same.row_teacher_ce, atol=1e-5)
+
+
+def test_teacher_ce_needs_labels_and_topk_needs_label_logprobs():
+    hs, head, t_logits, labels = _setup()
+    with pytest.raises(ValueError, match="teacher_ce needs labels"):
+        kd(hs, head, TeacherLogits(t_logits), teacher_ce=True)
+    vals, ids = F.log_softmax(t_logits, -1).topk(4, -1)
+    with pytest.raises(ValueError, match="needs label_logprobs"):
+        kd(hs, head, TeacherTopK(vals, ids), labels=labels, teacher_ce=True)
+    with pytest.raises(ValueError, match="label_logprobs"):
+        TeacherTopK(vals, ids, torch.zeros(2, 3))

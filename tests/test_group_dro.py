@@ -148,8 +148,55 @@ def test_config_knobs_and_errors():
     # a row's group is its first document's: rows must be of one language for it to be their tokens' group
     with pytest.raises(ConfigError, match="group_dro needs data.pack: language"):
         parse_config({**base, "data": {**base["data"], "pack": "mixed"}, "kd": {"weighting": "group_dro"}})
+    with pytest.raises(ConfigError, match="dro_signal: excess_ce needs weighting: group_dro"):
+        parse_config({**base, "kd": {"dro_signal": "excess_ce"}})
     assert group_of("ja", "family") == "Japonic" and group_of("sw", "region") == "Africa"
     assert group_of("zho", "language") == "zh-Hans"
+
+
+class ByteTokenizer:
+    """Token i is the character chr(i): ids below 128 are one UTF-8 byte, the rest two."""
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(map(chr, ids))
+
+
+def test_excess_ce_signal_is_bits_per_byte_of_the_students_loss_over_the_teachers():
+    """What the hook observes under dro_signal excess_ce, by hand: per group, Σ (CE_student −
+    CE_teacher at the labels) / ln 2 over Σ UTF-8 bytes of the counted next tokens."""
+    torch.manual_seed(0)
+    ids = torch.cat([torch.randint(3, 100, (2, 6)), torch.randint(130, 256, (2, 6))])  # 1- and 2-byte tokens
+    mask = torch.ones(4, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    labels = ids.clone()
+    labels[0, 2] = -100
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "group": torch.tensor([0, 0, 1, 1])}
+    hidden, head, t_logits = torch.randn(4, 6, 8), torch.randn(VOCAB, 8), 2 * torch.randn(4, 6, VOCAB)
+    res = KDObjective(teacher_ce=True, chunk_size=5)(hidden, head, TeacherLogits(t_logits), labels=labels,
+                                                     attention_mask=mask)  # fmt: skip
+    hook = group_dro_hook(["en", "en", "ja", "ja"], "family", eta=0.5, floor=0.0, smoothing=0.0, reweight="loss",
+                          seed=0, signal="excess_ce", tokenizer=ByteTokenizer())  # fmt: skip
+    hook.observe(batch, res)
+    s_lp, t_lp = F.log_softmax(hidden @ head.t(), -1), F.log_softmax(t_logits, -1)
+    excess, n_bytes = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for r in range(4):
+        for t in range(5):
+            if mask[r, t] and mask[r, t + 1] and labels[r, t + 1] != -100:
+                y = ids[r, t + 1]
+                excess[r // 2] += float(t_lp[r, t, y] - s_lp[r, t, y]) / math.log(2)
+                n_bytes[r // 2] += 1 if y < 128 else 2
+    assert n_bytes.tolist() == [4 + 3, 2 * 10]
+    assert hook.dro.step_count.tolist() == n_bytes.tolist()
+    assert torch.allclose(hook.dro.step_loss, excess, atol=1e-4)
+    hook.dro.update()
+    assert set(hook.dro.metrics()) == {"q/Indo-European", "q/Japonic", "group_excess_ce/Indo-European",
+                                       "group_excess_ce/Japonic"}  # fmt: skip
+    with pytest.raises(ValueError, match="needs the tokenizer"):
+        group_dro_hook(["en"], "family", eta=0.5, floor=0.0, smoothing=0.0, reweight="loss", seed=0,
+                       signal="excess_ce")  # fmt: skip
+    without = KDObjective(chunk_size=5)(hidden, head, TeacherLogits(t_logits), labels=labels, attention_mask=mask)
+    with pytest.raises(ValueError, match="no teacher CE"):
+        hook.observe(batch, without)
 
 
 # ---------------------------------------------------------------- training on a tiny teacher
@@ -192,17 +239,20 @@ def budget(**over) -> TrainConfig:
 
 def run_kd(out: Path, weighting: str = "uniform", reweight: str = "loss", *, eta: float = 0.3, steps: int = 30,
            accum: int = 1, checkpoint_every: int = 0, resume: bool = False, sleep: float = 0.0,
-           rows: tuple[list[dict], list[str]] | None = None, batch: int = 4, layout: str = "SMSM") -> tuple[AetherisForCausalLM, list[dict], list[str]]:  # fmt: skip
+           rows: tuple[list[dict], list[str]] | None = None, batch: int = 4, layout: str = "SMSM",
+           signal: str = "kl") -> tuple[AetherisForCausalLM, list[dict], list[str]]:  # fmt: skip
     """The KD stage's recipe (pipeline.stage_kd) on the tiny teacher; returns the student and the data."""
     rows, langs = rows or two_families()
     teacher, student = OnlineTeacher(tiny_teacher()), tiny_student(layout)
+    kd = {"chunk_size": 16, "weighting": weighting, "dro_signal": signal}
     objective = kd_objective(parse_config({
-        "teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8}, "output_dir": "o",
-        "kd": {"chunk_size": 16}, "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")},
+        "teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8, "pack": "language"}, "output_dir": "o",
+        "kd": kd, "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")},
     }).kd)  # fmt: skip
     hook, data = None, rows
     if weighting == "group_dro":
-        hook = group_dro_hook(langs, "family", eta=eta, floor=0.1, smoothing=0.0, reweight=reweight, seed=7)
+        hook = group_dro_hook(langs, "family", eta=eta, floor=0.1, smoothing=0.0, reweight=reweight, seed=7,
+                              signal=signal, tokenizer=ByteTokenizer())  # fmt: skip
         data = TaggedRows(rows, group=hook.row_groups)
 
     def step_fn(model, batch):
@@ -249,6 +299,22 @@ def test_q_rises_for_the_worse_fit_family_and_its_loss_falls_faster(tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     with pytest.raises(ValueError, match="no q/<group> metrics"):
         group_weights(list(records(tmp_path / "uniform").values()))
+
+
+def test_excess_ce_signal_moves_q_by_each_familys_excess_bits_per_byte(tmp_path):
+    """Training on the excess-CE signal: q follows the logged per-family excess (log q ratio = η ·
+    the summed L̂ difference, no floor reached), and the loss stays the KD loss."""
+    rows, langs = two_families()
+    rows = [{**r, "labels": r["input_ids"]} for r in rows]
+    run_kd(tmp_path / "excess", "group_dro", eta=0.3, steps=12, rows=(rows, langs), signal="excess_ce")
+    rec = records(tmp_path / "excess")
+    # A family not yet seen keeps its weight, and so does the ratio: sum over steps with both seen.
+    gap = sum(r["group_excess_ce/Japonic"] - r["group_excess_ce/Indo-European"]
+              for r in rec.values() if "group_excess_ce/Japonic" in r)  # fmt: skip
+    last = rec[max(rec)]
+    assert math.log(last["q/Japonic"] / last["q/Indo-European"]) == pytest.approx(0.3 * gap, rel=1e-6)
+    assert abs(gap) > 0.1 and all(math.isfinite(r["loss"]) for r in rec.values())
+    assert not any(k.startswith("group_kl/") for k in last)
 
 
 def test_with_one_group_group_dro_is_uniform(tmp_path):

@@ -94,13 +94,15 @@ def test_stages_run_one_at_a_time_and_resume(teacher_dir, tmp_path):
     assert losses()[:4] == kd_losses[:4] and len(kd_losses) >= 4
 
 
-@pytest.mark.parametrize("reweight", ["loss", "sampling"])
-def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweight):
+@pytest.mark.parametrize(("reweight", "signal"), [("loss", "kl"), ("sampling", "kl"), ("loss", "excess_ce")])
+def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweight, signal):
     """The KD stage's equity-aware path end to end: rows tagged with their family, q per family in
-    metrics.jsonl and the stage note, held-out KL per family (the top-k cache keyed on the same rows)."""
+    metrics.jsonl and the stage note, held-out KL per family (the top-k cache keyed on the same rows;
+    under the excess-CE signal built with the teacher's label log-probs)."""
     cfg = config(teacher_dir, tmp_path)
     cfg.data = cfg.data.model_copy(update={"pack": "language"})
-    cfg.kd = cfg.kd.model_copy(update={"weighting": "group_dro", "reweight": reweight, "dro_eta": 1.0})
+    cfg.kd = cfg.kd.model_copy(update={"weighting": "group_dro", "reweight": reweight, "dro_eta": 1.0,
+                                       "dro_signal": signal})  # fmt: skip
     for stage in ("init", "align", "kd"):
         run_stages(cfg, stage)
     rows = [json.loads(line) for line in (tmp_path / "runs" / "kd" / "metrics.jsonl").read_text().splitlines()]
@@ -108,6 +110,9 @@ def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweig
     q = note["group_dro"]["q"]
     assert len(q) > 1 and sum(q.values()) == pytest.approx(1.0) and note["group_dro"]["reweight"] == reweight
     assert {f"q/{g}" for g in q} <= set(rows[-1]) and rows[-1][f"q/{max(q, key=q.get)}"] == max(q.values())
+    assert note["group_dro"]["signal"] == signal and any(k.startswith(f"group_{signal}/") for k in rows[-1])
+    manifest = json.loads((tmp_path / "topk-cache" / "manifest.json").read_text())
+    assert manifest["label_logprobs"] == (signal == "excess_ce")
     assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]  # it moved
     assert note["held_out_kl_by_group_after"] and all(v > 0 for v in note["held_out_kl_by_group_after"].values())
     assert len(note["held_out_kl_by_group_after"]) > 1

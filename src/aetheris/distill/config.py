@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aetheris.config_file import read_yaml_mapping
 from aetheris.data.hub import DataSource
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
-from aetheris.distill.group_dro import GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
+from aetheris.distill.group_dro import DRO_SIGNALS, GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
 from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES, SPLIT_ROUTERS
 from aetheris.distill.layer_map import ATTENTION_PLACEMENTS, LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
@@ -159,18 +159,25 @@ class KDConfig(_Strict):
     reweight: Literal[REWEIGHTS] = Field(
         "loss", description="group_dro spends q as loss weights, or as the rows' group sampling probabilities"
     )
-    dro_eta: float = Field(0.01, ge=0, description="η, step size of q's exponentiated update (per nat of KL)")
+    dro_eta: float = Field(0.01, ge=0, description="η, step size of q's exponentiated update (per unit of the signal: nat of KL, or bit per byte)")
     dro_floor: float = Field(
         0.1, ge=0, le=1, description="no q_g below dro_floor / G (a fraction of the uniform weight)"
     )
     dro_smoothing: float = Field(
-        0.0, ge=0, lt=1, description="EMA factor on each group's KL before the update (0 = the step's own)"
+        0.0, ge=0, lt=1, description="EMA factor on each group's loss before the update (0 = the step's own)"
+    )
+    dro_signal: Literal[DRO_SIGNALS] = Field(
+        "kl",
+        description="L_g: the KL per token to the teacher, or the excess CE (student's minus teacher's at "
+        "the labels) in bits per byte, the unit of a FLORES drop; excess_ce needs labels in the top-k cache",
     )
 
     @model_validator(mode="after")
     def _sampling_needs_dro(self) -> KDConfig:
         if self.reweight == "sampling" and self.weighting != "group_dro":
             raise ValueError("reweight: sampling needs weighting: group_dro (uniform has no q to sample by)")
+        if self.dro_signal != "kl" and self.weighting != "group_dro":
+            raise ValueError(f"dro_signal: {self.dro_signal} needs weighting: group_dro (uniform has no q)")
         return self
 
 

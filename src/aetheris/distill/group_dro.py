@@ -28,6 +28,17 @@ token. So a group with a high KL is one the student is losing on relative to wha
 achieves there, not merely a hard (high-entropy) language. tests/test_group_dro.py checks the
 identity on the objective's own per-row sums.
 
+The signal (`kd.dro_signal`). KL is an excess over the teacher's *distribution*; what the study's
+FLORES drop measures is the excess over the teacher's loss *at the text's own tokens*, per byte:
+
+    excess_ce_g = Σ_rows (CE_student − CE_teacher at the labels) / ln 2 / Σ_rows UTF-8 bytes,
+
+in bits per byte, the unit of a bits-per-byte drop (`excess_ce`). On gemma3-270m's probed student
+the per-family KL had Spearman +0.23 with the family's FLORES drop (BENCHMARKS §13c), so DRO on KL
+up-weighted families that the drop did not count as losing. Per byte, not per token, because
+tokenizers split scripts very differently and the drop is per byte. The teacher's CE at the labels
+comes from the online teacher, or from a top-k cache built with `label_logprobs`.
+
 Two ways to spend q (`kd.reweight`):
 - `loss`: every row's KD terms are scaled so that the batch loss is Σ_g q_g · (group g's mean per
   token), through `KDObjective(row_weights=...)` (no full-vocabulary logits);
@@ -42,7 +53,8 @@ round-trip exactly) and restored on `--resume`; q is logged as `q/<group>` at ev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -54,6 +66,7 @@ from aetheris.distill.losses import KDLoss, counted_positions
 WEIGHTINGS = ("uniform", "group_dro")
 GROUP_FIELDS = ("family", "group", "region", "language")
 REWEIGHTS = ("loss", "sampling")
+DRO_SIGNALS = ("kl", "excess_ce")
 
 
 def group_of(lang: str, field: str) -> str:
@@ -67,6 +80,18 @@ def counted_tokens(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     ids = batch["input_ids"]
     idx, _ = counted_positions(tuple(ids.shape), batch.get("labels"), batch.get("attention_mask"), ids.device)
     return torch.bincount(idx // ids.shape[1], minlength=ids.shape[0])
+
+
+def target_bytes(batch: Mapping[str, torch.Tensor], tokenizer: Any) -> torch.Tensor:
+    """[B] UTF-8 bytes of each row's counted next tokens: the denominator of bits per byte."""
+    ids = batch["input_ids"]
+    idx, targets = counted_positions(tuple(ids.shape), batch.get("labels"), batch.get("attention_mask"), ids.device)
+    if targets is None:
+        raise ValueError("target_bytes: the excess-CE signal needs labels in the batch")
+    rows = (idx // ids.shape[1]).cpu()
+    targets = targets.cpu()
+    return torch.tensor([len(tokenizer.decode(targets[rows == r].tolist()).encode("utf-8"))
+                         for r in range(ids.shape[0])])  # fmt: skip
 
 
 def _floored(q: torch.Tensor, low: float) -> torch.Tensor:
@@ -84,15 +109,19 @@ def _floored(q: torch.Tensor, low: float) -> torch.Tensor:
 
 
 class GroupDRO:
-    """The group weights q and their online update; plain tensors (float64, CPU) throughout."""
+    """The group weights q and their online update; plain tensors (float64, CPU) throughout.
+    `signal` names the loss being observed (its metrics are `group_<signal>/<group>`)."""
 
-    def __init__(self, groups: Sequence[str], eta: float, floor: float = 0.0, smoothing: float = 0.0) -> None:
+    def __init__(self, groups: Sequence[str], eta: float, floor: float = 0.0, smoothing: float = 0.0,
+                 signal: str = "kl") -> None:  # fmt: skip
         if not groups or len(set(groups)) != len(groups):
             raise ValueError(f"GroupDRO: expected distinct group names, got {list(groups)}")
         if eta < 0 or not 0 <= floor <= 1 or not 0 <= smoothing < 1:
             raise ValueError(f"GroupDRO: need eta >= 0, 0 <= floor <= 1, 0 <= smoothing < 1; "
                              f"got {eta}, {floor}, {smoothing}")  # fmt: skip
-        self.groups, self.eta, self.smoothing = list(groups), eta, smoothing
+        if signal not in DRO_SIGNALS:
+            raise ValueError(f"GroupDRO: signal must be one of {DRO_SIGNALS}, got {signal!r}")
+        self.groups, self.eta, self.smoothing, self.signal = list(groups), eta, smoothing, signal
         n = len(groups)
         self.low = floor / n  # the floor as an absolute weight
         self.q = torch.full((n,), 1.0 / n, dtype=torch.float64)
@@ -101,8 +130,8 @@ class GroupDRO:
         self.reset_step()
 
     def reset_step(self) -> None:
-        self.step_kl = torch.zeros(len(self.groups), dtype=torch.float64)
-        self.step_tokens = torch.zeros(len(self.groups), dtype=torch.float64)
+        self.step_loss = torch.zeros(len(self.groups), dtype=torch.float64)
+        self.step_count = torch.zeros(len(self.groups), dtype=torch.float64)
 
     def row_weights(self, group: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """[B] factors that turn the objective's per-token mean into Σ_g q_g · (group g's mean):
@@ -111,18 +140,19 @@ class GroupDRO:
         n_g = torch.zeros(len(self.groups), dtype=torch.float64).index_add_(0, g, tokens)
         return (self.q[g] * tokens.sum() / n_g[g].clamp(min=1)).float()
 
-    def observe(self, group: torch.Tensor, row_kl: torch.Tensor, row_tokens: torch.Tensor) -> None:
-        """Add one micro-batch's per-row KL sums and counted positions to this step's totals."""
+    def observe(self, group: torch.Tensor, row_loss: torch.Tensor, row_count: torch.Tensor) -> None:
+        """Add one micro-batch's per-row loss sums and what they are per (counted positions for KL,
+        bytes for the excess CE) to this step's totals."""
         g = group.long().cpu()
-        self.step_kl.index_add_(0, g, row_kl.detach().double().cpu())
-        self.step_tokens.index_add_(0, g, row_tokens.double().cpu())
+        self.step_loss.index_add_(0, g, row_loss.detach().double().cpu())
+        self.step_count.index_add_(0, g, row_count.double().cpu())
 
-    def update(self, kl: torch.Tensor | None = None, tokens: torch.Tensor | None = None) -> None:
+    def update(self, loss: torch.Tensor | None = None, count: torch.Tensor | None = None) -> None:
         """The exponentiated-gradient step from this step's totals (default: the observed ones)."""
-        kl = self.step_kl if kl is None else kl.double().cpu()
-        tokens = self.step_tokens if tokens is None else tokens.double().cpu()
-        present = tokens > 0
-        step_loss = kl / tokens.clamp(min=1)
+        loss = self.step_loss if loss is None else loss.double().cpu()
+        count = self.step_count if count is None else count.double().cpu()
+        present = count > 0
+        step_loss = loss / count.clamp(min=1)
         s = self.smoothing
         self.loss = torch.where(present & self.seen, s * self.loss + (1 - s) * step_loss, self.loss)
         self.loss = torch.where(present & ~self.seen, step_loss, self.loss)
@@ -140,7 +170,7 @@ class GroupDRO:
     def metrics(self) -> dict[str, float]:
         """q per group, and L̂ per group that has been seen."""
         out = {f"q/{g}": float(q) for g, q in zip(self.groups, self.q)}
-        out |= {f"group_kl/{g}": float(v) for g, v, s in zip(self.groups, self.loss, self.seen) if s}
+        out |= {f"group_{self.signal}/{g}": float(v) for g, v, s in zip(self.groups, self.loss, self.seen) if s}
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -160,12 +190,16 @@ class GroupDROHook:
 
     The stage's step_fn asks `row_weights(batch)` (None under sampling) before the loss and calls
     `observe(batch, res)` after it; `end_step` reduces the step's per-group totals over processes,
-    updates q and hands it to the sampler."""
+    updates q and hands it to the sampler. Under the excess-CE signal, `row_bytes(batch)` gives each
+    row's UTF-8 bytes (`target_bytes` with the run's tokenizer)."""
 
     name = "group_dro"
 
-    def __init__(self, dro: GroupDRO, order: GroupedOrder | None = None, row_groups: Sequence[int] = ()) -> None:
-        self.dro, self.order, self.row_groups = dro, order, list(row_groups)
+    def __init__(self, dro: GroupDRO, order: GroupedOrder | None = None, row_groups: Sequence[int] = (),
+                 row_bytes: Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None = None) -> None:  # fmt: skip
+        if dro.signal == "excess_ce" and row_bytes is None:
+            raise ValueError("GroupDROHook: the excess_ce signal needs row_bytes (bits per byte)")
+        self.dro, self.order, self.row_groups, self.row_bytes = dro, order, list(row_groups), row_bytes
         if order is not None:
             order.set_probs(dro.q.numpy())
 
@@ -175,10 +209,16 @@ class GroupDROHook:
         return self.dro.row_weights(batch["group"], counted_tokens(batch)).to(batch["input_ids"].device)
 
     def observe(self, batch: Mapping[str, torch.Tensor], res: KDLoss) -> None:
-        self.dro.observe(batch["group"], res.row_kl, res.row_tokens)
+        if self.dro.signal == "kl":
+            self.dro.observe(batch["group"], res.row_kl, res.row_tokens)
+            return
+        if res.row_teacher_ce is None:
+            raise ValueError("group DRO on the excess CE: the KD objective gave no teacher CE (teacher_ce=False)")
+        excess_bits = (res.row_ce - res.row_teacher_ce).double() / math.log(2)
+        self.dro.observe(batch["group"], excess_bits, self.row_bytes(batch))
 
     def end_step(self, acc: Any, samples_seen: int) -> dict[str, float]:
-        totals = torch.stack([self.dro.step_kl, self.dro.step_tokens]).to(acc.device)
+        totals = torch.stack([self.dro.step_loss, self.dro.step_count]).to(acc.device)
         totals = acc.reduce(totals, reduction="sum").cpu()
         if self.order is not None:
             self.order.draw_until(samples_seen)  # the step's whole window, under the q it was drawn with
@@ -203,13 +243,17 @@ class GroupDROHook:
 
 
 def group_dro_hook(langs: Sequence[str], field: str, *, eta: float, floor: float, smoothing: float,
-                   reweight: str, seed: int) -> GroupDROHook:  # fmt: skip
+                   reweight: str, seed: int, signal: str = "kl", tokenizer: Any = None) -> GroupDROHook:  # fmt: skip
     """The hook over rows whose languages are `langs` (row i's is langs[i]); the groups are those
     of the rows (sorted), and `hook.row_groups[i]` is row i's group index, which the rows must
-    carry as `row["group"]` (`aetheris.data.mixture.TaggedRows`)."""
+    carry as `row["group"]` (`aetheris.data.mixture.TaggedRows`). The excess-CE signal needs the
+    rows' `tokenizer` (to count bytes)."""
+    if signal == "excess_ce" and tokenizer is None:
+        raise ValueError("group_dro_hook: the excess_ce signal needs the tokenizer (bits per byte)")
     names = [group_of(lang, field) for lang in langs]
     groups = sorted(set(names))
     index = {g: i for i, g in enumerate(groups)}
     row_groups = [index[n] for n in names]
     order = GroupedOrder(row_groups, len(groups), seed) if reweight == "sampling" else None
-    return GroupDROHook(GroupDRO(groups, eta, floor, smoothing), order, row_groups)
+    row_bytes = (lambda batch: target_bytes(batch, tokenizer)) if signal == "excess_ce" else None
+    return GroupDROHook(GroupDRO(groups, eta, floor, smoothing, signal), order, row_groups, row_bytes)

@@ -34,9 +34,16 @@ TeacherFn = Callable[[dict[str, torch.Tensor]], TeacherSignal]
 
 
 def kd_objective(kd: KDConfig, **overrides: Any) -> KDObjective:
-    """The run config's KD loss; SFT overrides the weights (alpha = 1, its kl_weight, T = 1)."""
-    args = dict(temperature=kd.temperature, alpha=kd.alpha, chunk_size=kd.chunk_size, fused=kd.fused_loss)
+    """The run config's KD loss; SFT overrides the weights (alpha = 1, its kl_weight, T = 1). Group
+    DRO on the excess CE also needs the teacher's CE at the labels."""
+    args = dict(temperature=kd.temperature, alpha=kd.alpha, chunk_size=kd.chunk_size, fused=kd.fused_loss,
+                teacher_ce=needs_teacher_ce(kd))  # fmt: skip
     return KDObjective(**{**args, **overrides})
+
+
+def needs_teacher_ce(kd: KDConfig) -> bool:
+    """Whether the run's group DRO signal is the excess CE (the teacher's CE at the labels needed)."""
+    return kd.weighting == "group_dro" and kd.dro_signal == "excess_ce"
 
 
 def _with_bias(fn: LogitFn | None, bias: torch.Tensor | None) -> LogitFn | None:
@@ -97,7 +104,8 @@ class OnlineTeacher:
 
 
 class CachedTeacher:
-    """The teacher's top-k log-probs read from a cache by each batch's `row_id`."""
+    """The teacher's top-k log-probs (and label log-probs, where the cache has them) read from a
+    cache by each batch's `row_id`."""
 
     def __init__(self, cache: TopKCache) -> None:
         self.cache = cache
@@ -105,7 +113,8 @@ class CachedTeacher:
     def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherTopK:
         # Reading is no compute: CPU autocast has no rule for the cache's float16 (torch.cat fails).
         with torch.autocast(batch["input_ids"].device.type, enabled=False):
-            return TeacherTopK(*self.cache.lookup(batch["row_id"]))
+            labels = self.cache.lookup_labels(batch["row_id"]) if self.cache.has_labels else None
+            return TeacherTopK(*self.cache.lookup(batch["row_id"]), labels)
 
 
 def topk_cache_key(cfg: RunConfig, tokenizer_hash: str, rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
@@ -117,12 +126,14 @@ def topk_cache_key(cfg: RunConfig, tokenizer_hash: str, rows: Sequence[dict[str,
 
 def build_run_cache(teacher: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], cfg: RunConfig,
                     path: Any, key: dict[str, Any]) -> TopKCache:  # fmt: skip
-    """Build (or reuse) the top-k cache over `rows` (each with a `row_id`) and open it."""
+    """Build (or reuse) the top-k cache over `rows` (each with a `row_id`) and open it; with the
+    teacher's label log-probs when the run's group DRO signal is the excess CE."""
     batches = ({"input_ids": r["input_ids"][None], "attention_mask": r["attention_mask"][None],
                 "row_ids": r["row_id"][None]} for r in rows)  # fmt: skip
     dtype = getattr(torch, cfg.kd.cache_dtype)
-    build_topk_cache(teacher, batches, path, total_rows=len(rows), dtype=dtype, **key)
-    return TopKCache(path, **key)
+    labels = needs_teacher_ce(cfg.kd)
+    build_topk_cache(teacher, batches, path, total_rows=len(rows), dtype=dtype, label_logprobs=labels, **key)
+    return TopKCache(path, label_logprobs=labels, **key)
 
 
 def kd_parameters(student: torch.nn.Module, kd: KDConfig) -> list[torch.nn.Parameter] | None:
@@ -147,18 +158,29 @@ def kd_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], teacher: Tea
 
 
 @torch.no_grad()
-def held_out_row_kl(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,
-                    objective: KDObjective, batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Summed KL and counted tokens of each row [len(rows)], the student in eval mode."""
+def held_out_row_sums(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,
+                      objective: KDObjective, batch_size: int = 2) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Per-row sums [len(rows)] over counted positions, the student in eval mode: `kl`, `ce` (the
+    student's at the labels), `tokens`, and `teacher_ce` when the objective has teacher_ce."""
     student.eval()
-    kl, tokens = [], []
+    out: dict[str, list[torch.Tensor]] = {"kl": [], "ce": [], "tokens": [], "teacher_ce": []}
     for i in range(0, len(rows), batch_size):
         batch = {k: torch.stack([r[k] for r in rows[i : i + batch_size]])
                  for k in ("input_ids", "attention_mask", "labels")}  # fmt: skip
         res = kd_step(student, batch, teacher, objective)
-        kl.append(res.row_kl.double().cpu())
-        tokens.append(res.row_tokens.cpu())
-    return torch.cat(kl), torch.cat(tokens)
+        out["kl"].append(res.row_kl.double().cpu())
+        out["ce"].append(res.row_ce.double().cpu())
+        out["tokens"].append(res.row_tokens.cpu())
+        if res.row_teacher_ce is not None:
+            out["teacher_ce"].append(res.row_teacher_ce.double().cpu())
+    return {k: torch.cat(v) for k, v in out.items() if v}
+
+
+def held_out_row_kl(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,
+                    objective: KDObjective, batch_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Summed KL and counted tokens of each row [len(rows)], the student in eval mode."""
+    sums = held_out_row_sums(student, rows, teacher, objective, batch_size)
+    return sums["kl"], sums["tokens"]
 
 
 def held_out_kl(student: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], teacher: TeacherFn,

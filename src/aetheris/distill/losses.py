@@ -16,7 +16,9 @@ Conventions:
 - loss = kl_weight · T² · KL(teacher_T ‖ student_T) + alpha · CE(student at T = 1, labels), each a
   mean over counted positions. T² keeps the KL gradient's size independent of T (Hinton et al., 2015).
 - Per-row sums of KL and CE come back too, and `row_weights` scales each row's share of the loss:
-  what per-group (equity-aware) weighting needs, without full-vocabulary logits.
+  what per-group (equity-aware) weighting needs, without full-vocabulary logits. With
+  `teacher_ce=True` the teacher's own CE at the labels comes back per row as well (a metric, never
+  in the loss): the student's CE minus it is the excess CE, the quantity a bits-per-byte drop measures.
 - Only one chunk of logits exists at a time. In training (`fused`, the default) each chunk's
   gradients with respect to the hidden states and the head are taken in the forward, while its
   logits exist, and the backward only scales them: the head's matmuls run three times per chunk
@@ -50,6 +52,7 @@ class KDLoss:
     row_kl: torch.Tensor  # [B] summed KL of each row's counted positions (a metric: no gradient)
     row_ce: torch.Tensor  # [B] summed CE of each row's counted positions (a metric: no gradient)
     row_tokens: torch.Tensor  # [B] counted positions per row
+    row_teacher_ce: torch.Tensor | None = None  # [B] the teacher's summed CE at the labels (teacher_ce=True)
 
 
 def logit_transform(logit_scale: float = 1.0, softcap: float | None = None) -> LogitFn | None:
@@ -121,6 +124,10 @@ class TeacherSignal(Protocol):
         """KL(teacher_T ‖ student_T) per position [n], for the student's logits of `part`'s positions."""
         ...
 
+    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+        """The teacher's CE at T = 1 of these targets, per position [n] (no gradient)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TeacherLogits:
@@ -133,6 +140,9 @@ class TeacherLogits:
 
     def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
         return _kl_full(s_logits, part[0], temperature)
+
+    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(part[0].float(), targets, reduction="none")
 
 
 @dataclass(frozen=True)
@@ -158,23 +168,42 @@ class TeacherHidden:
             t_logits = _logits(part[0], self.head, self.logit_fn)
         return _kl_full(s_logits, t_logits, temperature)
 
+    @torch.no_grad()
+    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+        # A second head product per chunk: paid only when the teacher's CE is asked for.
+        return F.cross_entropy(_logits(part[0], self.head, self.logit_fn), targets, reduction="none")
+
 
 @dataclass(frozen=True)
 class TeacherTopK:
     """Log-probabilities [B, L, k] of the teacher's distribution *already softened at the loss's
     temperature*, and their token ids (see topk_cache). KL over k + 1 buckets: the top-k ids, and
-    the teacher's remaining mass against the student's mass outside those ids."""
+    the teacher's remaining mass against the student's mass outside those ids. `label_logprobs`
+    [B, L] (optional): the teacher's log-probability at T = 1 of each position's next token, which
+    the top-k alone cannot give when that token is outside the top k."""
 
     logprobs: torch.Tensor
     ids: torch.Tensor
+    label_logprobs: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.logprobs.shape != self.ids.shape:
             raise ValueError(f"TeacherTopK: logprobs {tuple(self.logprobs.shape)} != ids {tuple(self.ids.shape)}")
+        if self.label_logprobs is not None and self.label_logprobs.shape != self.ids.shape[:-1]:
+            raise ValueError(f"TeacherTopK: label_logprobs {tuple(self.label_logprobs.shape)} != "
+                             f"positions {tuple(self.ids.shape[:-1])}")  # fmt: skip
 
     def at(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         k = self.ids.shape[-1]
-        return self.logprobs.reshape(-1, k)[idx], self.ids.reshape(-1, k)[idx].long()
+        part = self.logprobs.reshape(-1, k)[idx], self.ids.reshape(-1, k)[idx].long()
+        return part if self.label_logprobs is None else (*part, self.label_logprobs.reshape(-1)[idx])
+
+    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+        if len(part) < 3:
+            raise ValueError("TeacherTopK: the teacher's CE at the labels needs label_logprobs "
+                             "(a top-k cache built with them)")  # fmt: skip
+        # The cache's next token is the input's; a counted label is the same token.
+        return -part[2].float()
 
     def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
         t_lp, t_ids = part[0].float(), part[1]
@@ -197,19 +226,21 @@ class TeacherTopK:
 class _Chunk:
     sl: slice  # into the counted positions
     rows: torch.Tensor  # batch row of each position
-    weights: torch.Tensor  # [n, 2] per-position weights of (KL, CE)
+    weights: torch.Tensor  # [n, 3] per-position weights of (KL, CE, teacher CE); the last is 0
     targets: torch.Tensor | None
     teacher: tuple[torch.Tensor, ...]
+    teacher_ce: bool = False
 
 
 def _chunk_terms(raw: torch.Tensor, c: _Chunk, teacher: TeacherSignal, temperature: float,
                  s_fn: LogitFn | None) -> torch.Tensor:  # fmt: skip
-    """Per-position (KL, CE) [n, 2] of one chunk, from the student's raw logits `h @ head.t()`."""
+    """Per-position (KL, CE, teacher CE) [n, 3] of one chunk, from the student's raw logits `h @ head.t()`."""
     s_logits = s_fn(raw) if s_fn is not None else raw
     kl = teacher.kl(s_logits, c.teacher, temperature)
     # CE is reported whenever there are labels (a useful metric), weighted by alpha in the loss.
     ce = F.cross_entropy(s_logits, c.targets, reduction="none") if c.targets is not None else torch.zeros_like(kl)
-    return torch.stack([kl, ce], dim=-1)
+    t_ce = teacher.label_nll(c.teacher, c.targets) if c.teacher_ce else torch.zeros_like(kl)
+    return torch.stack([kl, ce, t_ce], dim=-1)
 
 
 def _checkpointed_chunk(h: torch.Tensor, head: torch.Tensor, c: _Chunk, *args) -> torch.Tensor:
@@ -220,7 +251,7 @@ class _FusedHeadLoss(torch.autograd.Function):
     """Σ over positions of weights · (KL, CE) of `h @ head.t()`, gradients taken chunk by chunk in
     the forward.
 
-    Returns (weighted sum, unweighted per-row [B, 2] sums); only the first is differentiable. The
+    Returns (weighted sum, unweighted per-row [B, 3] sums); only the first is differentiable. The
     backward multiplies the stored d/dh and d/dhead by the incoming gradient, which is exact
     because the output is linear in them.
     """
@@ -231,7 +262,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         grad_h = torch.zeros_like(h) if need_h else None
         # fp32 accumulator: the head's gradient sums over every chunk.
         grad_head = torch.zeros_like(head, dtype=torch.float32) if need_head else None
-        rows = h.new_zeros(n_rows, 2, dtype=torch.float32)
+        rows = h.new_zeros(n_rows, 3, dtype=torch.float32)
         loss = h.new_zeros((), dtype=torch.float32)
         # All three products in the compute dtype, made explicit: the in-place addmm_ below is not
         # autocast, and autocast would cast a frozen head (no weight cache) again in every chunk.
@@ -287,6 +318,7 @@ class KDObjective:
     kl_weight: float = 1.0
     chunk_size: int = 1024
     fused: bool = True
+    teacher_ce: bool = False  # also sum the teacher's CE at the labels per row (group DRO's excess CE)
 
     def __call__(
         self,
@@ -303,19 +335,21 @@ class KDObjective:
         weight; row_weights: [B] factors on each row's terms (default 1)."""
         if self.alpha and labels is None:
             raise ValueError("KDObjective: alpha > 0 needs labels")
+        if self.teacher_ce and labels is None:
+            raise ValueError("KDObjective: teacher_ce needs labels")
         batch, length, hid = student_hidden.shape
         device = student_hidden.device
         idx, targets = counted_positions((batch, length), labels, attention_mask, device)
         rows = idx // length
-        terms = torch.tensor([self.kl_weight * self.temperature**2, self.alpha], dtype=torch.float32, device=device)
-        pos_weights = terms.expand(len(idx), 2)
+        terms = torch.tensor([self.kl_weight * self.temperature**2, self.alpha, 0.0], dtype=torch.float32, device=device)
+        pos_weights = terms.expand(len(idx), 3)
         if row_weights is not None:
             pos_weights = pos_weights * row_weights.to(device, torch.float32)[rows, None]
         chunks = []
         for start in range(0, len(idx), self.chunk_size):
             sl = slice(start, start + self.chunk_size)
             tgt = None if targets is None else targets[sl]
-            chunks.append(_Chunk(sl, rows[sl], pos_weights[sl], tgt, teacher.at(idx[sl])))
+            chunks.append(_Chunk(sl, rows[sl], pos_weights[sl], tgt, teacher.at(idx[sl]), self.teacher_ce))
         loss_args = (teacher, self.temperature, student_logit_fn)
         h = student_hidden.reshape(-1, hid)[idx]
         wants_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head.requires_grad)
@@ -329,13 +363,14 @@ class KDObjective:
         total = per_row.detach().sum(0)
         return KDLoss(loss=loss / n, kl=total[0] / n, ce=total[1] / n, n_tokens=len(idx),
                       row_kl=per_row[:, 0].detach(), row_ce=per_row[:, 1].detach(),
-                      row_tokens=torch.bincount(rows, minlength=batch))  # fmt: skip
+                      row_tokens=torch.bincount(rows, minlength=batch),
+                      row_teacher_ce=per_row[:, 2].detach() if self.teacher_ce else None)  # fmt: skip
 
     @staticmethod
     def _checkpointed(h, head, n_rows, chunks, loss_args, wants_grad):  # noqa: ANN001, ANN205
         """The plain reference: each chunk under checkpoint (its logits recomputed in the backward)."""
         loss = h.new_zeros((), dtype=torch.float32)
-        per_row = h.new_zeros(n_rows, 2, dtype=torch.float32)
+        per_row = h.new_zeros(n_rows, 3, dtype=torch.float32)
         for c in chunks:
             args = (h[c.sl], head, c, *loss_args)
             if wants_grad:

@@ -121,3 +121,21 @@ def test_the_shipped_config_validates():
 
     cfg = load_sft_config(Path(__file__).resolve().parents[1] / "configs" / "sft-tools-gemma3-270m.yaml")
     assert cfg.train.steps > 0
+
+
+def test_region_keeps_the_regions_chats(folder, tmp_path):
+    """`region` / `languages` restrict an SFT-any-model run as sft.region does a student's."""
+    data = tmp_path / "chats.jsonl"
+    langs = {"Paris": "fr", "Lagos": "yo", "Tokyo": "ja", "Lima": "es"}
+    data.write_text("".join(json.dumps({**chat(c), "lang": langs[c]}) + "\n" for c in CITIES))
+    out = run_sft(load_sft_config(write_config(tmp_path, folder, data, steps=2, region="Africa")))
+    note = json.loads((out / "sft.json").read_text())
+    assert note["region"] == "Africa" and note["conversations"] == 1
+    out = run_sft(load_sft_config(write_config(tmp_path, folder, data, steps=2, languages=["fra", "es"],
+                                               output_dir=str(tmp_path / "two"))))  # fmt: skip
+    assert json.loads((out / "sft.json").read_text())["conversations"] == 2
+    with pytest.raises(ValueError, match="sft-model.region 'West Asia': none of the 4 chats"):
+        run_sft(load_sft_config(write_config(tmp_path, folder, data, steps=2, region="West Asia",
+                                             output_dir=str(tmp_path / "none"))))  # fmt: skip
+    with pytest.raises(ConfigError, match="set region or languages, not both"):
+        load_sft_config(write_config(tmp_path, folder, data, region="Africa", languages=["sw"]))

@@ -75,7 +75,7 @@ def test_every_built_in_region_has_chats_and_tool_items(tmp_path):
         ({"region": "Other"}, "sft.region: unknown region 'Other'"),
         ({"languages": ["sw", "klingon"]}, "sft.languages: unknown language code 'klingon'"),
         ({"languages": []}, "sft.languages: list should have at least 1 item"),
-        ({"region": "Africa", "languages": ["sw"]}, "sft: set sft.region or sft.languages, not both"),
+        ({"region": "Africa", "languages": ["sw"]}, "sft: set region or languages, not both"),
     ],
 )
 def test_bad_selection_is_one_line_naming_the_key(tmp_path, sft, expected):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,9 +16,11 @@ from aetheris.distill.group_dro import DRO_SIGNALS, GROUP_FIELDS, REWEIGHTS, WEI
 from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES, SPLIT_ROUTERS
 from aetheris.distill.layer_map import ATTENTION_PLACEMENTS, LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
-from aetheris.errors import UserError
+from aetheris.errors import BadValueError, UserError
 from aetheris.languages import REGIONS
 from aetheris.model.configuration import BLOCK_KINDS
+
+logger = logging.getLogger(__name__)
 
 # Each choice's values are owned by the module that implements it; the Literals here are derived.
 DTYPES = ("float32", "bfloat16", "float16")
@@ -181,23 +184,13 @@ class KDConfig(_Strict):
         return self
 
 
-class SFTConfig(_Strict):
-    kl_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) beside the CE")
-    data: list[str] = Field(
-        default_factory=lambda: list(EMBEDDED_CHATS),
-        min_length=1,
-        description="chat sources: embedded:chat (built-in chats), embedded:tools (the tool-calling "
-        "training split), or files/hf: ids whose rows have messages",
-    )
-    max_length: int = Field(1024, gt=0, description="tokens per conversation (tool definitions included)")
-    # Tiny Aya's region models: the same SFT data restricted to one region's languages (or a list);
-    # the global run leaves both unset and trains on every language.
+class LanguageSelection(_Strict):
+    """Tiny Aya's region models: SFT data restricted to one region's languages (or a list); the
+    global run leaves both unset and trains on every language."""
+
     region: str | None = Field(None, description=f"keep only chats in this region's languages: {', '.join(SFT_REGIONS)}")
     languages: list[str] | None = Field(
         None, min_length=1, description="keep only chats in these languages (registry codes)"
-    )
-    start_from: Path | None = Field(
-        None, description="model folder SFT starts from (e.g. the global run's kd/); default: this run's kd/"
     )
 
     @field_validator("region")
@@ -220,9 +213,9 @@ class SFTConfig(_Strict):
             raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
-    def _one_selection(self) -> SFTConfig:
+    def _one_selection(self) -> LanguageSelection:
         if self.region is not None and self.languages is not None:
-            raise ValueError("set sft.region or sft.languages, not both")
+            raise ValueError("set region or languages, not both")
         return self
 
     def selected_languages(self) -> frozenset[str] | None:
@@ -234,6 +227,32 @@ class SFTConfig(_Strict):
 
             return frozenset(lang.code for lang in all_languages() if lang.region == self.region)
         return None
+
+    def keep(self, chats: list[Any], where: str) -> list[Any]:
+        """The chats (anything with a `.lang`) in the selected languages; none left is an error."""
+        keep = self.selected_languages()
+        if keep is None:
+            return chats
+        kept = [c for c in chats if c.lang in keep]
+        what = f"{where}.region {self.region!r}" if self.region else f"{where}.languages {self.languages}"
+        if not kept:
+            raise BadValueError(f"{what}: none of the {len(chats)} chats is in those languages")
+        logger.info("%s keeps %d of %d chats (%d languages)", what, len(kept), len(chats), len({c.lang for c in kept}))
+        return kept
+
+
+class SFTConfig(LanguageSelection):
+    kl_weight: float = Field(0.0, ge=0, description="weight of KL(teacher || student) beside the CE")
+    data: list[str] = Field(
+        default_factory=lambda: list(EMBEDDED_CHATS),
+        min_length=1,
+        description="chat sources: embedded:chat (built-in chats), embedded:tools (the tool-calling "
+        "training split), or files/hf: ids whose rows have messages",
+    )
+    max_length: int = Field(1024, gt=0, description="tokens per conversation (tool definitions included)")
+    start_from: Path | None = Field(
+        None, description="model folder SFT starts from (e.g. the global run's kd/); default: this run's kd/"
+    )
 
     @field_validator("data")
     @classmethod

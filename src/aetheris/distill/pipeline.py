@@ -337,17 +337,7 @@ def _tool_chats() -> list[Example]:
 
 def sft_chats(run: Run) -> list[Example]:
     """The SFT conversations: every source of sft.data, kept to sft.region / sft.languages."""
-    chats = run.examples(run.cfg.sft.data, kind="chat", held_out=None)
-    keep = run.cfg.sft.selected_languages()
-    if keep is None:
-        return chats
-    kept = [c for c in chats if c.lang in keep]
-    what = f"sft.region {run.cfg.sft.region!r}" if run.cfg.sft.region else f"sft.languages {run.cfg.sft.languages}"
-    if not kept:
-        raise BadValueError(f"{what}: none of the {len(chats)} chats in {run.cfg.sft.data} is in those languages")
-    logger.info("sft: %s keeps %d of %d chats (%d languages)", what, len(kept), len(chats),
-                len({c.lang for c in kept}))  # fmt: skip
-    return kept
+    return run.cfg.sft.keep(run.examples(run.cfg.sft.data, kind="chat", held_out=None), "sft")
 
 
 def sft_start(run: Run) -> AetherisForCausalLM:

@@ -33,14 +33,24 @@ from pydantic import Field, ValidationError
 from aetheris.config_file import read_yaml_mapping
 from aetheris.data.chat import IGNORE, ensure_chat_template, render_chat
 from aetheris.data.sources import Example, LoadSummary, embedded_corpus, read_sources
-from aetheris.distill.config import DTYPES, EMBEDDED_CHATS, ConfigError, TrainConfig, _format, _Strict
+from aetheris.distill.config import (
+    DTYPES,
+    EMBEDDED_CHATS,
+    ConfigError,
+    LanguageSelection,
+    TrainConfig,
+    _format,
+)
 from aetheris.distill.trainer import train
 from aetheris.errors import BadValueError
 
 logger = logging.getLogger(__name__)
 
 
-class SFTModelConfig(_Strict):
+class SFTModelConfig(LanguageSelection):
+    """`region` / `languages` keep the chats to one Tiny Aya region's languages (or a list), as
+    `sft.region` does in the pipeline."""
+
     model: str = Field(min_length=1, description="embedded teacher name, model folder, .gguf or hub id")
     dtype: str = Field("float32", description="weights' dtype while training (bf16 autocast: train.bf16)")
     data: list[str] = Field(default_factory=lambda: ["embedded:tools"], min_length=1,
@@ -139,7 +149,7 @@ def run_sft(cfg: SFTModelConfig, resume: bool = False) -> Path:
     if ensure_chat_template(tok):
         logger.warning("%s has no chat template: using aetheris.data.chat.FALLBACK_CHAT_TEMPLATE", cfg.model)
     summary = LoadSummary()
-    rows, skipped = render_rows(tok, chats(cfg.data, summary), cfg.max_length)
+    rows, skipped = render_rows(tok, cfg.keep(chats(cfg.data, summary), "sft-model"), cfg.max_length)
     if not rows:
         raise BadValueError(f"sft: no chat keeps an assistant token within max_length={cfg.max_length}")
     model.train()
@@ -148,7 +158,8 @@ def run_sft(cfg: SFTModelConfig, resume: bool = False) -> Path:
                    collate_fn=collate(pad), parameters=_trainable(model, cfg.freeze_embeddings),
                    stage="sft")  # fmt: skip
     samples = cfg.train.steps * cfg.train.batch_size * cfg.train.grad_accum
-    note = {"model": cfg.model, "conversations": len(rows), "too_long_skipped": skipped,
+    note = {"model": cfg.model, "region": cfg.region, "languages": cfg.languages, "conversations": len(rows),
+            "too_long_skipped": skipped,
             "optimizer_steps": result.step, "samples": samples, "epochs": samples / len(rows),
             "seconds": time.perf_counter() - started, "config": cfg.model_dump(mode="json")}  # fmt: skip
     return _save(model.eval(), tok, cfg.output_dir / "model", note)

@@ -38,7 +38,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from bench_sft_tools import IDS, summary
 from common import machine, table, write_json
 

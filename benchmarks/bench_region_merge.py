@@ -77,26 +77,26 @@ def eval_languages(per_region: int) -> dict[str, list[str]]:
     return out
 
 
-def sft_config(base: str, out: Path, passes: float, region: str | None, args: argparse.Namespace) -> SFTModelConfig:
-    """The SFT recipe of configs/sft-tools-gemma3-270m.yaml over `DATA` (kept to `region`), with as
-    many steps as `passes` over the kept conversations take."""
-    cfg = SFTModelConfig(model=base, data=DATA, max_length=768, region=region, output_dir=out,
+def sft_config(base: str, out: Path, data: list[str], region: str | None, args: argparse.Namespace) -> SFTModelConfig:
+    """The SFT recipe of configs/sft-tools-gemma3-270m.yaml over `data` (kept to `region`), with as
+    many steps as `args.passes` over the kept conversations take."""
+    cfg = SFTModelConfig(model=base, data=data, max_length=768, region=region, output_dir=out,
                          train=TrainConfig(steps=1, batch_size=1, lr=2e-4))  # fmt: skip
-    n = len(cfg.keep(chats(DATA), "sft-model"))
+    n = len(cfg.keep(chats(data), "sft-model"))
     per_step = args.grad_accum
-    steps = max(1, math.ceil(passes * n / per_step))
+    steps = max(1, math.ceil(args.passes * n / per_step))
     train = TrainConfig(steps=steps, batch_size=1, grad_accum=per_step, lr=args.lr, warmup_steps=max(1, steps // 20),
                         schedule="cosine", weight_decay=0.0, clip=1.0, bf16="auto", checkpoint_every=25,
                         keep_checkpoints=1, log_every=5, seed=0)  # fmt: skip
     return cfg.model_copy(update={"train": train})
 
 
-def sft(name: str, base: str, region: str | None, args: argparse.Namespace) -> Path:
+def sft(name: str, base: str, region: str | None, args: argparse.Namespace, data: list[str] = DATA) -> Path:
     """SFT run `name` (resumed if it was killed); its model folder."""
     out = args.root / name
     model = out / "model"
     if not (model / "sft.json").exists():
-        cfg = sft_config(base, out, args.passes, region, args)
+        cfg = sft_config(base, out, data, region, args)
         print(f"{name}: SFT, {cfg.train.steps} steps of {cfg.train.grad_accum} conversations", flush=True)
         run_sft(cfg, resume=(out / "run").exists())
         shutil.rmtree(out / "run" / "checkpoints", ignore_errors=True)  # the folder is written: resume needs none
@@ -177,8 +177,8 @@ def cell(drop: float, ci: Any, own: bool) -> str:
     return f"**{text}**" if own else text
 
 
-def tables(reports: dict[str, EquityReport], regions: list[str]) -> str:
-    """Per task: models x regions, the drop against the global model (the own region in bold)."""
+def tables(reports: dict[str, EquityReport], regions: list[str], reference: str = GLOBAL) -> str:
+    """Per task: models x regions, the drop against `reference` (a model's own region in bold)."""
     parts = []
     for task in TASKS:
         rows = []
@@ -189,25 +189,30 @@ def tables(reports: dict[str, EquityReport], regions: list[str]) -> str:
             rows.append([name, *(cell(by[r].drop, by[r].drop_ci, slug(r) in name) if r in by else "—"
                                  for r in regions)])  # fmt: skip
         metric = next((rep.tasks[task].metric for rep in reports.values() if task in rep.tasks), task)
-        parts += [f"{task} ({metric}): model − global per region, 95% bootstrap interval; positive = worse "
-                  "than the global model; bold = the model's own region", table(["model", *regions], rows)]
+        parts += [f"{task} ({metric}): model − {reference} per region, 95% bootstrap interval; positive = worse "
+                  f"than {reference}; bold = the model's own region", table(["model", *regions], rows)]
     return "\n\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_sft_eval_args(ap: argparse.ArgumentParser) -> None:
+    """The SFT budget and evaluation knobs this bench shares with bench_arbitrage.py."""
     ap.add_argument("--base", default="gemma3-270m", help="embedded teacher name or model folder")
     ap.add_argument("--passes", type=float, default=1.0, help="passes over each run's conversations")
     ap.add_argument("--grad-accum", type=int, default=4, help="conversations per optimizer step")
     ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--regions", nargs="+", default=list(SFT_REGIONS), choices=list(SFT_REGIONS))
-    ap.add_argument("--extra-region", default="Africa", help="also merged by slerp and ties")
     ap.add_argument("--langs-per-region", type=int, default=2)
     ap.add_argument("--tools-ids", nargs="+", default=IDS, help="eval templates (e01-e21)")
     ap.add_argument("--flores-limit", type=int, default=32, help="SIB-200 test sentences per language")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--n-boot", type=int, default=1000)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_sft_eval_args(ap)
+    ap.add_argument("--regions", nargs="+", default=list(SFT_REGIONS), choices=list(SFT_REGIONS))
+    ap.add_argument("--extra-region", default="Africa", help="also merged by slerp and ties")
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "region-merge")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)

@@ -139,3 +139,28 @@ def test_region_keeps_the_regions_chats(folder, tmp_path):
                                              output_dir=str(tmp_path / "none"))))  # fmt: skip
     with pytest.raises(ConfigError, match="set region or languages, not both"):
         load_sft_config(write_config(tmp_path, folder, data, region="Africa", languages=["sw"]))
+
+
+def test_a_distilled_student_folder_is_fine_tuned_too(tokenizer, tmp_path):
+    """The recipe's base may be an Aetheris student (issue 16: the student before and after SFT);
+    its routers' balancing loss is part of the training loss."""
+    from aetheris import AetherisConfig, AetherisForCausalLM
+
+    folder = tmp_path / "student"
+    torch.manual_seed(0)
+    AetherisForCausalLM(AetherisConfig(vocab_size=len(tokenizer), hidden_size=32, layout="SMAM", num_attention_heads=4,
+                                       num_key_value_heads=2, moe_intermediate_size=16, ssm_chunk_size=8,
+                                       tie_word_embeddings=True)).save_pretrained(folder)  # fmt: skip
+    tokenizer.save_pretrained(folder)
+    model = AetherisForCausalLM.from_pretrained(folder).train()
+    rows = [{k: torch.tensor(v) for k, v in render_chat(tokenizer, c["messages"], c["tools"]).items()}
+            for c in map(chat, CITIES[:2])]  # fmt: skip
+    batch = collate(tokenizer.eos_token_id)(rows)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    plain = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten())
+    assert out.router_loss > 0 and torch.allclose(assistant_ce(model, batch)["loss"], plain + out.router_loss, atol=1e-5)
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(chat(c)) + "\n" for c in CITIES))
+    saved = run_sft(load_sft_config(write_config(tmp_path, folder, data, steps=3)))
+    assert isinstance(AetherisForCausalLM.from_pretrained(saved), AetherisForCausalLM)
+    assert json.loads((saved / "sft.json").read_text())["optimizer_steps"] == 3

@@ -127,7 +127,9 @@ def assistant_ce(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits.float()
     loss = F.cross_entropy(logits.flatten(0, 1), targets[:, keep].flatten(), ignore_index=IGNORE)
-    return {"loss": loss}
+    # An Aetheris student in training mode also returns its routers' load-balancing and z-losses.
+    router = getattr(out, "router_loss", None)
+    return {"loss": loss if router is None else loss + router}
 
 
 def _trainable(model: torch.nn.Module, freeze_embeddings: bool) -> list[torch.nn.Parameter]:

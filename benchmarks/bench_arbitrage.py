@@ -23,21 +23,26 @@ Every step resumes (arbitrage appends rows, SFT checkpoints, evaluation caches i
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench_region_merge import add_sft_eval_args, eval_languages, evaluate, sft, tables, tools_by_category
-from common import machine, table, write_json
+from bench_region_merge import (
+    add_sft_eval_args,
+    eval_languages,
+    evaluate,
+    sft,
+    start,
+    tables,
+    tools_by_category,
+)
+from common import table, write_json
 
 from aetheris.arbitrage.checks import CheckRecord, assistant_message
 from aetheris.arbitrage.config import load_settings
 from aetheris.arbitrage.run import run_arbitrage
 from aetheris.equity import compare
-from aetheris.precision import cpu_summary
 from aetheris.report.plots import family_drops
 from aetheris.toolcall.checker import CallParseError, parse_calls
 
@@ -104,10 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "arbitrage-bench")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    args.results.mkdir(parents=True, exist_ok=True)
-    header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
-              "command": " ".join(sys.argv), "base": args.base, "passes": args.passes}  # fmt: skip
-    print(header["machine"], "|", header["cpu"], flush=True)
+    header = start(args)
     settings, arbiter = load_settings(args.config)
     labels = [m.label for m in settings.pool]
     if args.teacher not in labels:

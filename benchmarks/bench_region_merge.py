@@ -208,6 +208,15 @@ def add_sft_eval_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
 
 
+def start(args: argparse.Namespace) -> dict[str, Any]:
+    """The record's header (machine, CPU flags, date, command, budget), printed; makes --results."""
+    args.results.mkdir(parents=True, exist_ok=True)
+    header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
+              "command": " ".join(sys.argv), "base": args.base, "passes": args.passes}  # fmt: skip
+    print(header["machine"], "|", header["cpu"], flush=True)
+    return header
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_sft_eval_args(ap)
@@ -216,10 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "region-merge")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    args.results.mkdir(parents=True, exist_ok=True)
-    header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
-              "command": " ".join(sys.argv), "base": args.base, "passes": args.passes}  # fmt: skip
-    print(header["machine"], "|", header["cpu"], flush=True)
+    header = start(args)
     by_region = eval_languages(args.langs_per_region)
     langs = [code for r in args.regions for code in by_region[r]]
 

@@ -91,3 +91,19 @@ def save_embedded_teacher(path: Path, layers: int = 2, hidden: int = 64) -> Path
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def save_tiny_pool(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny chat-corpus Llamas with different tokenizers (per-byte scores are what compare
+    across them): the arbitrage pool of the tests."""
+    from aetheris.data.sources import embedded_corpus
+
+    texts = [m["content"] for ex in embedded_corpus("chat") for m in ex.messages if m.get("content")]
+    out = {}
+    for name, vocab, seed in (("tiny-a", 400, 0), ("tiny-b", 600, 1)):
+        path = tmp_path_factory.mktemp(name)
+        tok = tiny_tokenizer(texts, vocab_size=vocab)
+        tiny_llama(tok, seed=seed).save_pretrained(path)
+        tok.save_pretrained(path)
+        out[name] = path
+    return out

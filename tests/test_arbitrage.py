@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 import yaml
-from eval_tiny import tiny_llama, tiny_tokenizer
+from eval_tiny import save_tiny_pool, tiny_tokenizer
 from typer.testing import CliRunner
 
 from aetheris.arbitrage.arbiters import build_arbiter, parse_arbiter
@@ -37,16 +37,8 @@ def texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, texts):
-    """Two tiny pool models with different tokenizers (so per-byte scoring is what compares)."""
-    out = {}
-    for name, vocab, seed in (("tiny-a", 400, 0), ("tiny-b", 600, 1)):
-        path = tmp_path_factory.mktemp(name)
-        tok = tiny_tokenizer(texts, vocab_size=vocab)
-        tiny_llama(tok, seed=seed).save_pretrained(path)
-        tok.save_pretrained(path)
-        out[name] = path
-    return out
+def folders(tmp_path_factory):
+    return save_tiny_pool(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

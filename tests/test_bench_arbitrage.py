@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from eval_tiny import tiny_llama, tiny_tokenizer
-
-from aetheris.data.sources import embedded_corpus
+from eval_tiny import save_tiny_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -19,15 +17,7 @@ import bench_arbitrage  # noqa: E402
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    texts = [m["content"] for ex in embedded_corpus("chat") for m in ex.messages if m.get("content")]
-    out = {}
-    for name, vocab, seed in (("tiny-a", 400, 0), ("tiny-b", 600, 1)):
-        path = tmp_path_factory.mktemp(name)
-        tok = tiny_tokenizer(texts, vocab_size=vocab)
-        tiny_llama(tok, seed=seed).save_pretrained(path)
-        tok.save_pretrained(path)
-        out[name] = path
-    return out
+    return save_tiny_pool(tmp_path_factory)
 
 
 def test_teacher_rows_are_its_own_passing_replies():

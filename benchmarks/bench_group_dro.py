@@ -62,6 +62,7 @@ from aetheris.report.plots import group_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ETA = 0.1
+DEFAULT_KD_TOKENS = 40_960  # bench_hybrid's budget (BENCHMARKS §10); another budget names its runs
 RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
 # KD data of every run: rows of one language (a row's group is then its tokens' group), from SIB-200
 # sentences that the study never scores (it scores `test`). 128-token rows, 8 per step: bench_hybrid's
@@ -80,13 +81,21 @@ RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, se
 }
 
 
-def run_name(name: str, eta: float, signal: str = "kl") -> str:
+def budget_tag(kd_tokens: int) -> str:
+    """'' at the default budget, else '-200k' (204,800 tokens) or '-128t'."""
+    if kd_tokens == DEFAULT_KD_TOKENS:
+        return ""
+    return f"-{kd_tokens // 1024}k" if kd_tokens % 1024 == 0 else f"-{kd_tokens}t"
+
+
+def run_name(name: str, eta: float, signal: str = "kl", kd_tokens: int | None = None) -> str:
     """`name`, tagged with the excess-CE signal and with η when a DRO run uses other than the
-    defaults (uniform runs have neither)."""
+    defaults (uniform runs have neither), and with the budget when it is not the default."""
+    tag = budget_tag(DEFAULT_KD_TOKENS if kd_tokens is None else kd_tokens)
     if RUNS[name][0]["weighting"] == "uniform":
-        return name
+        return name + tag
     name = f"{name}-excess" if signal == "excess_ce" else name
-    return name if eta == DEFAULT_ETA else f"{name}-eta{eta:g}"
+    return (name if eta == DEFAULT_ETA else f"{name}-eta{eta:g}") + tag
 
 
 def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: int, runs: Path,
@@ -99,13 +108,14 @@ def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: in
     base["train"]["kd"]["batch_size"] = ROWS_PER_STEP
     cfg = config_dict(base, student, n_layers, kd_tokens, runs / RUNS_DIR)
     signal = dro.get("dro_signal", "kl")
-    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"], signal))
+    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"], signal, kd_tokens))
     cfg["kd"].update(changes)
     labels = ""
     if changes["weighting"] == "group_dro":
         cfg["kd"].update({"groups": "family", **dro})
         labels = "-labels" if signal == "excess_ce" else ""  # a cache with the teacher's label log-probs
-    cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}{labels}")
+    # a cache holds one set of rows: a seed's runs share it, at one budget
+    cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}{labels}{budget_tag(kd_tokens)}")
     cfg["train"]["kd"].update(seed=seed, log_every=1)
     return parse_config(cfg, f"{name} (from the base config)")
 
@@ -149,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--student", default="full-50p-upcycle", help="bench_hybrid's student whose align KD starts from")
     ap.add_argument("--runs", nargs="+", choices=list(RUNS),
                     default=["uniform-s0", "dro-loss-s0", "dro-sampling-s0", "uniform-s1"])
-    ap.add_argument("--kd-tokens", type=int, default=40_960, help="bench_hybrid's budget (BENCHMARKS §10)")
+    ap.add_argument("--kd-tokens", type=int, default=None,
+                    help=f"KD tokens per run (default {DEFAULT_KD_TOKENS:,}, bench_hybrid's; another names its runs)")
     ap.add_argument("--eta", type=float, default=DEFAULT_ETA, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
     ap.add_argument("--floor", type=float, default=0.1, help="kd.dro_floor, as a fraction of 1/G")
     ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
@@ -161,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=ROOT / "runs" / "hybrid", help="bench_hybrid's --runs")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    args.kd_tokens = DEFAULT_KD_TOKENS if args.kd_tokens is None else args.kd_tokens
     args.results.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     student_dir = args.root / args.student
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
                          "weighting": "uniform", "data": "embedded corpus, mixed rows", "stage": note,
                          "held_out": measured(student_dir / "kd")})  # fmt: skip
     for base_name in args.runs:
-        name = run_name(base_name, args.eta, args.signal)
+        name = run_name(base_name, args.eta, args.signal, args.kd_tokens)
         path = args.results / f"{name}.json"
         if path.exists():
             print(f"{name}: done", flush=True)

@@ -25,7 +25,8 @@ def teacher_dir(tmp_path_factory):
     return save_embedded_teacher(tmp_path_factory.mktemp("teacher"), hidden=32)
 
 
-def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path, capsys):
+def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench_group_dro, "DEFAULT_KD_TOKENS", 4 * 32)  # this test's budget is the default one
     budget = {"steps": 2, "batch_size": 2, "lr": 1e-2, "log_every": 1}
     base = {"teacher": {"name": str(teacher_dir)},
             "student": {"layout": "SM", "experts": "upcycle", "overrides": {"ssm_chunk_size": 16},
@@ -131,6 +132,10 @@ def test_runs_are_named_by_eta_only_away_from_the_default():
     assert bench_group_dro.run_name("dro-loss-s0", 0.1, "excess_ce") == "dro-loss-s0-excess"
     assert bench_group_dro.run_name("dro-loss-s0", 0.3, "excess_ce") == "dro-loss-s0-excess-eta0.3"
     assert bench_group_dro.run_name("uniform-s0", 0.3, "excess_ce") == "uniform-s0"
+    # another budget is another run (and another top-k cache: other rows)
+    assert bench_group_dro.run_name("uniform-s0", 0.1, "kl", 204_800) == "uniform-s0-200k"
+    assert bench_group_dro.run_name("dro-loss-s0", 0.2, "excess_ce", 1000) == "dro-loss-s0-excess-eta0.2-1000t"
+    assert bench_group_dro.run_name("uniform-s0", 0.1, "kl", 40_960) == "uniform-s0"
 
 
 def test_signal_ranks_compare_each_held_out_signal_with_the_drops():

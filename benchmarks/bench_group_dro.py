@@ -68,7 +68,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "group_dro"
 # sentences that the study never scores (it scores `test`). 128-token rows, 8 per step: bench_hybrid's
 # 1,024 tokens per step, but 320 rows over the budget instead of 80, so that nearly every language
 # has a row (80 rows of one language each leave ~21 of the 69 unseen: BENCHMARKS §13b).
-DATA = {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language", "seq_len": 128}
+# bos false: the series of BENCHMARKS §13 ran on rows without the teacher's BOS (§14); `--bos` starts a
+# series with it (runs named -bos), since rows without it halve gemma3-270m's quality as a teacher.
+DATA = {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language", "seq_len": 128, "bos": "false"}
 ROWS_PER_STEP = 8
 RUNS_DIR = "dro-language"  # under bench_hybrid's --runs
 RUNS: dict[str, tuple[dict[str, Any], int]] = {  # name: (kd section changes, seed)
@@ -88,10 +90,11 @@ def budget_tag(kd_tokens: int) -> str:
     return f"-{kd_tokens // 1024}k" if kd_tokens % 1024 == 0 else f"-{kd_tokens}t"
 
 
-def run_name(name: str, eta: float, signal: str = "kl", kd_tokens: int | None = None) -> str:
+def run_name(name: str, eta: float, signal: str = "kl", kd_tokens: int | None = None, bos: bool = False) -> str:
     """`name`, tagged with the excess-CE signal and with η when a DRO run uses other than the
-    defaults (uniform runs have neither), and with the budget when it is not the default."""
-    tag = budget_tag(DEFAULT_KD_TOKENS if kd_tokens is None else kd_tokens)
+    defaults (uniform runs have neither), with the budget when it is not the default, and `-bos`
+    for rows that start with the teacher's BOS."""
+    tag = budget_tag(DEFAULT_KD_TOKENS if kd_tokens is None else kd_tokens) + ("-bos" if bos else "")
     if RUNS[name][0]["weighting"] == "uniform":
         return name + tag
     name = f"{name}-excess" if signal == "excess_ce" else name
@@ -99,25 +102,31 @@ def run_name(name: str, eta: float, signal: str = "kl", kd_tokens: int | None = 
 
 
 def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: int, runs: Path,
-               dro: dict[str, Any]) -> RunConfig:  # fmt: skip
+               dro: dict[str, Any], bos: bool = False) -> RunConfig:  # fmt: skip
     """bench_hybrid's config for `student` with the runs' KD data (`DATA`), run `name`'s KD
     weighting and seed, its own output folder (tagged with η), and the seed's shared top-k cache."""
     changes, seed = RUNS[name]
     base = json.loads(json.dumps(base))
-    base["data"].update(DATA)
+    base["data"].update(data_for(bos))
     base["train"]["kd"]["batch_size"] = ROWS_PER_STEP
     cfg = config_dict(base, student, n_layers, kd_tokens, runs / RUNS_DIR)
     signal = dro.get("dro_signal", "kl")
-    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"], signal, kd_tokens))
+    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"], signal, kd_tokens, bos))
     cfg["kd"].update(changes)
     labels = ""
     if changes["weighting"] == "group_dro":
         cfg["kd"].update({"groups": "family", **dro})
         labels = "-labels" if signal == "excess_ce" else ""  # a cache with the teacher's label log-probs
     # a cache holds one set of rows: a seed's runs share it, at one budget
-    cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}{labels}{budget_tag(kd_tokens)}")
+    rows = budget_tag(kd_tokens) + ("-bos" if bos else "")
+    cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}{labels}{rows}")
     cfg["train"]["kd"].update(seed=seed, log_every=1)
     return parse_config(cfg, f"{name} (from the base config)")
+
+
+def data_for(bos: bool) -> dict[str, Any]:
+    """The runs' data section: `DATA`, with the tokenizer's BOS at the start of rows when `bos`."""
+    return {**DATA, "bos": "auto"} if bos else dict(DATA)
 
 
 def start_from_align(cfg: RunConfig, align: Path) -> None:
@@ -166,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
     ap.add_argument("--signal", choices=["kl", "excess_ce"], default="kl",
                     help="kd.dro_signal: each family's KL, or its excess CE in bits per byte")
+    ap.add_argument("--bos", action="store_true",
+                    help="rows (KD and held-out) start with the teacher's BOS; runs named -bos")
     ap.add_argument("--remeasure", action="store_true",
                     help="measure the held-out excess CE of finished records that lack it")
     ap.add_argument("--held-out-rows", type=int, default=256, help="common held-out rows for KL per family")
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     def measured(folder: Path) -> dict[str, Any]:
         nonlocal measure
         if measure is None:
-            run = Run(dro_config(base, args.student, "uniform-s0", n_layers, args.kd_tokens, args.root, dro))
+            run = Run(dro_config(base, args.student, "uniform-s0", n_layers, args.kd_tokens, args.root, dro, args.bos))
             measure = (run, *held_out(run, args.held_out_rows))
         run, rows, langs = measure
         return family_kl(run, folder, rows, langs)
@@ -201,28 +212,29 @@ def main(argv: list[str] | None = None) -> None:
             write_json(path, {**record, "held_out": measured(Path(record["folder"]))})
             print(f"{path.stem}: remeasured", flush=True)
 
-    own = args.results / "kd-student.json"  # bench_hybrid's KD: the embedded corpus in mixed rows
+    # bench_hybrid's KD (the embedded corpus in mixed rows), measured on this series' held-out rows
+    own = args.results / ("kd-student-bos.json" if args.bos else "kd-student.json")
     if own.exists():
         remeasured(own)
     elif (student_dir / "kd" / "config.json").exists():
         note = json.loads((student_dir / "kd" / "stage.json").read_text())
-        write_json(own, {**header, "name": "kd-student", "folder": str(student_dir / "kd"), "seed": 0,
+        write_json(own, {**header, "name": own.stem, "folder": str(student_dir / "kd"), "seed": 0,
                          "weighting": "uniform", "data": "embedded corpus, mixed rows", "stage": note,
                          "held_out": measured(student_dir / "kd")})  # fmt: skip
     for base_name in args.runs:
-        name = run_name(base_name, args.eta, args.signal, args.kd_tokens)
+        name = run_name(base_name, args.eta, args.signal, args.kd_tokens, args.bos)
         path = args.results / f"{name}.json"
         if path.exists():
             print(f"{name}: done", flush=True)
             remeasured(path)
             continue
-        cfg = dro_config(base, args.student, base_name, n_layers, args.kd_tokens, args.root, dro)
+        cfg = dro_config(base, args.student, base_name, n_layers, args.kd_tokens, args.root, dro, args.bos)
         out = Path(cfg.output_dir)
         start_from_align(cfg, align)
         if not (out / "kd" / "config.json").exists():
             stage_kd(Run(cfg, resume=(out / "runs" / "kd").exists()))
         record = {**header, "name": name, "folder": str(out / "kd"), "seed": RUNS[base_name][1],
-                  "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro, "data": DATA, "rows_per_step": ROWS_PER_STEP,
+                  "weighting": cfg.kd.weighting, "reweight": cfg.kd.reweight, "dro": dro, "data": data_for(args.bos), "rows_per_step": ROWS_PER_STEP,
                   "stage": json.loads((out / "kd" / "stage.json").read_text()),
                   "held_out": measured(out / "kd")}  # fmt: skip
         if cfg.kd.weighting == "group_dro":

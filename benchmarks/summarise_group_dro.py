@@ -45,8 +45,8 @@ Record = dict[str, Any]
 
 def study_row(run: str) -> str:
     """The study row a bench_group_dro run is scored as."""
-    if run == "kd-student":
-        return run
+    if run.startswith("kd-student"):  # kd-student-bos: the same student, measured on rows with BOS
+        return "kd-student"
     if run == "uniform-s0":
         return BASELINE
     return "kd-" + run.replace("-s0", "")

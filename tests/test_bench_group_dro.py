@@ -50,7 +50,8 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
     assert dro["name"] == "dro-loss-s0-eta0.5" and dro["seed"] == 0
     assert (root / "dro-language" / "dro-loss-s0-eta0.5" / "align").is_symlink()
     # every run reads SIB-200 train in rows of one language; the held-out rows are SIB-200 dev
-    assert dro["data"] == {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language", "seq_len": 128}
+    assert dro["data"] == {"train": ["sib200:train"], "eval": ["sib200:dev"], "pack": "language", "seq_len": 128,
+                           "bos": "false"}  # §13's series: rows without the teacher's BOS
     assert dro["rows_per_step"] == 8 and dro["stage"]["tokens"] == 8 * 128  # the budget rounds up to one step
     assert dro["stage"]["weighting"] == "group_dro" and dro["dro"]["dro_eta"] == 0.5
     q = dro["stage"]["group_dro"]["q"]
@@ -136,6 +137,8 @@ def test_runs_are_named_by_eta_only_away_from_the_default():
     assert bench_group_dro.run_name("uniform-s0", 0.1, "kl", 204_800) == "uniform-s0-200k"
     assert bench_group_dro.run_name("dro-loss-s0", 0.2, "excess_ce", 1000) == "dro-loss-s0-excess-eta0.2-1000t"
     assert bench_group_dro.run_name("uniform-s0", 0.1, "kl", 40_960) == "uniform-s0"
+    assert bench_group_dro.run_name("dro-loss-s0", 0.1, "kl", 40_960, bos=True) == "dro-loss-s0-bos"
+    assert bench_group_dro.data_for(True)["bos"] == "auto" and bench_group_dro.data_for(False)["bos"] == "false"
 
 
 def test_signal_ranks_compare_each_held_out_signal_with_the_drops():

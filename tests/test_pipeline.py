@@ -243,3 +243,17 @@ def test_runs_over_the_same_rows_share_one_topk_cache(teacher_dir, tmp_path):
     b.train.kd.seed = 1  # other rows: the cache's row ids would point at other text
     with pytest.raises(CacheMismatchError, match="rows_hash"):
         run_stages(b, "kd")
+
+
+@pytest.mark.parametrize(("bos", "first"), [("auto", True), ("false", False)])
+def test_rows_start_with_the_teachers_bos_unless_told_not_to(teacher_dir, tmp_path, bos, first):
+    """data.bos: the stages' rows (calibration, KD, held-out) start with the teacher's BOS, as its
+    own training and evaluation texts do; `false` gives the rows of runs made before."""
+    from aetheris.distill.pipeline import Run
+
+    cfg = config(teacher_dir, tmp_path, top_k_cache=False)
+    cfg.data = cfg.data.model_copy(update={"bos": bos})
+    run = Run(cfg)
+    bos_id = run.teacher.tokenizer.bos_token_id
+    rows = run.packed(cfg.data.train, 4, seed=0) + list(run.kd_rows(4, seed=0)[0])
+    assert all((int(r["input_ids"][0]) == bos_id) is first for r in rows)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aetheris.config_file import read_yaml_mapping
 from aetheris.data.hub import DataSource
+from aetheris.data.mixture import BOS_MODES
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
 from aetheris.distill.group_dro import DRO_SIGNALS, GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
 from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES, SPLIT_ROUTERS
@@ -121,6 +122,11 @@ class DataConfig(_Strict):
         False,
         description="build each KD row when the trainer reads it (documents drawn per row, with replacement) "
         "instead of packing every row up front: constant memory at billions of tokens; no top-k cache",
+    )
+    bos: Literal[BOS_MODES] = Field(
+        "auto",
+        description="start every packed document (and row) with the tokenizer's BOS: auto = where encoding "
+        "a text adds it (Gemma, Llama); false reproduces runs made before rows had it",
     )
     pack: Literal["mixed", "language"] = Field(
         "mixed",

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from aetheris.data.chat import ensure_chat_template, render_chat
-from aetheris.data.mixture import IndexedRows, MixtureSampler, PackedBatches, TaggedRows
+from aetheris.data.mixture import IndexedRows, MixtureSampler, PackedBatches, TaggedRows, bos_id
 from aetheris.data.sources import Example, LoadSummary, embedded_corpus, read_sources
 from aetheris.distill.align import align_student
 from aetheris.distill.attention_probe import LayerProbe, probe_attention, probe_key
@@ -107,7 +107,8 @@ class Run:
         tok = self.teacher.tokenizer
         sampler = MixtureSampler(self.examples(specs, held_out=held_out), tau=self.cfg.data.tau, seed=seed)
         by_language = self.cfg.data.pack == "language"
-        batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1, by_language=by_language)
+        batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1, by_language=by_language,
+                                bos=bos_id(tok, self.cfg.data.bos))  # fmt: skip
         out = []
         for _ in range(rows):
             batch = next(batches)
@@ -121,8 +122,10 @@ class Run:
         """KD's `n` training rows and each row's language. Packed up front
         from one stream, or with `data.lazy_rows` built when the trainer reads them (`IndexedRows`)."""
         if self.cfg.data.lazy_rows:
-            rows = IndexedRows(self.examples(self.cfg.data.train), self.teacher.tokenizer, self.cfg.data.seq_len, n,
-                               tau=self.cfg.data.tau, seed=seed, by_language=self.cfg.data.pack == "language")  # fmt: skip
+            tok = self.teacher.tokenizer
+            rows = IndexedRows(self.examples(self.cfg.data.train), tok, self.cfg.data.seq_len, n,
+                               tau=self.cfg.data.tau, seed=seed, by_language=self.cfg.data.pack == "language",
+                               bos=bos_id(tok, self.cfg.data.bos))  # fmt: skip
             langs = [rows.lang(i) for i in range(n)]
         else:
             rows = self.packed(self.cfg.data.train, n, seed=seed, keep_lang=True)

@@ -43,7 +43,7 @@ from common import machine, table, write_json
 
 from aetheris import languages
 from aetheris.data.chat import ensure_chat_template
-from aetheris.distill.config import SFT_REGIONS, TrainConfig
+from aetheris.distill.config import SFT_REGIONS, LanguageSelection, TrainConfig
 from aetheris.distill.sft_model import SFTModelConfig, chats, run_sft
 from aetheris.equity import EquityReport, compare
 from aetheris.eval.lm import HFLM
@@ -80,15 +80,12 @@ def eval_languages(per_region: int) -> dict[str, list[str]]:
 def sft_config(base: str, out: Path, data: list[str], region: str | None, args: argparse.Namespace) -> SFTModelConfig:
     """The SFT recipe of configs/sft-tools-gemma3-270m.yaml over `data` (kept to `region`), with as
     many steps as `args.passes` over the kept conversations take."""
-    cfg = SFTModelConfig(model=base, data=data, max_length=768, region=region, output_dir=out,
-                         train=TrainConfig(steps=1, batch_size=1, lr=2e-4))  # fmt: skip
-    n = len(cfg.keep(chats(data), "sft-model"))
-    per_step = args.grad_accum
-    steps = max(1, math.ceil(args.passes * n / per_step))
-    train = TrainConfig(steps=steps, batch_size=1, grad_accum=per_step, lr=args.lr, warmup_steps=max(1, steps // 20),
-                        schedule="cosine", weight_decay=0.0, clip=1.0, bf16="auto", checkpoint_every=25,
-                        keep_checkpoints=1, log_every=5, seed=0)  # fmt: skip
-    return cfg.model_copy(update={"train": train})
+    n = len(LanguageSelection(region=region).keep(chats(data), "sft-model"))
+    steps = max(1, math.ceil(args.passes * n / args.grad_accum))
+    train = TrainConfig(steps=steps, batch_size=1, grad_accum=args.grad_accum, lr=args.lr,
+                        warmup_steps=max(1, steps // 20), schedule="cosine", weight_decay=0.0, clip=1.0,
+                        bf16="auto", checkpoint_every=25, keep_checkpoints=1, log_every=5, seed=0)  # fmt: skip
+    return SFTModelConfig(model=base, data=data, max_length=768, region=region, output_dir=out, train=train)
 
 
 def sft(name: str, base: str, region: str | None, args: argparse.Namespace, data: list[str] = DATA) -> Path:

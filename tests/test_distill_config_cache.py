@@ -333,7 +333,8 @@ def test_cache_with_label_logprobs(teacher, tmp_path):
     cache = TopKCache(out, label_logprobs=True, **_args())
     data = torch.randint(0, VOCAB, (10, SEQ), generator=torch.Generator().manual_seed(1))
     ask = torch.tensor([6, 0, 3])
-    labels = cache.lookup_labels(ask)
+    vals, ids, labels = cache.lookup_with_labels(ask)
+    assert torch.equal(vals, cache.lookup(ask)[0]) and torch.equal(ids, cache.lookup(ask)[1])
     with torch.no_grad():
         logp = F.log_softmax(teacher(data[ask]).logits, -1)  # T = 1, not the cache's 2.0
     expected = logp[:, :-1].gather(-1, data[ask][:, 1:, None])[..., 0]
@@ -348,4 +349,4 @@ def test_cache_with_label_logprobs(teacher, tmp_path):
     with pytest.raises(CacheMismatchError, match="no label_logprobs"):
         build_topk_cache(teacher, _batches(rows), plain, label_logprobs=True, **_args())
     with pytest.raises(CacheMismatchError, match="no label_logprobs"):
-        TopKCache(plain, **_args()).lookup_labels([0])
+        TopKCache(plain, **_args()).lookup_with_labels([0])

@@ -307,6 +307,20 @@ def test_teacher_ce_per_row_is_the_teachers_own_loss_at_the_labels(form, fused):
         assert torch.allclose(same.row_ce, same.row_teacher_ce, atol=1e-5)
 
 
+def test_teacher_ce_costs_no_second_teacher_head_product():
+    """The online teacher's logits of a chunk serve its KL and its CE at the labels alike."""
+    hs, head, t_logits, labels = _setup(batch=3, length=9)
+    t_hidden, t_head = torch.randn(3, 9, 5), torch.randn(V, 5)
+    calls = []
+
+    def spy(logits):
+        calls.append(logits.shape[0])
+        return logits
+
+    kd(hs, head, TeacherHidden(t_hidden, t_head, spy), labels=labels, chunk_size=4, teacher_ce=True)
+    assert len(calls) == 6  # ceil(24 / 4) chunks, one teacher head product each
+
+
 def test_teacher_ce_needs_labels_and_topk_needs_label_logprobs():
     hs, head, t_logits, labels = _setup()
     with pytest.raises(ValueError, match="teacher_ce needs labels"):

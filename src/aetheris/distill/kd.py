@@ -113,8 +113,9 @@ class CachedTeacher:
     def __call__(self, batch: dict[str, torch.Tensor]) -> TeacherTopK:
         # Reading is no compute: CPU autocast has no rule for the cache's float16 (torch.cat fails).
         with torch.autocast(batch["input_ids"].device.type, enabled=False):
-            labels = self.cache.lookup_labels(batch["row_id"]) if self.cache.has_labels else None
-            return TeacherTopK(*self.cache.lookup(batch["row_id"]), labels)
+            if self.cache.has_labels:
+                return TeacherTopK(*self.cache.lookup_with_labels(batch["row_id"]))
+            return TeacherTopK(*self.cache.lookup(batch["row_id"]))
 
 
 def topk_cache_key(cfg: RunConfig, tokenizer_hash: str, rows: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:

@@ -103,6 +103,14 @@ def _soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits if temperature == 1 else logits / temperature
 
 
+def _label_nll(t_logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
+    """The teacher's CE at T = 1 of `targets` per position, from its logits (None without targets)."""
+    if targets is None:
+        return None
+    with torch.no_grad():
+        return F.cross_entropy(t_logits.float(), targets, reduction="none")
+
+
 def _kl_full(s_logits: torch.Tensor, t_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL per position [n] between full distributions."""
     s_lp = F.log_softmax(_soften(s_logits, temperature), dim=-1)
@@ -120,12 +128,11 @@ class TeacherSignal(Protocol):
         """The per-position tensors of these flat (B·L) positions."""
         ...
 
-    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
-        """KL(teacher_T ‖ student_T) per position [n], for the student's logits of `part`'s positions."""
-        ...
-
-    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
-        """The teacher's CE at T = 1 of these targets, per position [n] (no gradient)."""
+    def terms(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float,
+              targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """KL(teacher_T ‖ student_T) per position [n], for the student's logits of `part`'s
+        positions, and, when `targets` are given, the teacher's own CE at T = 1 of them (no
+        gradient; from the same teacher logits)."""
         ...
 
 
@@ -138,11 +145,9 @@ class TeacherLogits:
     def at(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.logits.reshape(-1, self.logits.shape[-1])[idx],)
 
-    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
-        return _kl_full(s_logits, part[0], temperature)
-
-    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(part[0].float(), targets, reduction="none")
+    def terms(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float,
+              targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        return _kl_full(s_logits, part[0], temperature), _label_nll(part[0], targets)
 
 
 @dataclass(frozen=True)
@@ -163,15 +168,11 @@ class TeacherHidden:
     def at(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.hidden.reshape(-1, self.hidden.shape[-1])[idx],)
 
-    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+    def terms(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float,
+              targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         with torch.no_grad():
-            t_logits = _logits(part[0], self.head, self.logit_fn)
-        return _kl_full(s_logits, t_logits, temperature)
-
-    @torch.no_grad()
-    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
-        # A second head product per chunk: paid only when the teacher's CE is asked for.
-        return F.cross_entropy(_logits(part[0], self.head, self.logit_fn), targets, reduction="none")
+            t_logits = _logits(part[0], self.head, self.logit_fn)  # one head product serves both terms
+        return _kl_full(s_logits, t_logits, temperature), _label_nll(t_logits, targets)
 
 
 @dataclass(frozen=True)
@@ -198,14 +199,18 @@ class TeacherTopK:
         part = self.logprobs.reshape(-1, k)[idx], self.ids.reshape(-1, k)[idx].long()
         return part if self.label_logprobs is None else (*part, self.label_logprobs.reshape(-1)[idx])
 
-    def label_nll(self, part: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+    def terms(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float,
+              targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        if targets is None:
+            return self._kl(s_logits, part, temperature), None
         if len(part) < 3:
             raise ValueError("TeacherTopK: the teacher's CE at the labels needs label_logprobs "
                              "(a top-k cache built with them)")  # fmt: skip
         # The cache's next token is the input's; a counted label is the same token.
-        return -part[2].float()
+        return self._kl(s_logits, part, temperature), -part[2].float()
 
-    def kl(self, s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+    @staticmethod
+    def _kl(s_logits: torch.Tensor, part: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
         t_lp, t_ids = part[0].float(), part[1]
         s_lp = F.log_softmax(_soften(s_logits, temperature), dim=-1)
         kl = (t_lp.exp() * (t_lp - s_lp.gather(-1, t_ids))).sum(-1)
@@ -236,11 +241,10 @@ def _chunk_terms(raw: torch.Tensor, c: _Chunk, teacher: TeacherSignal, temperatu
                  s_fn: LogitFn | None) -> torch.Tensor:  # fmt: skip
     """Per-position (KL, CE, teacher CE) [n, 3] of one chunk, from the student's raw logits `h @ head.t()`."""
     s_logits = s_fn(raw) if s_fn is not None else raw
-    kl = teacher.kl(s_logits, c.teacher, temperature)
+    kl, t_ce = teacher.terms(s_logits, c.teacher, temperature, c.targets if c.teacher_ce else None)
     # CE is reported whenever there are labels (a useful metric), weighted by alpha in the loss.
     ce = F.cross_entropy(s_logits, c.targets, reduction="none") if c.targets is not None else torch.zeros_like(kl)
-    t_ce = teacher.label_nll(c.teacher, c.targets) if c.teacher_ce else torch.zeros_like(kl)
-    return torch.stack([kl, ce, t_ce], dim=-1)
+    return torch.stack([kl, ce, torch.zeros_like(kl) if t_ce is None else t_ce], dim=-1)
 
 
 def _checkpointed_chunk(h: torch.Tensor, head: torch.Tensor, c: _Chunk, *args) -> torch.Tensor:

@@ -206,7 +206,8 @@ def _check_labels(manifest: dict[str, Any], where: Path) -> None:
 
 class TopKCache:
     """Reads a finished cache; `lookup(row_ids)` returns the rows of a batch, in batch order, and
-    `lookup_labels(row_ids)` their label log-probs (`label_logprobs=True` requires the cache to have them)."""
+    `lookup_with_labels(row_ids)` their label log-probs too (`label_logprobs=True` requires the
+    cache to have them)."""
 
     def __init__(
         self,
@@ -263,8 +264,10 @@ class TopKCache:
         values, indices = self._read(row_ids, ("values", "indices"))
         return values.float(), indices.long()
 
-    def lookup_labels(self, row_ids: Iterable[int] | torch.Tensor) -> torch.Tensor:
-        """The teacher's log-probs of each next token [B, L] float32 (a cache built with label_logprobs)."""
+    def lookup_with_labels(self, row_ids: Iterable[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`lookup`'s two tensors and the teacher's log-prob of each next token [B, L] float32, in
+        one read (a cache built with label_logprobs)."""
         if not self.has_labels:
             _check_labels(self.manifest, self.path)
-        return self._read(row_ids, ("label_logprobs",))[0].float()
+        values, indices, labels = self._read(row_ids, ("values", "indices", "label_logprobs"))
+        return values.float(), indices.long(), labels.float()

@@ -9,7 +9,12 @@ of the expert that:
   default, `student.split_router: activation`);
 - `output`: the router fitted to the error itself picks (`student.split_router: output`);
 - `oracle`: the best of the four experts for that token (no router does better with this partition);
-- `random-oracle`: the best of four experts of a random equal partition (what k-means buys).
+- `random-oracle`: the best of four experts of a random equal partition (what k-means buys);
+- `balanced-oracle`: the best assignment that gives every expert an equal share of the tokens,
+  which is where training's load-balancing loss pushes the router.
+
+`--partitions neurons tokens` also measures `student.split_partition: tokens` (`token_experts`:
+each expert is the neurons that carry one equal share of the tokens), its columns prefixed `tokens-`.
 
 1.0 means an expert adds nothing (as good as no MLP); above 1, worse than none. Rows come from the
 run config's data exactly as `stage_init` draws them (calibration: `align.calibration_samples`
@@ -33,31 +38,36 @@ from common import machine, table
 
 from aetheris.distill.calibration import mlp_inputs
 from aetheris.distill.config import load_config
-from aetheris.distill.init import expert_errors, split_mlp
+from aetheris.distill.init import balanced_assign, expert_errors, split_mlp
 from aetheris.distill.pipeline import Run
 from aetheris.precision import cpu_summary
 from aetheris.teacher import introspect
 
 ROOT = Path(__file__).resolve().parents[1]
-CHOICES = ("activation", "output", "oracle", "random-oracle")
+CHOICES = ("activation", "output", "oracle", "balanced-oracle", "random-oracle")
 SHARES = ("activation-top-share", "output-top-share", "oracle-top-share")
+PREFIX = {"neurons": "", "tokens": "tokens-"}
 
 
 def stacked(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([r["input_ids"] for r in rows]), torch.stack([r["attention_mask"] for r in rows])
 
 
-def layer_errors(mlp, calib: torch.Tensor, held: torch.Tensor, n_experts: int, seed: int) -> dict[str, float]:
+def layer_errors(mlp, calib: torch.Tensor, held: torch.Tensor, n_experts: int, seed: int,
+                 partitions: tuple[str, ...] = ("neurons",)) -> dict[str, float]:  # fmt: skip
     out = {}
-    for target in ("activation", "output"):
-        groups, router = split_mlp(mlp, calib, n_experts, router_target=target)
-        errors = expert_errors(mlp, held, groups)
-        picked = (held @ router.T.float()).argmax(1, keepdim=True)
-        out[target] = float(errors.gather(1, picked).mean())
-        out[f"{target}-top-share"] = _top_share(picked)
-        if target == "activation":
-            out["oracle"] = float(errors.min(1).values.mean())
-            out["oracle-top-share"] = _top_share(errors.argmin(1))
+    for partition in partitions:
+        p = PREFIX[partition]
+        for target in ("activation", "output"):
+            groups, router = split_mlp(mlp, calib, n_experts, router_target=target, partition=partition)
+            errors = expert_errors(mlp, held, groups)
+            picked = (held @ router.T.float()).argmax(1, keepdim=True)
+            out[f"{p}{target}"] = float(errors.gather(1, picked).mean())
+            out[f"{p}{target}-top-share"] = _top_share(picked)
+        out[f"{p}oracle"] = float(errors.min(1).values.mean())
+        out[f"{p}oracle-top-share"] = _top_share(errors.argmin(1))
+        share = balanced_assign(-errors, -(-errors.shape[0] // n_experts))
+        out[f"{p}balanced-oracle"] = float(errors.gather(1, share[:, None]).mean())
     perm = torch.randperm(mlp.intermediate_size, generator=torch.Generator().manual_seed(seed))
     out["random-oracle"] = float(expert_errors(mlp, held, list(perm.chunk(n_experts))).min(1).values.mean())
     return out
@@ -73,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "hybrid-gemma3-270m-probe50.yaml")
     ap.add_argument("--experts", type=int, default=4)
     ap.add_argument("--layers", type=int, nargs="+", default=None, help="these teacher layers only (default: all)")
+    ap.add_argument("--partitions", nargs="+", default=["neurons"], choices=list(PREFIX))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "split_init.json")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
@@ -87,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     calib = run.packed(cfg.data.train, cfg.align.calibration_samples, seed=cfg.train.align.seed)
     held = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=cfg.train.kd.seed + 1, held_out=True)
     layers = args.layers or list(range(spec.num_layers))
-    key = {"teacher": cfg.teacher.name, "config": str(args.config), "experts": args.experts, "layers": layers}
+    key = {"teacher": cfg.teacher.name, "config": str(args.config), "experts": args.experts, "layers": layers,
+           **({"partitions": args.partitions} if args.partitions != ["neurons"] else {})}  # fmt: skip
     # A stopped run resumes: each layer is written as it finishes, under this key.
     record = json.loads(args.out.read_text()) if args.out.exists() else {}
     results = {int(i): r for i, r in record.get("layers", {}).items()} if record.get("key") == key else {}
@@ -99,10 +111,12 @@ def main(argv: list[str] | None = None) -> dict:
         x_held = mlp_inputs(run.teacher.model, held_ids, layers, held_mask)
         record.update(calibration_tokens=int(x_calib[0].shape[0]), held_out_tokens=int(x_held[0].shape[0]))
         for i in [i for i in layers if i not in results]:
-            results[i] = layer_errors(spec.layers[i].mlp, x_calib[i].float(), x_held[i].float(), args.experts, seed=i)
+            results[i] = layer_errors(spec.layers[i].mlp, x_calib[i].float(), x_held[i].float(), args.experts,
+                                      seed=i, partitions=tuple(args.partitions))  # fmt: skip
             print(i, {k: round(v, 4) for k, v in results[i].items()}, flush=True)
             _write(args.out, record)
-    cols = [c for c in (*CHOICES, *SHARES) if all(c in r for r in results.values())]
+    names = [PREFIX[p] + c for p in args.partitions for c in (*CHOICES, *SHARES)]
+    cols = [c for c in dict.fromkeys(names) if all(c in r for r in results.values())]
     mean = {c: sum(r[c] for r in results.values()) / len(results) for c in cols}
     rows = [[i, *(results[i][c] for c in cols)] for i in layers] + [["mean", *(mean[c] for c in cols)]]
     print(table(["teacher layer", *cols], rows))

@@ -146,16 +146,17 @@ def test_lazy_rows_refuse_a_topk_cache():
 
 def test_split_router_choice_reaches_the_student(teacher_dir, tmp_path):
     cfg = config(teacher_dir, tmp_path, top_k_cache=False)
-    cfg.student = cfg.student.model_copy(update={"split_router": "output"})
+    cfg.student = cfg.student.model_copy(update={"split_router": "output", "split_partition": "tokens"})
     run_stages(cfg, "init")
-    assert json.loads((tmp_path / "init" / "stage.json").read_text())["split_router"] == "output"
+    note = json.loads((tmp_path / "init" / "stage.json").read_text())
+    assert (note["split_router"], note["split_partition"]) == ("output", "tokens")
     student = AetherisForCausalLM.from_pretrained(tmp_path / "init")
-    assert student.config.distillation["split_router"] == "output"
+    assert student.config.distillation["split_partition"] == "tokens"
     other = config(teacher_dir, tmp_path / "activation", top_k_cache=False)  # the default
     run_stages(other, "init")
     routers = [AetherisForCausalLM.from_pretrained(p / "init").model.layers[1].mixer.router.weight
                for p in (tmp_path, tmp_path / "activation")]  # fmt: skip
-    assert not torch.allclose(*routers)  # fitted to another target; the experts are the same groups
+    assert not torch.allclose(*routers)  # another partition, another target
 
 
 def test_cli_rejects_a_bad_config(tmp_path):

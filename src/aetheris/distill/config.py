@@ -14,7 +14,7 @@ from aetheris.data.hub import DataSource
 from aetheris.data.mixture import BOS_MODES
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
 from aetheris.distill.group_dro import DRO_SIGNALS, GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
-from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES, SPLIT_ROUTERS
+from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES, SPLIT_PARTITIONS, SPLIT_ROUTERS
 from aetheris.distill.layer_map import ATTENTION_PLACEMENTS, LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
 from aetheris.errors import BadValueError, UserError
@@ -65,6 +65,10 @@ class StudentConfig(_Strict):
     # With split experts, what each router is fitted to at init: the group's mean |activation|
     # (MoEfication), or how close the group alone comes to the whole MLP's output.
     split_router: Literal[SPLIT_ROUTERS] = "activation"
+    # With split experts, how each expert's neurons are chosen: a partition of the neurons
+    # (MoEfication's k-means), or the neurons that carry each equal share of the tokens
+    # (`token_experts`: experts may share neurons; BENCHMARKS §10c).
+    split_partition: Literal[SPLIT_PARTITIONS] = "neurons"
     # Where the weights come from: the teacher (MambaInLlama attention -> SSM, MLP -> experts,
     # embeddings copied), or the model's own random initialisation with the same config and shapes
     # (the baseline that shows what init-from-teacher buys; `experts` then only sets the width).

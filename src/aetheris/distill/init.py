@@ -35,6 +35,7 @@ from aetheris.teacher.spec import LayerSpec, MLPSpec, NormSpec, TeacherSpec
 
 EXPERT_STRATEGIES = ("upcycle", "split")
 SPLIT_ROUTERS = ("activation", "output")  # what a split expert's router is fitted to (split_mlp)
+SPLIT_PARTITIONS = ("neurons", "tokens")  # how split_mlp chooses each expert's neurons
 INIT_SOURCES = ("teacher", "random")
 
 
@@ -47,14 +48,18 @@ def student_config(
     influence: Sequence[float] | None = None,
     init: str = "teacher",
     split_router: str = "activation",
+    split_partition: str = "neurons",
     **overrides,
 ) -> AetherisConfig:
     """The student's config: widths from the teacher, the layer map and weight source recorded
-    (with `split` experts also what their routers are fitted to, `split_mlp`'s router_target)."""
+    (with `split` experts also what their routers are fitted to and how their neurons were
+    chosen: `split_mlp`'s router_target and partition)."""
     if experts not in EXPERT_STRATEGIES:
         raise ValueError(f"experts={experts!r}: expected one of {EXPERT_STRATEGIES}")
     if split_router not in SPLIT_ROUTERS:
         raise ValueError(f"split_router={split_router!r}: expected one of {SPLIT_ROUTERS}")
+    if split_partition not in SPLIT_PARTITIONS:
+        raise ValueError(f"split_partition={split_partition!r}: expected one of {SPLIT_PARTITIONS}")
     if init not in INIT_SOURCES:
         raise ValueError(f"init={init!r}: expected one of {INIT_SOURCES}")
     attn = spec.layers[0].attention
@@ -103,7 +108,7 @@ def student_config(
             "layer_map_strategy": layer_map if isinstance(layer_map, str) else "explicit",
             "experts": experts,
             "init": init,
-            **({"split_router": split_router} if experts == "split" else {}),
+            **({"split_router": split_router, "split_partition": split_partition} if experts == "split" else {}),
         },
     )
     if spec.config is not None:
@@ -210,7 +215,8 @@ def init_student(
             if calibration is None or layer.index not in calibration:
                 raise ValueError(f"experts='split' needs calibration inputs for teacher layer {layer.index}")
             groups, router = split_mlp(layer.mlp, calibration[layer.index], len(block.mixer.experts),
-                                       router_target=config.distillation.get("split_router", "activation"))  # fmt: skip
+                                       router_target=config.distillation.get("split_router", "activation"),
+                                       partition=config.distillation.get("split_partition", "neurons"))  # fmt: skip
             for expert, neurons in zip(block.mixer.experts, groups):
                 _copy_mlp(expert, layer.mlp, neurons)
             block.mixer.router.weight.copy_(router)
@@ -269,31 +275,34 @@ def mlp_activations(mlp: MLPSpec, x: torch.Tensor) -> torch.Tensor:
 
 
 def split_mlp(
-    mlp: MLPSpec, x: torch.Tensor, n_experts: int, iters: int = 25, seed: int = 0, router_target: str = "activation"
+    mlp: MLPSpec,
+    x: torch.Tensor,
+    n_experts: int,
+    iters: int = 25,
+    seed: int = 0,
+    router_target: str = "activation",
+    partition: str = "neurons",
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """MoEfication: balanced k-means of the neurons' activation profiles on `x` (tokens, hidden).
+    """Quarter-width experts from one MLP, chosen on `x` (tokens, hidden), and their router.
 
-    Returns the neuron indices of each expert (a partition into equal sizes) and a router
-    weight (n_experts, hidden) fitted by ridge regression to a score per token and group:
-    `activation`, the group's mean |activation| (MoEfication's choice); `output`, minus how far
-    that group alone lands from the whole MLP's output (`expert_errors`), which is what top-1
-    routing is judged on.
+    `partition`: `neurons` is MoEfication, a balanced k-means of the neurons' activation profiles
+    (the experts partition the MLP and sum to it); `tokens` (`token_experts`) makes each expert the
+    neurons that carry the output of its own quarter of the tokens, so experts may share neurons.
+    Returns each expert's neuron indices and a router weight (n_experts, hidden) fitted by ridge
+    regression to a score per token and expert: `activation`, the group's mean |activation|
+    (MoEfication's choice); `output`, minus how far that group alone lands from the whole MLP's
+    output (`expert_errors`), which is what top-1 routing is judged on.
     """
     if router_target not in SPLIT_ROUTERS:
         raise ValueError(f"router_target={router_target!r}: expected one of {SPLIT_ROUTERS}")
+    if partition not in SPLIT_PARTITIONS:
+        raise ValueError(f"partition={partition!r}: expected one of {SPLIT_PARTITIONS}")
     x = x.float()
     fmlp = _float(mlp)
     acts = fmlp.activations(x)  # (T, I)
-    inter = acts.shape[1]
-    size = inter // n_experts
-    prof = torch.nn.functional.normalize(acts.abs().T, dim=1)  # one profile per neuron
-    g = torch.Generator().manual_seed(seed)
-    centroids = prof[torch.randperm(inter, generator=g)[:n_experts]]
-    for _ in range(iters):
-        assign = _balanced_assign(prof @ centroids.T, size)
-        centroids = torch.stack([prof[assign == e].mean(0) for e in range(n_experts)])
-        centroids = torch.nn.functional.normalize(centroids, dim=1)
-    groups = [torch.nonzero(assign == e).flatten() for e in range(n_experts)]
+    groups = _neuron_kmeans(acts, n_experts, iters, seed)
+    if partition == "tokens":
+        groups = token_experts(acts, fmlp.down_weight, groups)
     if router_target == "activation":
         target = torch.stack([acts[:, grp].abs().mean(1) for grp in groups], dim=1)  # (T, E)
         target = target - target.mean(0)
@@ -305,6 +314,45 @@ def split_mlp(
     gram = x.T @ x + 1e-3 * torch.eye(x.shape[1]) * x.pow(2).sum() / x.shape[0]
     router = torch.linalg.solve(gram, x.T @ target).T
     return groups, router.to(mlp.up_weight.dtype)
+
+
+def _neuron_kmeans(acts: torch.Tensor, n_experts: int, iters: int, seed: int) -> list[torch.Tensor]:
+    """MoEfication: balanced k-means of the neurons' normalised |activation| profiles over tokens."""
+    inter = acts.shape[1]
+    prof = torch.nn.functional.normalize(acts.abs().T, dim=1)  # one profile per neuron
+    g = torch.Generator().manual_seed(seed)
+    centroids = prof[torch.randperm(inter, generator=g)[:n_experts]]
+    for _ in range(iters):
+        assign = balanced_assign(prof @ centroids.T, inter // n_experts)
+        centroids = torch.stack([prof[assign == e].mean(0) for e in range(n_experts)])
+        centroids = torch.nn.functional.normalize(centroids, dim=1)
+    return [torch.nonzero(assign == e).flatten() for e in range(n_experts)]
+
+
+def token_experts(
+    acts: torch.Tensor, down: torch.Tensor, groups: list[torch.Tensor], rounds: int = 8
+) -> list[torch.Tensor]:
+    """Experts that are each the best one for an equal share of the tokens.
+
+    k-means with experts as centroids, starting from `groups`: each token joins the expert that
+    reproduces its MLP output best, under equal shares (`balanced_assign`); each expert then
+    takes the neurons with the most output energy (activation² · ‖down column‖², cross terms
+    ignored) over its tokens, as many as it had. Neurons every token needs end up in every
+    expert. A neuron partition cannot do that: on gemma3-270m one of its groups was the best
+    expert for 99% of tokens (BENCHMARKS §10c), so balanced routing lost 2-4x more output. The
+    rounds' groups with the lowest mean error under equal shares are returned.
+    """
+    tokens, size = acts.shape[0], groups[0].numel()
+    energy = acts.pow(2) * down.pow(2).sum(0)  # (T, I)
+    best, best_error = groups, float("inf")
+    for _ in range(rounds):
+        errors = _errors(acts, down, groups)
+        assign = balanced_assign(-errors, -(-tokens // len(groups)))
+        error = float(errors.gather(1, assign[:, None]).mean())
+        if error < best_error:
+            best, best_error = groups, error
+        groups = [torch.topk(energy[assign == e].sum(0), size).indices.sort().values for e in range(len(groups))]
+    return best
 
 
 def expert_errors(mlp: MLPSpec, x: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
@@ -320,8 +368,9 @@ def _errors(acts: torch.Tensor, down: torch.Tensor, groups: list[torch.Tensor]) 
     return torch.stack(errs, dim=1)
 
 
-def _balanced_assign(similarity: torch.Tensor, size: int) -> torch.Tensor:
-    """Greedy: neurons by decreasing best similarity take their best expert that still has room."""
+def balanced_assign(similarity: torch.Tensor, size: int) -> torch.Tensor:
+    """Greedy: items (neurons or tokens) by decreasing best similarity take their best expert that
+    still has room for `size`."""
     n, k = similarity.shape
     assign = torch.full((n,), -1, dtype=torch.long)
     room = [size] * k

@@ -227,14 +227,15 @@ def stage_init(run: Run) -> Path:
         layout, placed = attention_layout(run, spec, influence)
     config = student_config(spec, layout=layout, layer_map=cfg.student.layer_map,
                             experts=cfg.student.experts, influence=influence, init=cfg.student.init,
-                            split_router=cfg.student.split_router, **cfg.student.overrides)  # fmt: skip
+                            split_router=cfg.student.split_router, split_partition=cfg.student.split_partition,
+                            **cfg.student.overrides)  # fmt: skip
     config.distillation["teacher"] = cfg.teacher.name
     config.distillation.update({k: v for k, v in placed.items() if k != "attention_probe"})
     if want_split:
         calibration = mlp_inputs(t.model, ids, config.distillation["layer_map"], mask)
     student = init_student(spec, config, calibration, seed=cfg.train.align.seed)
     note = {"init": cfg.student.init, "layer_map": config.distillation["layer_map"], "experts": cfg.student.experts,
-            **{k: config.distillation[k] for k in ("split_router",) if k in config.distillation},
+            **{k: config.distillation[k] for k in ("split_router", "split_partition") if k in config.distillation},
             "layout": layout, **placed, "parameters": student.num_parameters(), "active_parameters": student.active_parameters(),
             "teacher_parameters": spec.num_parameters()}  # fmt: skip
     logger.info("init: %s", note)

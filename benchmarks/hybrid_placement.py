@@ -6,6 +6,8 @@ replacing them costs most (`student.attention_layers: probe`, src/aetheris/disti
 
     full-50-upcycle     attention on 9 of 18 layers, evenly spaced (MambaInLlama)
     full-50p-upcycle    attention on the 9 layers whose replacement raises held-out KL most
+    full-50p-splittok   the same, with `split` experts of `student.split_partition: tokens` and
+                        routers fitted to the output (`split_router: output`; BENCHMARKS §10c)
 
 To use it, bench_hybrid.py's `run_config` takes its student fields from `student_fields` (or
 calls this module's `run_config`), and reads the layout a probed student really got from its
@@ -23,20 +25,30 @@ from typing import Any
 from aetheris.distill.config import RunConfig, parse_config
 from aetheris.distill.layer_map import place_attention
 
+# The <experts> part of a name: the student fields it sets.
+EXPERTS = {
+    "upcycle": {"experts": "upcycle"},
+    "split": {"experts": "split"},
+    "splittok": {"experts": "split", "split_partition": "tokens", "split_router": "output"},
+}
+
 
 def student_fields(name: str, n_layers: int) -> dict[str, Any]:
     """The `student` section's layout, experts and attention choice for a student name."""
     depth, percent, experts = name.split("-")
+    if experts not in EXPERTS:
+        raise ValueError(f"student {name!r}: experts {experts!r}, expected one of {list(EXPERTS)}")
+    fields = EXPERTS[experts]
     if depth == "12blk":
-        return {"layout": "SM" * 6, "experts": experts}
+        return {"layout": "SM" * 6, **fields}
     if depth != "full":
         raise ValueError(f"student {name!r}: expected full-<percent>[p]-<experts> or 12blk-0-<experts>")
     probe = percent.endswith("p")
     fraction = int(percent.rstrip("p")) / 100
     full = "SM" * n_layers
     if probe:
-        return {"layout": full, "experts": experts, "attention_layers": "probe", "attention_fraction": fraction}
-    return {"layout": place_attention(full, list(range(n_layers)), "uniform", fraction), "experts": experts}
+        return {"layout": full, **fields, "attention_layers": "probe", "attention_fraction": fraction}
+    return {"layout": place_attention(full, list(range(n_layers)), "uniform", fraction), **fields}
 
 
 def config_dict(base: dict, name: str, n_layers: int, kd_tokens: int, out_root: Path) -> dict[str, Any]:

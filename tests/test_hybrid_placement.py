@@ -32,6 +32,15 @@ def test_probe_names_ask_init_for_the_probe(tmp_path):
     assert resolved_layout(tmp_path / "full-25p-upcycle") == "AMSM"
     with pytest.raises(ValueError, match="expected full-"):
         student_fields("half-50-split", 18)
+    with pytest.raises(ValueError, match="experts 'splat'"):
+        student_fields("full-50-splat", 18)
+
+
+def test_splittok_names_ask_for_token_experts(tmp_path):
+    base = yaml.safe_load((ROOT / "configs" / "hybrid-gemma3-270m.yaml").read_text())
+    s = run_config(base, "full-50p-splittok", 18, 40_960, tmp_path).student
+    assert (s.experts, s.split_partition, s.split_router, s.attention_layers) == ("split", "tokens", "output", "probe")
+    assert run_config(base, "full-50p-split", 18, 40_960, tmp_path).student.split_partition == "neurons"
 
 
 def test_the_probe50_config_makes_bench_hybrids_probed_student():

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from eval_tiny import data_dir, save_tiny_model, tiny_llama, tiny_tokenizer, training_text
+from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from aetheris.cli import app
@@ -140,3 +141,26 @@ def test_native_dtype_is_cached_under_the_dtype_it_resolves_to(tmp_path, monkeyp
     monkeypatch.setattr(lm_module, "native_dtype", lambda device: "bfloat16")
     run_models([model], ["flores_bpb"], tmp_path / "out", dtype="native", **kw)
     assert len(sorted((tmp_path / "out" / "cache").rglob("*.jsonl"))) == 2
+
+
+def test_a_folder_rebuilt_in_place_is_scored_again(tmp_path):
+    """Items are cached by path; a cache scored on another model under that path is dropped
+    (`aetheris.eval.identity`), and one from before identities were recorded is kept."""
+    from aetheris.eval.identity import IDENTITY_FILE, model_identity
+    from aetheris.eval.runner import run as run_models
+
+    model = str(save_tiny_model(tmp_path / "tiny", data_dir()))
+    kw = dict(langs=["sw"], data_dir=data_dir(), limit=2, batch_size=2, dtype="float32")
+
+    def scores(out):
+        (res,) = run_models([model], ["flores_bpb"], out, **kw)
+        return [it["score"] for it in res["tasks"]["flores_bpb"]["languages"]["sw"]["items"]]
+
+    first = scores(tmp_path / "out")
+    (marker,) = (tmp_path / "out" / "cache").glob(f"*/{IDENTITY_FILE}")
+    assert json.loads(marker.read_text())["identity"] == model_identity(model)["identity"]
+    marker.unlink()  # a cache written before identities: trusted, and given one
+    assert scores(tmp_path / "out") == first and marker.is_file()
+    tiny_llama(AutoTokenizer.from_pretrained(model), seed=1).save_pretrained(model)  # rebuilt in place
+    again = scores(tmp_path / "out")
+    assert again != first and again == scores(tmp_path / "fresh")

@@ -205,6 +205,34 @@ def test_results_folder_resumes_on_a_new_machine(tiny, tmp_path, monkeypatch, sa
         assert {f: f.read_bytes() for f in (tmp_path / "committed" / "eval").glob("*.json")} == files
 
 
+def test_a_row_whose_model_changed_is_scored_again(tiny, tmp_path, monkeypatch):
+    """Item caches are keyed by path: a compressed row given another spec, or a student folder
+    distilled again in place, must not keep the old model's scores or timings."""
+    import shutil
+
+    data_dir()
+    folder = tmp_path / "student"
+    shutil.copytree(tiny["student"], folder)
+    raw = demo_config(tiny, tmp_path / "out", [{"name": "student", "path": str(folder)}], keep=1)
+    run_study(load_study(write(raw, tmp_path / "study.yaml")))
+    scored = []
+    for cls in (FloresBPB, XCOPA):
+        real = cls.score
+        monkeypatch.setattr(cls, "score", lambda self, lm, items, real=real: scored.extend(
+            (str(lm.model.config.name_or_path), it["id"]) for it in items) or real(self, lm, items))  # fmt: skip
+    run_study(load_study(write(raw, tmp_path / "study.yaml")))
+    assert scored == []  # nothing changed: every item cached
+    before = json.loads((tmp_path / "out" / "facts" / "int8.json").read_text())["bytes_on_disk"]
+    student(seed=1).save_pretrained(folder)  # distilled again, same path
+    raw["models"][0]["compress"] = {"method": "int4", "settings": {"group_size": 32}}  # the int8 row, respecified
+    report = run_study(load_study(write(raw, tmp_path / "study.yaml")))
+    per_model = 6 * 8 + 4 * 10  # the demo profile: FLORES 6 x 8, XCOPA 4 x 10
+    assert len(scored) == 2 * per_model
+    assert {m for m, _ in scored} == {str(folder), str(tmp_path / "out" / "models" / "int8")}
+    after = json.loads((report.parent / "facts" / "int8.json").read_text())["bytes_on_disk"]  # re-measured
+    assert after != before and after == read_record(tmp_path / "out" / "models" / "int8").bytes_on_disk
+
+
 def test_scored_only_reports_a_stopped_study(tiny, tmp_path, monkeypatch):
     """`--scored-only` builds and scores nothing: the rows a stopped study finished are in the
     table, the row it was scoring is listed as not scored yet."""

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from aetheris.eval.identity import claim_cache
 from aetheris.eval.results import (
     ItemResult,
     LanguageResult,
@@ -80,6 +81,16 @@ def model_slug(model: str) -> str:
     """A file-name-safe, collision-free name for a model path or hub id."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/").replace("/", "__"))[-80:]
     return f"{base}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+
+
+def claim(out_dir: Path, model: str, identity: str | None = None) -> bool:
+    """False when `out_dir` held another model's scores under this path; they are removed, its
+    results file too (`aetheris.eval.identity.claim_cache`)."""
+    slug = model_slug(model)
+    if claim_cache(Path(out_dir) / "cache" / slug, model, identity):
+        return True
+    (Path(out_dir) / f"{slug}.json").unlink(missing_ok=True)
+    return False
 
 
 def display_name(model: str) -> str:
@@ -227,10 +238,12 @@ def cached_result(
     device: str = "cpu",
     dtype: str = "auto",
     chat_template: bool = False,
+    identity: str | None = None,
 ) -> dict | None:
     """`run`'s result for one model from its item cache alone, without loading the model, when
-    every planned item is cached; None when any item still needs scoring."""
+    every planned item is cached; None when any item still needs scoring. `identity`: see `run`."""
     tasks = resolve_tasks(task_names)
+    claim(Path(out_dir), model, identity)
     plan = plan_languages(tasks, langs)
     work = _work(model, tasks, plan, Path(out_dir), data_dir, limit, _settings(device, dtype, chat_template))
     if any(todo for *_, todo in work):
@@ -266,12 +279,15 @@ def run(
     max_new_tokens: int | None = None,
     console: Console | None = None,
     after_eval: Callable[[str, Any], dict] | None = None,
+    identities: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """Load each model in turn and evaluate it; returns the per-model result dicts.
 
     `langs` and `limit` may be given per task ({task: value}). `after_eval(model, lm)` runs on
     each loaded model after its items (a study measures speed there, without a second load);
-    what it returns is kept as the result's ``measured``."""
+    what it returns is kept as the result's ``measured``. A model's cached items are reused only
+    while its path holds the model they were scored on (`aetheris.eval.identity`); `identities`
+    ({model: identity}) names it where the folder alone cannot."""
     import torch
 
     from aetheris.eval.lm import HFLM
@@ -289,6 +305,7 @@ def run(
     results = []
     for model in models:
         t0 = time.perf_counter()
+        claim(Path(out_dir), model, (identities or {}).get(model))
         lm = HFLM.load(model, device=device, batch_size=batch_size, dtype=dtype, chat_template=chat_template)
         results.append(evaluate_model(lm, model, tasks, plan, out_dir, data_dir, limit, settings, console))
         results[-1]["seconds"] = time.perf_counter() - t0

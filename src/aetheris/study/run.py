@@ -103,22 +103,30 @@ def _score_rows(cfg: StudyConfig, rows: list[Row], results_dir: Path, data_dir: 
                 facts: _Facts) -> dict[str, dict]:  # fmt: skip
     """{row name: the harness's result} for every present row, built and scored one at a time so
     that a stopped study keeps whole rows."""
-    from aetheris.eval.runner import cached_result, run
+    from aetheris.eval.identity import spec_identity
+    from aetheris.eval.runner import cached_result, claim, run
 
     done = {}
     for row in (r for r in rows if r.source):
+        # A compressed row is the spec it is built to, whatever its folder holds now; the scores
+        # and timings of another model under its path are dropped.
+        identity = spec_identity(row.key) if row.key else None
+        if not claim(results_dir / "eval", row.source, identity):
+            facts.path(row).unlink(missing_ok=True)
         # Scored and timed on this machine already (a later session): nothing to build or load.
         measured = facts.cached(row)
         if measured is not None:
             res = cached_result(row.source, list(cfg.limits()), results_dir / "eval", langs=cfg.languages(),
-                                data_dir=data_dir, limit=cfg.limits(), device=cfg.device, dtype=cfg.dtype)  # fmt: skip
+                                data_dir=data_dir, limit=cfg.limits(), device=cfg.device, dtype=cfg.dtype,
+                                identity=identity)  # fmt: skip
             if res is not None:
                 done[row.name] = {**res, "measured": measured}
                 continue
         build_row(cfg, rows, row.name)
         (done[row.name],) = run([row.source], list(cfg.limits()), results_dir / "eval", langs=cfg.languages(),
                                 data_dir=data_dir, limit=cfg.limits(), batch_size=cfg.batch_size,
-                                device=cfg.device, dtype=cfg.dtype, after_eval=facts)  # fmt: skip
+                                device=cfg.device, dtype=cfg.dtype, after_eval=facts,
+                                identities={row.source: identity} if identity else None)  # fmt: skip
     return done
 
 

@@ -36,3 +36,19 @@ def test_language_list_and_record():
     assert calibration_batch(tokenizer(), settings)[1]["hash"] == record["hash"]  # deterministic
     other = parse_settings("sparsegpt", settings.model_dump() | {"calibration_seed": 1})
     assert calibration_batch(tokenizer(), other)[1]["hash"] != record["hash"]
+
+
+def test_rows_start_with_the_tokenizers_bos_unless_told_not_to():
+    """calibration_bos: auto gives every packed document (and row) the BOS the tokenizer adds
+    itself; false reproduces the rows built before it existed."""
+    tok = tokenizer()
+    assert tok("a")["input_ids"][0] == tok.bos_token_id  # this tokenizer adds BOS
+    rows = {}
+    for mode in ("auto", "false"):
+        settings = parse_settings("wanda", {"calibration_rows": 4, "calibration_seq_len": 32, "calibration_bos": mode})
+        rows[mode], record = calibration_batch(tok, settings)
+        assert record["bos"] == (mode == "auto")
+    assert (rows["auto"][:, 0] == tok.bos_token_id).all()
+    assert not (rows["false"] == tok.bos_token_id).any()
+    with pytest.raises(ValueError, match="calibration_bos"):
+        parse_settings("wanda", {"calibration_bos": "yes"})

@@ -2,7 +2,9 @@
 
 Sources are disjoint from what `eval` scores on the study's profile: the embedded corpus (written
 for this project, in every Tiny Aya language) or SIB-200 `train` (the study evaluates on `test`).
-Texts are drawn by `aetheris.data.mixture` (p(lang) ∝ n_lang^tau) and packed into fixed-length rows.
+Texts are drawn by `aetheris.data.mixture` (p(lang) ∝ n_lang^tau) and packed into fixed-length rows,
+each document after the tokenizer's BOS where it adds one (`calibration_bos`, as `data.bos` in
+distillation): without it gemma3-270m is not itself (BENCHMARKS §14).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from pydantic import Field, field_validator
 
 from aetheris.compress.registry import MethodSettings
-from aetheris.data.mixture import MixtureSampler, PackedBatches
+from aetheris.data.mixture import BOS_MODES, MixtureSampler, PackedBatches, bos_id
 from aetheris.data.sib200 import sib200_examples
 from aetheris.data.sources import Example, embedded_corpus
 
@@ -46,6 +48,8 @@ class CalibrationSettings(CalibrationSource):
     calibration_seq_len: int = Field(128, ge=8)
     calibration_tau: float = Field(0.3, ge=0)
     calibration_seed: int = 0
+    # auto: BOS where the tokenizer adds it; false: the rows the study's first builds used (no BOS).
+    calibration_bos: Literal[BOS_MODES] = "auto"
 
 
 def calibration_examples(settings: CalibrationSource) -> list[Example]:
@@ -70,11 +74,13 @@ def calibration_batch(tokenizer: Any, settings: CalibrationSettings) -> tuple[to
     """`calibration_rows` packed rows of token ids, and the record compression.json keeps of them."""
     sampler = MixtureSampler(calibration_examples(settings), tau=settings.calibration_tau,
                              seed=settings.calibration_seed)  # fmt: skip
-    batches = PackedBatches(sampler, tokenizer, settings.calibration_seq_len, settings.calibration_rows)
+    bos = bos_id(tokenizer, settings.calibration_bos)
+    batches = PackedBatches(sampler, tokenizer, settings.calibration_seq_len, settings.calibration_rows, bos=bos)
     batch = next(batches)
     ids = batch["input_ids"]
     record = {
         "source": settings.calibration_source,
+        "bos": bos is not None,
         "languages": list(sampler.langs),
         "count": ids.shape[0],
         "seq_len": ids.shape[1],

@@ -305,8 +305,8 @@ def run(
     results = []
     for model in models:
         t0 = time.perf_counter()
-        claim(Path(out_dir), model, (identities or {}).get(model))
         lm = HFLM.load(model, device=device, batch_size=batch_size, dtype=dtype, chat_template=chat_template)
+        claim(Path(out_dir), model, (identities or {}).get(model))  # after the load: a bad model writes nothing
         results.append(evaluate_model(lm, model, tasks, plan, out_dir, data_dir, limit, settings, console))
         results[-1]["seconds"] = time.perf_counter() - t0
         if after_eval is not None:

@@ -298,17 +298,22 @@ def test_expert_errors_are_what_each_split_expert_alone_misses():
     assert expert_errors(mlp, h, [torch.arange(mlp.intermediate_size)]).abs().max() < 1e-10  # the whole MLP
 
 
+def first_mlp_tokens(seed: int) -> tuple:
+    """A tiny Llama's first MLP and its inputs on two disjoint draws of random tokens
+    (calibration, held-out)."""
+    teacher = tiny_model("llama")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = mlp_inputs(teacher, torch.randint(3, 256, (8, 32), generator=g), [0])[0]
+        held = mlp_inputs(teacher, torch.randint(3, 256, (8, 32), generator=g), [0])[0]
+    return introspect(teacher).layers[0].mlp, x, held
+
+
 def test_output_fitted_router_picks_experts_nearer_the_mlp():
     """student.split_router: output. Fitted to how far each group alone lands from the MLP, its
     top-1 choice misses less of the MLP's output than the activation-fitted router's, on the
     calibration tokens and on held-out ones, and both beat a random choice."""
-    teacher = tiny_model("llama")
-    spec = introspect(teacher)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        x = mlp_inputs(teacher, torch.randint(3, 256, (8, 32), generator=g), [0])[0]
-        held = mlp_inputs(teacher, torch.randint(3, 256, (8, 32), generator=g), [0])[0]
-    mlp = spec.layers[0].mlp
+    mlp, x, held = first_mlp_tokens(seed=1)
     missed = {}
     for target in ("activation", "output"):
         groups, router = split_mlp(mlp, x, 4, router_target=target)
@@ -330,13 +335,7 @@ def test_token_experts_serve_equal_shares_of_tokens_better():
     tokens too; experts stay quarter width, and some neurons are in more than one expert."""
     from aetheris.distill.init import balanced_assign
 
-    teacher = tiny_model("llama")
-    spec = introspect(teacher)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        x = mlp_inputs(teacher, torch.randint(3, 256, (8, 32), generator=g), [0])[0]
-        held = mlp_inputs(teacher, torch.randint(3, 256, (8, 32), generator=g), [0])[0]
-    mlp = spec.layers[0].mlp
+    mlp, x, held = first_mlp_tokens(seed=2)
     size = mlp.intermediate_size // 4
     balanced = {}
     for partition in ("neurons", "tokens"):

@@ -344,9 +344,10 @@ def token_experts(
     """
     tokens, size = acts.shape[0], groups[0].numel()
     energy = acts.pow(2) * down.pow(2).sum(0)  # (T, I)
+    full = acts @ down.T  # the same every round
     best, best_error = groups, float("inf")
     for _ in range(rounds):
-        errors = _errors(acts, down, groups)
+        errors = _errors(acts, down, groups, full)
         assign = balanced_assign(-errors, -(-tokens // len(groups)))
         error = float(errors.gather(1, assign[:, None]).mean())
         if error < best_error:
@@ -361,8 +362,10 @@ def expert_errors(mlp: MLPSpec, x: torch.Tensor, groups: list[torch.Tensor]) -> 
     return _errors(mlp.activations(x), mlp.down_weight, groups)
 
 
-def _errors(acts: torch.Tensor, down: torch.Tensor, groups: list[torch.Tensor]) -> torch.Tensor:
-    full = acts @ down.T
+def _errors(acts: torch.Tensor, down: torch.Tensor, groups: list[torch.Tensor],
+            full: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """`expert_errors` from the activations; `full` (acts @ down.T) when the caller already has it."""
+    full = acts @ down.T if full is None else full
     scale = full.pow(2).sum(-1).clamp_min(1e-12)
     errs = [(full - acts[:, grp] @ down[:, grp].T).pow(2).sum(-1) / scale for grp in groups]
     return torch.stack(errs, dim=1)

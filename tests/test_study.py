@@ -260,6 +260,40 @@ def test_scored_only_reports_a_stopped_study(tiny, tmp_path, monkeypatch):
     assert "int8" in table and "not scored yet" in table
 
 
+def test_only_scores_the_named_rows(tiny, tmp_path, monkeypatch):
+    """`--only` builds and scores the named row (and the teacher, cached here); a finished row is
+    reported as it was, a compressed row respecified since its scores is not, and is not rebuilt."""
+    data_dir()
+    raw = demo_config(tiny, tmp_path / "out", keep=2)  # the teacher, int8, int4-g32
+    run_study(load_study(write(raw, tmp_path / "study.yaml")))
+    int4 = tmp_path / "out" / "models" / "int4-g32"
+    before = read_record(int4).spec_key
+    raw["models"][1]["compress"]["settings"]["group_size"] = 64
+    raw["models"].append({"name": "student", "path": str(tiny["student"])})
+    path = write(raw, tmp_path / "study.yaml")
+    scored = []
+    for cls in (FloresBPB, XCOPA):
+        real = cls.score
+        monkeypatch.setattr(cls, "score", lambda self, lm, items, real=real: scored.append(
+            str(lm.model.config.name_or_path)) or real(self, lm, items))  # fmt: skip
+    result = CliRunner().invoke(app, ["study", str(path), "--only", "student"])
+    assert result.exit_code == 0, result.output
+    assert set(scored) == {str(tiny["student"])}
+    assert read_record(int4).spec_key == before  # not rebuilt
+    rows = {m["name"]: m for m in json.loads((tmp_path / "out" / "report" / "results.json").read_text())["models"]}
+    assert rows["int8"].get("missing") is None and rows["student"].get("missing") is None
+    assert rows["int4-g32"]["missing"] == "not scored yet"
+
+
+def test_only_names_an_unknown_row(tiny, tmp_path):
+    path = write(demo_config(tiny, tmp_path / "out", keep=1), tmp_path / "study.yaml")
+    result = CliRunner().invoke(app, ["study", str(path), "--only", "int9"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "--only" in result.output and "int9" in result.output
+    assert "int8" in result.output  # the rows it could have named
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("spec", "names"),
     [

@@ -57,6 +57,20 @@ def model_identity(model: str, known: dict | None = None) -> dict | None:
     return {"identity": f"sha256:{digest.hexdigest()[:16]}", "files": stats}
 
 
+def _recorded(cache_root: Path) -> dict | None:
+    try:
+        return json.loads((Path(cache_root) / IDENTITY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def holds(cache_root: Path, model: str, identity: str | None = None) -> bool:
+    """Whether `cache_root` holds `model`'s scores (or predates identities); reads, never removes."""
+    previous = _recorded(cache_root)
+    current = {"identity": identity} if identity is not None else model_identity(model, previous)
+    return current is None or previous is None or previous.get("identity") == current["identity"]
+
+
 def claim_cache(cache_root: Path, model: str, identity: str | None = None) -> bool:
     """Make `cache_root` (one model's item caches) belong to `model`; False when it held another
     model's scores, which are then removed.
@@ -64,10 +78,7 @@ def claim_cache(cache_root: Path, model: str, identity: str | None = None) -> bo
     `identity` overrides the folder's own (a study names the spec a compressed row is about to be
     built to). A cache from before identities were recorded is taken to hold this model."""
     path = Path(cache_root) / IDENTITY_FILE
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = None
+    previous = _recorded(cache_root)
     current = {"identity": identity} if identity is not None else model_identity(model, previous)
     if current is None:
         return True

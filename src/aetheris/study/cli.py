@@ -14,6 +14,9 @@ def study_cmd(
     check: Annotated[bool, typer.Option("--check", help="Only validate the config; build and run nothing.")] = False,
     scored_only: Annotated[bool, typer.Option("--scored-only", help="Build and score nothing: report the rows "
                                               "already scored (a stopped study's), the others as not scored yet.")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Build and score only this row (repeat the "
+                                                   "option for more; the teacher is always scored); "
+                                                   "report the others as --scored-only does.")] = None,
 ) -> None:
     """Compare a teacher, its compressed versions and students on one profile: one equity report."""
     from aetheris.study.build import plan_rows
@@ -28,7 +31,7 @@ def study_cmd(
     from aetheris.study.run import run_study
 
     try:
-        report = run_study(cfg, out, scored_only=scored_only)
+        report = run_study(cfg, out, scored_only=scored_only, only=only)
     except (ValueError, FileNotFoundError) as e:  # e.g. a build that a model cannot take
         from aetheris.errors import UserError
 

@@ -75,9 +75,11 @@ class _Facts:
 
 
 def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None = None,
-              scored_only: bool = False) -> Path:  # fmt: skip
+              scored_only: bool = False, only: list[str] | None = None) -> Path:  # fmt: skip
     """Run the whole study; returns the report folder. `scored_only`: build and score nothing,
-    report the rows a (stopped) study has finished and list the others as not scored yet."""
+    report the rows a (stopped) study has finished and list the others as not scored yet.
+    `only`: build and score just these rows (and the teacher); the others are reported as
+    `scored_only` reports them, so a session can add its rows without rebuilding stale ones."""
     from aetheris.paths import shared_data_dir
 
     results_dir = Path(cfg.results) if out is None and cfg.results else Path(out or cfg.out)
@@ -85,6 +87,7 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
     data_dir = Path(data_dir) if data_dir else shared_data_dir()
     start = time.perf_counter()
     rows = plan_rows(cfg, out)
+    selected = _selected(cfg, rows, only)
     for r in rows:
         if r.missing:
             log.warning("%s: not evaluated: %s", r.name, r.missing)
@@ -92,11 +95,32 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
     if scored_only:
         done, machines = _finished_rows(rows, results_dir, facts)
     else:
-        done, machines = _score_rows(cfg, rows, results_dir, data_dir, facts), {facts.machine}
+        others = [r for r in rows if r.name not in selected]
+        done, machines = _finished_rows(others, results_dir, facts)
+        picked = [r for r in rows if r.name in selected]
+        done |= _score_rows(cfg, picked, results_dir, data_dir, facts)
+        machines.add(facts.machine)
     report = _report(cfg, rows, done, results_dir / "report", data_dir, "; ".join(sorted(machines)))
     log.info("study %s: %d models in %.0fs; report in %s", cfg.name, len(done), time.perf_counter() - start,
              report)
     return report
+
+
+def _selected(cfg: StudyConfig, rows: list[Row], only: list[str] | None) -> set[str]:
+    """The names of the rows to build and score: all, or `only` and the teacher (the reference
+    every drop is taken against). An unknown name is an error that lists the study's rows."""
+    names = [r.name for r in rows]
+    if not only:
+        return set(names)
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ValueError(f"--only: no row named {', '.join(unknown)} in study {cfg.name} (rows: {', '.join(names)})")
+    picked = {names[0], *only}
+    for name in only:  # a composition needs its base built first
+        while (entry := cfg.entry(name)) is not None and entry.of is not None:
+            name = entry.of
+            picked.add(name)
+    return picked
 
 
 def _score_rows(cfg: StudyConfig, rows: list[Row], results_dir: Path, data_dir: Path,
@@ -132,14 +156,19 @@ def _score_rows(cfg: StudyConfig, rows: list[Row], results_dir: Path, data_dir: 
 
 def _finished_rows(rows: list[Row], results_dir: Path, facts: _Facts) -> tuple[dict[str, dict], set[str]]:
     """The rows whose results file and speed facts a study already wrote (on any machine), and
-    the machines their speeds were measured on. The others are marked as not scored yet."""
+    the machines their speeds were measured on. The others, and rows whose scores are another
+    model's (a compressed row respecified since), are marked as not scored yet."""
+    from aetheris.eval.identity import holds, spec_identity
     from aetheris.eval.runner import model_slug
 
     done, machines = {}, set()
     for row in (r for r in rows if r.source):
-        path = results_dir / "eval" / f"{model_slug(row.source)}.json"
+        slug = model_slug(row.source)
+        path = results_dir / "eval" / f"{slug}.json"
         measured = facts.read(row)
-        if path.is_file() and measured is not None:
+        current = holds(results_dir / "eval" / "cache" / slug, row.source,
+                        spec_identity(row.key) if row.key else None)  # fmt: skip
+        if path.is_file() and measured is not None and current:
             done[row.name] = {"path": str(path), "measured": measured}
             machines.add(measured.get("key", {}).get("machine", "unknown machine"))
         else:

@@ -143,7 +143,8 @@ def family_kl(run: Run, student_dir: Path, rows: list[dict[str, Any]], langs: li
     unit of a FLORES drop), overall and per family, of the student in `student_dir`."""
     student = AetherisForCausalLM.from_pretrained(student_dir, dtype=torch.float32)
     objective = dataclasses.replace(kd_objective(run.cfg.kd), teacher_ce=True)
-    sums = held_out_row_sums(student, rows, OnlineTeacher(run.teacher.model), objective)
+    sums = held_out_row_sums(student, rows, OnlineTeacher(run.teacher.model), objective,
+                              progress=f"held-out KL {student_dir.parent.name}")
     excess = (sums["ce"] - sums["teacher_ce"]) / math.log(2)
     n_bytes = torch.cat([target_bytes({k: r[k][None] for k in ("input_ids", "attention_mask", "labels")},
                                       run.teacher.tokenizer) for r in rows])  # fmt: skip

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -27,6 +26,7 @@ from rich.progress import (
 
 from aetheris.errors import MissingPathError
 from aetheris.paths import shared_data_dir
+from aetheris.progress import Bar
 
 SPLITS = ("train", "dev", "test")
 
@@ -104,7 +104,7 @@ def measure(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     # stderr keeps stdout clean for whoever reads the command's output
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Bar(*columns, console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task("tokenizer fertility", total=len(pairs) * len(tokenizers))
         for label, code in pairs.items():
             sentences = flores_sentences(code, data_dir, splits)

@@ -111,10 +111,10 @@ def run_arbitrage(settings: RunSettings, arbiter_cfg: ArbiterConfig, out: str | 
 
 def _arbitrate(todo: list[Prompt], pool: Sequence[Member], arbiter: Arbiter, checker: Checker,
                settings: RunSettings, out: Path, rejected: Path, progress: bool) -> None:  # fmt: skip
-    from rich.progress import Progress
+    from aetheris.progress import Bar
 
     gen = settings.generation
-    with Progress(disable=not progress, transient=False) as bar:
+    with Bar(disable=not progress, transient=False) as bar:
         task = bar.add_task("arbitrage", total=len(todo))
         for start in range(0, len(todo), gen.batch_size):
             chunk = todo[start : start + gen.batch_size]

@@ -165,12 +165,12 @@ def held_out_row_sums(student: torch.nn.Module, rows: Sequence[dict[str, torch.T
     """Per-row sums [len(rows)] over counted positions, the student in eval mode: `kl`, `ce` (the
     student's at the labels), `tokens`, and `teacher_ce` when the objective has teacher_ce.
     `progress`: a label for a bar over the rows (rate and ETA), for measurements of minutes."""
-    from rich.progress import track
+    from aetheris.progress import track
 
     student.eval()
     out: dict[str, list[torch.Tensor]] = {"kl": [], "ce": [], "tokens": [], "teacher_ce": []}
     starts = range(0, len(rows), batch_size)
-    for i in track(starts, description=progress or "", disable=progress is None):
+    for i in track(starts, progress or "", disable=progress is None):
         batch = {k: torch.stack([r[k] for r in rows[i : i + batch_size]])
                  for k in ("input_ids", "attention_mask", "labels")}  # fmt: skip
         res = kd_step(student, batch, teacher, objective)

@@ -14,11 +14,12 @@ import torch
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from aetheris.progress import Bar
 
 _TB_WARNED = False
 
@@ -99,9 +100,9 @@ class Throughput:
         return rate
 
 
-def progress_bar(stage: str, enabled: bool) -> Progress:
+def progress_bar(stage: str, enabled: bool) -> Bar:
     columns = (
         TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
         TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
-    return Progress(*columns, disable=not enabled)
+    return Bar(*columns, disable=not enabled)

@@ -34,11 +34,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from aetheris.errors import UserError
+from aetheris.progress import Bar
 
 MANIFEST = "manifest.json"
 FORMAT = "aetheris-topk-v1"
@@ -155,7 +156,7 @@ def build_topk_cache(
     shards, rows_done = [], 0
     columns = (TextColumn("top-k cache"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, transient=True) as bar:
+    with Bar(*columns, transient=True) as bar:
         task = bar.add_task("rows", total=total_rows)
         for batch in batches:
             ids = batch["input_ids"]

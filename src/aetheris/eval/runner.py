@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from aetheris.eval.identity import claim_cache
 from aetheris.eval.results import (
@@ -30,6 +30,7 @@ from aetheris.eval.results import (
     save_results,
 )
 from aetheris.eval.tasks import Item, Task, UnknownLanguageError, get_task, resolve_language
+from aetheris.progress import Bar
 
 # Items handed to a task at once, in batches: the scorer sorts them by length inside a chunk,
 # so larger chunks waste less padding; the cache is flushed after each chunk.
@@ -175,7 +176,7 @@ def evaluate_model(
         TimeRemainingColumn(),
     ]
     chunk = getattr(lm, "batch_size", 8) * CHUNK_BATCHES
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Bar(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(display_name(model), total=total)
         for task, lang, _items, cache, done, todo in work:
             progress.update(bar, description=f"{display_name(model)} {task.name}/{lang}")

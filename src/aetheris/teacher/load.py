@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
 from transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoConfig,
@@ -35,6 +35,7 @@ from transformers import (
 )
 
 from aetheris.errors import BadValueError, MissingPathError, UserError
+from aetheris.progress import Bar
 from aetheris.teacher.embedded import EMBEDDED_TEACHERS, EmbeddedTeacherMissing, GGUFParts
 
 log = logging.getLogger(__name__)
@@ -293,7 +294,7 @@ def sha256_of(parts: tuple[Path, ...] | list[Path]) -> str:
     total = sum(p.stat().st_size for p in parts)
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, transient=True, disable=total < (64 << 20)) as progress:
+    with Bar(*columns, transient=True, disable=total < (64 << 20)) as progress:
         task = progress.add_task(f"sha256 {parts[0].name}", total=total)
         for part in parts:
             with part.open("rb") as f:

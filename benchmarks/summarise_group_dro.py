@@ -15,7 +15,10 @@ differences), and writes
                             runs at several η exist
 
 A run's study row is `kd-` + its name without `-s0` (dro-loss-s0 -> kd-dro-loss, dro-loss-s0-eta1 ->
-kd-dro-loss-eta1), except uniform-s0 -> kd-uniform; kd-student is the study's own.
+kd-dro-loss-eta1, dro-loss-s0-bos -> kd-dro-loss-bos), except uniform-s0 -> kd-uniform; kd-student
+and kd-student-bos are the study's own. Runs on rows with the teacher's BOS (`--bos`, names ending
+in `-bos`) are their own series, with their own tables and kd-uniform-bos as their baseline: the two
+series' teachers saw different text, so their figures do not mix.
 
     python benchmarks/summarise_group_dro.py [--results benchmarks/results/group_dro]
         [--study benchmarks/results/study-gemma3-270m/report/results.json] [--out DIR]
@@ -43,13 +46,24 @@ TASK = "flores_bpb"
 Record = dict[str, Any]
 
 
+SERIES = {"": "Rows without the teacher's BOS (BENCHMARKS §13)", "-bos": "Rows with the teacher's BOS"}
+
+
+def series(run: str) -> str:
+    """"-bos" for a run on rows with the teacher's BOS, "" for the first series."""
+    return "-bos" if run.endswith("-bos") else ""
+
+
 def study_row(run: str) -> str:
     """The study row a bench_group_dro run is scored as."""
-    if run.startswith("kd-student"):  # kd-student-bos: the same student, measured on rows with BOS
-        return "kd-student"
-    if run == "uniform-s0":
-        return BASELINE
+    if run.startswith("kd-student"):
+        return run
     return "kd-" + run.replace("-s0", "")
+
+
+def baseline(run: str) -> str:
+    """The uniform-KD row a run's paired DES difference is taken against: its own series'."""
+    return BASELINE + series(run)
 
 
 def flores(study: Record, row: str) -> Record | None:
@@ -81,7 +95,7 @@ def run_rows(runs: list[Record], study: Record) -> list[list[object]]:
     for r in runs:
         row = study_row(r["name"])
         f = flores(study, row)
-        d = paired(study, row, BASELINE)
+        d = paired(study, row, baseline(r["name"]))
         des = "—" if f is None else f"{f['des']:.4f} [{f['des_ci']['low']:.4f}, {f['des_ci']['high']:.4f}]"
         mean = None if f is None else mean_drop(f)
         drops = {} if f is None else {fam["family"]: fam["drop"] for fam in f["families"]}
@@ -121,6 +135,16 @@ def signal_ranks(runs: list[Record], signals: dict[str, dict[str, dict[str, floa
 
 
 def summary(runs: list[Record], study: Record) -> str:
+    """One section per series present, each with its own tables."""
+    parts = []
+    for tag, title in SERIES.items():
+        ours = [r for r in runs if series(r["name"]) == tag]
+        if ours:
+            parts.append(f"## {title}\n\n" + series_summary(ours, study, BASELINE + tag))
+    return "\n".join(parts)
+
+
+def series_summary(runs: list[Record], study: Record, base: str) -> str:
     kl = {r["name"]: {f: v["kl"] for f, v in r["held_out"]["by_family"].items()} for r in runs}
     excess = {r["name"]: {f: v["excess_bits_per_byte"] for f, v in r["held_out"]["by_family"].items()
                           if "excess_bits_per_byte" in v} for r in runs}  # fmt: skip
@@ -129,7 +153,7 @@ def summary(runs: list[Record], study: Record) -> str:
         f = flores(study, study_row(r["name"]))
         drops[r["name"]] = {} if f is None else {fam["family"]: fam["drop"] for fam in f["families"]}
     head = ["run", "study row", "held-out KL", "FLORES DES [95% CI]", "perm. p", "mean drop", "worst family",
-            "best family", f"DES − {BASELINE} [95% CI]", "largest q"]  # fmt: skip
+            "best family", f"DES − {base} [95% CI]", "largest q"]  # fmt: skip
     return "\n\n".join([
         table(head, run_rows(runs, study)),
         "Held-out KL per family (SIB-200 dev rows of one language; nats per token):",
@@ -158,7 +182,7 @@ def load_runs(results: Path) -> list[Record]:
 
     def rank(r: Record) -> tuple[int, str]:
         name = r["name"]
-        return (0 if name == "kd-student" else 1 if name.startswith("uniform") else 2), name
+        return (0 if name.startswith("kd-student") else 1 if name.startswith("uniform") else 2), name
 
     return sorted(runs, key=rank)
 

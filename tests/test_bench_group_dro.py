@@ -103,12 +103,38 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
                                                       "difference": -0.003, "difference_ci": {"low": -0.006, "high": 0.001}}]}))  # fmt: skip
     summarise_group_dro.main(["--results", str(results), "--study", str(study), "--out", str(tmp_path / "sum")])
     text = (tmp_path / "sum" / "summary.md").read_text()
-    runs_table = text.split("\n\n")[0]
+    assert text.startswith("## Rows without the teacher's BOS") and "Rows with the teacher's BOS" not in text
+    runs_table = text.split("\n\n")[1]
     lines = {line.split("|")[1].strip(): line for line in runs_table.splitlines() if line.startswith("| ")}
     assert "0.0200 [0.0100, 0.0300]" in lines["uniform-s1"] and "Uralic +0.500" in lines["uniform-s1"]
     assert "-0.0030 [-0.0060, +0.0010]" in lines["dro-loss-s0-eta0.5"] and "kd-dro-loss-eta0.5" in lines["dro-loss-s0-eta0.5"]
     assert "| kd-student | kd-student |" in text and (tmp_path / "sum" / "des_vs_mean.png").read_bytes()[:4] == b"\x89PNG"
     assert "Held-out excess CE per family" in text and "Spearman over families" in text
+
+
+def test_runs_on_rows_with_bos_are_their_own_series(tmp_path):
+    """A -bos run is scored as its own study row and compared with kd-uniform-bos, in its own
+    section; kd-student-bos is the study's row of that name."""
+    held_out = {"kl": 1.0, "excess_bits_per_byte": 0.2, "by_family": {"Uralic": {"kl": 1.0, "excess_bits_per_byte": 0.2}}}
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("kd-student-bos", "uniform-s0", "uniform-s0-bos", "dro-loss-s0-bos"):
+        (results / f"{name}.json").write_text(json.dumps({"name": name, "held_out": held_out}))
+    study = tmp_path / "study.json"
+    pair = {"task": "flores_bpb", "a": "kd-dro-loss-bos", "b": "kd-uniform-bos", "difference": -0.004,
+            "difference_ci": {"low": -0.007, "high": -0.001}}  # fmt: skip
+    study.write_text(json.dumps({"equity": [flores_entry(r, 0.01, [0.2, 0.4]) for r in
+                                            ("kd-student-bos", "kd-uniform-bos", "kd-dro-loss-bos")],
+                                 "des_differences": [pair]}))  # fmt: skip
+    summarise_group_dro.main(["--results", str(results), "--study", str(study), "--out", str(tmp_path / "sum")])
+    first, second = (tmp_path / "sum" / "summary.md").read_text().split("## Rows with the teacher's BOS")
+    assert "| uniform-s0 | kd-uniform |" in first and "-bos" not in first
+    runs_table = second.split("\n\n")[1]
+    lines = {line.split("|")[1].strip(): line for line in runs_table.splitlines() if line.startswith("| ")}
+    assert "| kd-student-bos | kd-student-bos |" in lines["kd-student-bos"]
+    assert "kd-uniform-bos" in lines["uniform-s0-bos"] and "0.0100 [0.0050, 0.0150]" in lines["uniform-s0-bos"]
+    assert "-0.0040 [-0.0070, -0.0010]" in lines["dro-loss-s0-bos"]
+    assert "DES − kd-uniform-bos" in second
 
 
 def flores_entry(row: str, des: float, drops: list[float]) -> dict:

@@ -258,3 +258,21 @@ def test_rows_start_with_the_teachers_bos_unless_told_not_to(teacher_dir, tmp_pa
     bos_id = run.teacher.tokenizer.bos_token_id
     rows = run.packed(cfg.data.train, 4, seed=0) + list(run.kd_rows(4, seed=0)[0])
     assert all((int(r["input_ids"][0]) == bos_id) is first for r in rows)
+
+
+def test_kd_reads_its_own_data_while_align_keeps_the_runs(teacher_dir, tmp_path):
+    """kd.data: KD's rows (and held-out rows) follow their own packing and length, here rows of one
+    language for group DRO, while init and align keep the run's mixed 32-token calibration rows."""
+    cfg = config(teacher_dir, tmp_path, top_k_cache=True)
+    kd_data = cfg.data.model_copy(update={"pack": "language", "seq_len": 16})
+    cfg.kd = cfg.kd.model_copy(update={"data": kd_data, "weighting": "group_dro", "dro_eta": 1.0})
+    cfg = parse_config(cfg.model_dump(mode="json"))  # the validators see kd.data, not data
+    assert cfg.data.pack == "mixed" and cfg.kd_data.pack == "language"
+    for stage in ("init", "align", "kd"):
+        run_stages(cfg, stage)
+    note = json.loads((tmp_path / "kd" / "stage.json").read_text())
+    assert note["tokens"] == 4 * 2 * 16 and len(note["held_out_kl_by_group_after"]) > 1
+    assert json.loads((tmp_path / "topk-cache" / "manifest.json").read_text())["seq_len"] == 16
+    with pytest.raises(ConfigError, match="group_dro needs data.pack: language"):
+        parse_config({**cfg.model_dump(mode="json"), "kd": {"weighting": "group_dro", "data": {
+            **kd_data.model_dump(mode="json"), "pack": "mixed"}}})  # fmt: skip

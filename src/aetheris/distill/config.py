@@ -150,6 +150,11 @@ class AlignConfig(_Strict):
 
 
 class KDConfig(_Strict):
+    data: DataConfig | None = Field(
+        None,
+        description="KD's own rows (sources, packing, length), e.g. in-domain text of one language per row "
+        "while align keeps the run's calibration data; unset = the run's data section",
+    )
     temperature: float = Field(1.0, gt=0)
     alpha: float = Field(0.0, ge=0, description="weight of the CE on labels")
     top_k_cache: bool = False
@@ -317,16 +322,21 @@ class RunConfig(_Strict):
     # them then); once its folder is written they are removed unless this is true.
     keep_stage_checkpoints: bool = False
 
+    @property
+    def kd_data(self) -> DataConfig:
+        """The data KD's rows and held-out rows come from: kd.data where set, else the run's."""
+        return self.kd.data or self.data
+
     @model_validator(mode="after")
     def _cache_needs_packed_rows(self) -> RunConfig:
-        if self.data.lazy_rows and self.kd.top_k_cache:
+        if self.kd_data.lazy_rows and self.kd.top_k_cache:
             raise ValueError("kd.top_k_cache needs data.lazy_rows: false (the cache is built over every row up front)")
         return self
 
     @model_validator(mode="after")
     def _dro_needs_rows_of_one_language(self) -> RunConfig:
         # A row's group is its first document's; mixed rows of short documents are a dozen languages.
-        if self.kd.weighting == "group_dro" and self.data.pack != "language":
+        if self.kd.weighting == "group_dro" and self.kd_data.pack != "language":
             raise ValueError("kd.weighting: group_dro needs data.pack: language (each row of one language, "
                              "so its group is the group of all its tokens)")  # fmt: skip
         return self

@@ -122,7 +122,7 @@ def topk_cache_key(cfg: RunConfig, tokenizer_hash: str, rows: Sequence[dict[str,
     """The key a run's top-k cache is built and read under; `rows_hash` ties it to these rows, so
     a cache folder shared by runs (kd.cache_dir) serves only runs over the same rows."""
     return dict(teacher_id=cfg.teacher.name, k=cfg.kd.top_k, temperature=cfg.kd.temperature,
-                seq_len=cfg.data.seq_len, tokenizer_hash=tokenizer_hash, rows_hash=rows_fingerprint(rows))  # fmt: skip
+                seq_len=cfg.kd_data.seq_len, tokenizer_hash=tokenizer_hash, rows_hash=rows_fingerprint(rows))  # fmt: skip
 
 
 def build_run_cache(teacher: torch.nn.Module, rows: Sequence[dict[str, torch.Tensor]], cfg: RunConfig,

@@ -29,7 +29,7 @@ from aetheris.data.sources import Example, LoadSummary, embedded_corpus, read_so
 from aetheris.distill.align import align_student
 from aetheris.distill.attention_probe import LayerProbe, probe_attention, probe_key
 from aetheris.distill.calibration import influence_scores, mlp_inputs
-from aetheris.distill.config import RunConfig
+from aetheris.distill.config import DataConfig, RunConfig
 from aetheris.distill.group_dro import group_dro_hook, group_of
 from aetheris.distill.init import init_student, student_config
 from aetheris.distill.kd import (
@@ -100,15 +100,16 @@ class Run:
         return out
 
     def packed(
-        self, specs: list[str], rows: int, seed: int, held_out: bool = False, keep_lang: bool = False
+        self, specs: list[str], rows: int, seed: int, held_out: bool = False, keep_lang: bool = False,
+        data: DataConfig | None = None,
     ) -> list[dict[str, Any]]:
         """`rows` packed sequences of seq_len tokens, languages balanced by tau; `keep_lang` adds
-        each row's language (the one it starts in) as `row["lang"]`."""
-        tok = self.teacher.tokenizer
-        sampler = MixtureSampler(self.examples(specs, held_out=held_out), tau=self.cfg.data.tau, seed=seed)
-        by_language = self.cfg.data.pack == "language"
-        batches = PackedBatches(sampler, tok, self.cfg.data.seq_len, batch_size=1, by_language=by_language,
-                                bos=bos_id(tok, self.cfg.data.bos))  # fmt: skip
+        each row's language (the one it starts in) as `row["lang"]`. Packing follows `data`
+        (default the run's data section)."""
+        tok, d = self.teacher.tokenizer, data or self.cfg.data
+        sampler = MixtureSampler(self.examples(specs, held_out=held_out), tau=d.tau, seed=seed)
+        batches = PackedBatches(sampler, tok, d.seq_len, batch_size=1, by_language=d.pack == "language",
+                                bos=bos_id(tok, d.bos))  # fmt: skip
         out = []
         for _ in range(rows):
             batch = next(batches)
@@ -119,16 +120,16 @@ class Run:
         return out
 
     def kd_rows(self, n: int, seed: int) -> tuple[Sequence[dict[str, Any]], list[str]]:
-        """KD's `n` training rows and each row's language. Packed up front
-        from one stream, or with `data.lazy_rows` built when the trainer reads them (`IndexedRows`)."""
-        if self.cfg.data.lazy_rows:
+        """KD's `n` training rows (from `kd.data`, else the run's data) and each row's language.
+        Packed up front from one stream, or with `lazy_rows` built when the trainer reads them."""
+        d = self.cfg.kd_data
+        if d.lazy_rows:
             tok = self.teacher.tokenizer
-            rows = IndexedRows(self.examples(self.cfg.data.train), tok, self.cfg.data.seq_len, n,
-                               tau=self.cfg.data.tau, seed=seed, by_language=self.cfg.data.pack == "language",
-                               bos=bos_id(tok, self.cfg.data.bos))  # fmt: skip
+            rows = IndexedRows(self.examples(d.train), tok, d.seq_len, n, tau=d.tau, seed=seed,
+                               by_language=d.pack == "language", bos=bos_id(tok, d.bos))  # fmt: skip
             langs = [rows.lang(i) for i in range(n)]
         else:
-            rows = self.packed(self.cfg.data.train, n, seed=seed, keep_lang=True)
+            rows = self.packed(d.train, n, seed=seed, keep_lang=True, data=d)
             langs = [r.pop("lang") for r in rows]
         return rows, langs
 
@@ -271,8 +272,9 @@ def stage_kd(run: Run) -> Path:
     budget = cfg.train.kd
     n_rows = budget.steps * budget.batch_size * budget.grad_accum
     base, langs = run.kd_rows(n_rows, seed=budget.seed)
-    held_out = run.packed(cfg.data.eval or cfg.data.train, cfg.kd.held_out_rows, seed=budget.seed + 1,
-                          held_out=True, keep_lang=True)  # fmt: skip
+    data = cfg.kd_data
+    held_out = run.packed(data.eval or data.train, cfg.kd.held_out_rows, seed=budget.seed + 1,
+                          held_out=True, keep_lang=True, data=data)  # fmt: skip
     held_groups = [group_of(r.pop("lang"), cfg.kd.groups) for r in held_out]
     dro = None
     if cfg.kd.weighting == "group_dro":
@@ -303,11 +305,11 @@ def stage_kd(run: Run) -> Path:
           hooks=[dro] if dro else [])  # fmt: skip
     kl_after = held_out_row_kl(student, held_out, online, objective)
     before, after = (float(kl.sum()) / max(int(n.sum()), 1) for kl, n in (kl_before, kl_after))
-    tokens = n_rows * cfg.data.seq_len  # packed rows are always full
+    tokens = n_rows * data.seq_len  # packed rows are always full
     note = {"held_out_kl_before": before, "held_out_kl_after": after, "held_out_rows": len(held_out),
             "tokens": tokens, "seconds": time.perf_counter() - started, "top_k_cache": cfg.kd.top_k_cache,
             "weighting": cfg.kd.weighting, "groups": cfg.kd.groups}  # fmt: skip
-    if cfg.data.pack == "language":  # a mixed row's tag is only its first document's language
+    if data.pack == "language":  # a mixed row's tag is only its first document's language
         note |= {"held_out_kl_by_group_before": kl_by_group(*kl_before, held_groups),
                  "held_out_kl_by_group_after": kl_by_group(*kl_after, held_groups)}  # fmt: skip
     if dro:

@@ -14,7 +14,11 @@ a model's figure is the median over all its steps (the first step of each round 
 and the ratios are of those medians. The machine, CPU flags, torch version, threads, date and
 command are printed and written with the figures to a small JSON file.
 
+`--dtype bfloat16` runs all four in bf16 (weights and caches alike): a token step reads every
+weight once, so halving the bytes tests how far decoding is bound by weight bandwidth.
+
     python benchmarks/bench_decode.py [--lengths 512 2048 8192 16384] [--steps 16] [--rounds 5]
+                                      [--threads N] [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -68,10 +72,10 @@ def prefill(model, cache, n: int, piece: int = 2048) -> None:
         model(ids, use_cache=True, logits_to_keep=1, cache=cache)
 
 
-def build_models() -> dict[str, torch.nn.Module]:
+def build_models(dtype: torch.dtype = torch.float32) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     shape = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_attention_heads=HEADS, num_key_value_heads=KV)
-    return {
+    models = {
         "aetheris": AetherisForCausalLM(AetherisConfig(**shape, moe_intermediate_size=FFN)).eval(),
         # `split` experts (MoEfication of the same MLP): a quarter of the width each
         "split": AetherisForCausalLM(AetherisConfig(**shape, moe_intermediate_size=FFN // 4)).eval(),
@@ -81,6 +85,7 @@ def build_models() -> dict[str, torch.nn.Module]:
         "llama": LlamaForCausalLM(LlamaConfig(**shape, intermediate_size=FFN, num_hidden_layers=12,
                                               max_position_embeddings=32768, tie_word_embeddings=True)).eval(),
     }  # fmt: skip
+    return {name: model.to(dtype) for name, model in models.items()}
 
 
 def filled_cache(name: str, model, n: int) -> tuple[DynamicCache, float]:
@@ -88,7 +93,8 @@ def filled_cache(name: str, model, n: int) -> tuple[DynamicCache, float]:
     cache = DynamicCache(config=model.config)
     if name == "llama":
         for i in range(12):
-            cache.update(torch.randn(1, KV, n, HEAD_DIM), torch.randn(1, KV, n, HEAD_DIM), i)
+            kv = torch.randn(2, 1, KV, n, HEAD_DIM, dtype=model.dtype)
+            cache.update(kv[0], kv[1], i)
         return cache, 0.0
     t0 = time.perf_counter()
     prefill(model, cache, n)
@@ -119,16 +125,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the four models")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default: results/decode_<date>.json)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="every model's weights and cache")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python " + " ".join(sys.argv)
     info = {"machine": machine(), "cpu": cpu_summary(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "command": command, "steps": args.steps, "rounds": args.rounds}  # fmt: skip
+            "command": command, "steps": args.steps, "rounds": args.rounds, "dtype": args.dtype}  # fmt: skip
     for key, value in info.items():
         print(f"{key}: {value}", flush=True)
-    models = build_models()
+    models = build_models(getattr(torch, args.dtype))
     rows, results = [], {}
     with torch.no_grad():
         for n in args.lengths:

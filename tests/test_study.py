@@ -285,6 +285,38 @@ def test_only_scores_the_named_rows(tiny, tmp_path, monkeypatch):
     assert rows["int4-g32"]["missing"] == "not scored yet"
 
 
+def test_rows_whose_folders_are_gone_are_reported_from_their_scores(tiny, tmp_path, monkeypatch):
+    """A new machine has the committed results folder but not the weights a gone machine built:
+    a student row scored there, and a compressed row of it, are reported from their scores (with
+    `--only` another row, and with `--scored-only`), not dropped as missing."""
+    import shutil
+
+    data_dir()
+    folder = tmp_path / "kd"
+    shutil.copytree(tiny["student"], folder)
+    raw = demo_config(tiny, tmp_path / "out", keep=1, extra=[
+        {"name": "kd", "path": str(folder), "optional": True},
+        {"name": "kd-int8", "of": "kd", "compress": {"method": "int8"}}])  # fmt: skip
+    path = write(raw, tmp_path / "study.yaml")
+    run_study(load_study(path))
+    shutil.rmtree(folder)
+    shutil.rmtree(tmp_path / "out" / "models" / "kd-int8")
+    scored = []
+    for cls in (FloresBPB, XCOPA):
+        real = cls.score
+        monkeypatch.setattr(cls, "score", lambda self, lm, items, real=real: scored.append(
+            str(lm.model.config.name_or_path)) or real(self, lm, items))  # fmt: skip
+    for args in (["--only", "int8"], ["--scored-only"]):
+        result = CliRunner().invoke(app, ["study", str(path), *args])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "out" / "report" / "results.json").read_text())
+        rows = {m["name"]: m for m in report["models"]}
+        assert rows["kd"].get("missing") is None and rows["kd-int8"].get("missing") is None
+        assert {"kd", "kd-int8"} <= set(report["students"])
+    assert scored == []  # int8 and the teacher were cached; nothing gone was loaded
+    assert not folder.exists()
+
+
 def test_only_names_an_unknown_row(tiny, tmp_path):
     path = write(demo_config(tiny, tmp_path / "out", keep=1), tmp_path / "study.yaml")
     result = CliRunner().invoke(app, ["study", str(path), "--only", "int9"])

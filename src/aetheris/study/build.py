@@ -22,8 +22,8 @@ class Row:
 
     name: str
     method: str  # teacher, student, or the compress method
-    source: str | None  # what `aetheris eval` loads; None when missing
-    missing: str | None = None  # why it is not in the table
+    source: str  # what `aetheris eval` loads (its path names the row's item caches)
+    missing: str | None = None  # why it cannot be built or scored here (its cached scores may still be reported)
     built: bool = False  # built in this run (else cached or a folder given)
     spec: str = ""  # method + settings, for the table
     key: str = ""  # compress spec key: a cached folder is reused only under the same key
@@ -45,18 +45,17 @@ def plan_rows(cfg: StudyConfig, out: Path) -> list[Row]:
     rows = [Row(display_name(cfg.teacher.model), "teacher", cfg.teacher.model, spec=cfg.teacher.model)]
     by_name = {TEACHER: rows[0]}
     for m in cfg.models:
+        # A row whose folder is not here (built on a machine since gone) keeps its source: the
+        # results folder may hold its scores, and the report takes them from there.
         if m.compress is None:
-            exists = Path(m.path).exists()
-            row = Row(m.name, m.method, m.path if exists else None, spec=describe(m),
-                      missing=None if exists else f"{m.path} does not exist yet (optional row)")  # fmt: skip
+            absent = None if Path(m.path).exists() else f"{m.path} does not exist yet (optional row)"
+            row = Row(m.name, m.method, m.path, spec=describe(m), missing=absent)
         else:
             base = by_name[m.of]
-            folder = out / "models" / m.name
-            row = Row(m.name, m.method, str(folder), spec=describe(m))
-            if base.source is None:
-                row.source, row.missing = None, f"built from {m.of}, which is missing"
-            else:
-                row.key = spec_key(base.source, m.compress.method, m.compress.settings)
+            row = Row(m.name, m.method, str(out / "models" / m.name), spec=describe(m),
+                      key=spec_key(base.source, m.compress.method, m.compress.settings))  # fmt: skip
+            if base.missing:
+                row.missing = f"built from {m.of}, which is missing"
         rows.append(row)
         by_name[m.name] = row
     return rows
@@ -70,7 +69,7 @@ def build_row(cfg: StudyConfig, rows: list[Row], name: str) -> None:
     by_name = {r.name: r for r in rows} | {TEACHER: rows[0]}  # rows[0] is named as its model
     m = cfg.entry(name)
     row = by_name[name]
-    if m is None or m.compress is None or row.source is None:
+    if m is None or m.compress is None or row.missing:
         return
     folder = Path(row.source)
     try:

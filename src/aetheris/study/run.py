@@ -39,7 +39,7 @@ class _Facts:
 
     def __init__(self, cfg: StudyConfig, out: Path, rows: list[Row]) -> None:
         self.cfg, self.out = cfg, out
-        self.by_source = {r.source: r for r in rows if r.source}
+        self.by_source = {r.source: r for r in rows}
         self.machine = machine()
 
     def key(self, row: Row) -> dict:
@@ -90,14 +90,12 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
     selected = _selected(cfg, rows, only)
     for r in rows:
         if r.missing:
-            log.warning("%s: not evaluated: %s", r.name, r.missing)
+            log.warning("%s: not evaluated here: %s; reported from its scores if a study wrote them", r.name,
+                        r.missing)  # fmt: skip
     facts = _Facts(cfg, results_dir, rows)
-    if scored_only:
-        done, machines = _finished_rows(rows, results_dir, facts)
-    else:
-        others = [r for r in rows if r.name not in selected]
-        done, machines = _finished_rows(others, results_dir, facts)
-        picked = [r for r in rows if r.name in selected]
+    picked = [] if scored_only else [r for r in rows if r.name in selected and not r.missing]
+    done, machines = _finished_rows([r for r in rows if r not in picked], results_dir, facts)
+    if not scored_only:
         done |= _score_rows(cfg, picked, results_dir, data_dir, facts)
         machines.add(facts.machine)
     report = _report(cfg, rows, done, results_dir / "report", data_dir, "; ".join(sorted(machines)))
@@ -125,13 +123,13 @@ def _selected(cfg: StudyConfig, rows: list[Row], only: list[str] | None) -> set[
 
 def _score_rows(cfg: StudyConfig, rows: list[Row], results_dir: Path, data_dir: Path,
                 facts: _Facts) -> dict[str, dict]:  # fmt: skip
-    """{row name: the harness's result} for every present row, built and scored one at a time so
-    that a stopped study keeps whole rows."""
+    """{row name: the harness's result} for every row (each present here), built and scored one at
+    a time so that a stopped study keeps whole rows."""
     from aetheris.eval.identity import spec_identity
     from aetheris.eval.runner import cached_result, claim, run
 
     done = {}
-    for row in (r for r in rows if r.source):
+    for row in rows:
         # A compressed row is the spec it is built to, whatever its folder holds now; the scores
         # and timings of another model under its path are dropped.
         identity = spec_identity(row.key) if row.key else None
@@ -155,14 +153,15 @@ def _score_rows(cfg: StudyConfig, rows: list[Row], results_dir: Path, data_dir: 
 
 
 def _finished_rows(rows: list[Row], results_dir: Path, facts: _Facts) -> tuple[dict[str, dict], set[str]]:
-    """The rows whose results file and speed facts a study already wrote (on any machine), and
-    the machines their speeds were measured on. The others, and rows whose scores are another
-    model's (a compressed row respecified since), are marked as not scored yet."""
+    """The rows whose results file and speed facts a study already wrote (on any machine, whether
+    or not their folder is here), and the machines their speeds were measured on. The others, and
+    rows whose scores are another model's (a compressed row respecified since), are marked as not
+    scored yet."""
     from aetheris.eval.identity import holds, spec_identity
     from aetheris.eval.runner import model_slug
 
     done, machines = {}, set()
-    for row in (r for r in rows if r.source):
+    for row in rows:
         slug = model_slug(row.source)
         path = results_dir / "eval" / f"{slug}.json"
         measured = facts.read(row)
@@ -172,7 +171,7 @@ def _finished_rows(rows: list[Row], results_dir: Path, facts: _Facts) -> tuple[d
             done[row.name] = {"path": str(path), "measured": measured}
             machines.add(measured.get("key", {}).get("machine", "unknown machine"))
         else:
-            row.missing = "not scored yet"
+            row.missing = row.missing or "not scored yet"
     return done, machines
 
 

@@ -273,6 +273,6 @@ def test_kd_reads_its_own_data_while_align_keeps_the_runs(teacher_dir, tmp_path)
     note = json.loads((tmp_path / "kd" / "stage.json").read_text())
     assert note["tokens"] == 4 * 2 * 16 and len(note["held_out_kl_by_group_after"]) > 1
     assert json.loads((tmp_path / "topk-cache" / "manifest.json").read_text())["seq_len"] == 16
-    with pytest.raises(ConfigError, match="group_dro needs data.pack: language"):
+    with pytest.raises(ConfigError, match="group_dro needs kd.data.pack: language"):
         parse_config({**cfg.model_dump(mode="json"), "kd": {"weighting": "group_dro", "data": {
             **kd_data.model_dump(mode="json"), "pack": "mixed"}}})  # fmt: skip

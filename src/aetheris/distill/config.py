@@ -327,17 +327,23 @@ class RunConfig(_Strict):
         """The data KD's rows and held-out rows come from: kd.data where set, else the run's."""
         return self.kd.data or self.data
 
+    @property
+    def _kd_data_key(self) -> str:
+        """The config key of `kd_data`, for messages that name it."""
+        return "kd.data" if self.kd.data is not None else "data"
+
     @model_validator(mode="after")
     def _cache_needs_packed_rows(self) -> RunConfig:
         if self.kd_data.lazy_rows and self.kd.top_k_cache:
-            raise ValueError("kd.top_k_cache needs data.lazy_rows: false (the cache is built over every row up front)")
+            raise ValueError(f"kd.top_k_cache needs {self._kd_data_key}.lazy_rows: false (the cache is built over "
+                             "every row up front)")  # fmt: skip
         return self
 
     @model_validator(mode="after")
     def _dro_needs_rows_of_one_language(self) -> RunConfig:
         # A row's group is its first document's; mixed rows of short documents are a dozen languages.
         if self.kd.weighting == "group_dro" and self.kd_data.pack != "language":
-            raise ValueError("kd.weighting: group_dro needs data.pack: language (each row of one language, "
+            raise ValueError(f"kd.weighting: group_dro needs {self._kd_data_key}.pack: language (each row of one language, "
                              "so its group is the group of all its tokens)")  # fmt: skip
         return self
 

@@ -27,6 +27,7 @@ from aetheris.distill.losses import (
     logit_transform,
 )
 from aetheris.distill.topk_cache import TopKCache, build_topk_cache, rows_fingerprint
+from aetheris.progress import track
 
 # logits_to_keep=<empty index>: the model returns no logits at all, only hidden states.
 NO_LOGITS = torch.empty(0, dtype=torch.long)
@@ -165,8 +166,6 @@ def held_out_row_sums(student: torch.nn.Module, rows: Sequence[dict[str, torch.T
     """Per-row sums [len(rows)] over counted positions, the student in eval mode: `kl`, `ce` (the
     student's at the labels), `tokens`, and `teacher_ce` when the objective has teacher_ce.
     `progress`: a label for a bar over the rows (rate and ETA), for measurements of minutes."""
-    from aetheris.progress import track
-
     student.eval()
     out: dict[str, list[torch.Tensor]] = {"kl": [], "ce": [], "tokens": [], "teacher_ce": []}
     starts = range(0, len(rows), batch_size)

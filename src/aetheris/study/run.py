@@ -93,8 +93,10 @@ def run_study(cfg: StudyConfig, out: Path | None = None, data_dir: Path | None =
             log.warning("%s: not evaluated here: %s; reported from its scores if a study wrote them", r.name,
                         r.missing)  # fmt: skip
     facts = _Facts(cfg, results_dir, rows)
+    # Rows that cannot be built or scored here (folders not on this machine) are reported from their scores.
     picked = [] if scored_only else [r for r in rows if r.name in selected and not r.missing]
-    done, machines = _finished_rows([r for r in rows if r not in picked], results_dir, facts)
+    names = {r.name for r in picked}
+    done, machines = _finished_rows([r for r in rows if r.name not in names], results_dir, facts)
     if not scored_only:
         done |= _score_rows(cfg, picked, results_dir, data_dir, facts)
         machines.add(facts.machine)

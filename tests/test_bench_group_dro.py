@@ -10,6 +10,7 @@ import pytest
 import yaml
 from eval_tiny import save_embedded_teacher
 
+from aetheris.distill.config import load_config
 from aetheris.distill.pipeline import run_stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,3 +175,27 @@ def test_signal_ranks_compare_each_held_out_signal_with_the_drops():
                "excess CE": {"a": {"x": 0.0, "y": 0.1, "z": 0.5, "w": 0.9}, "b": {}}}  # fmt: skip
     text = summarise_group_dro.signal_ranks(runs, signals, drops)
     assert "| a | -1.00 (p 0.00, 4 families) | +1.00 (p 0.00, 4 families) |" in text and "| b |" not in text
+
+
+def test_the_sib_config_distils_as_the_uniform_bos_run():
+    """configs/hybrid-gemma3-270m-probe50-sib.yaml is the README's one-command build of the student
+    measured as bench_group_dro's uniform-s0-bos: the same student, align and KD (its own data,
+    budget and seed), so the study's kd-uniform-bos figures are that config's."""
+    base = yaml.safe_load((ROOT / "configs" / "hybrid-gemma3-270m.yaml").read_text())
+    n_layers = bench_group_dro.teacher_n_layers(base["teacher"]["name"])
+    dro = {"dro_eta": 0.1, "dro_floor": 0.1, "dro_smoothing": 0.5, "dro_signal": "kl"}
+    bench = bench_group_dro.dro_config(base, "full-50p-upcycle", "uniform-s0", n_layers, 40_960, Path("runs"), dro,
+                                       bos=True)  # fmt: skip
+    config = load_config(ROOT / "configs" / "hybrid-gemma3-270m-probe50-sib.yaml")
+
+    def kd_side(cfg):
+        d = cfg.model_dump()
+        d["kd"] = {k: v for k, v in d["kd"].items() if k not in ("cache_dir", "data")}
+        d["train"]["kd"].pop("log_every")
+        return {"kd_data": cfg.kd_data.model_dump(), **{k: d[k] for k in ("teacher", "student", "align", "kd", "train")}}
+
+    assert kd_side(config) == kd_side(bench)
+    assert config.kd_data.train == ["sib200:train"] and config.kd_data.bos == "auto" and bench.kd_data.bos == "auto"
+    # align read bench_hybrid's data (the run's own section there; bench_group_dro links that align)
+    hybrid = run_config(base, "full-50p-upcycle", n_layers, 40_960, Path("runs"))
+    assert config.data.model_dump() == hybrid.data.model_dump()

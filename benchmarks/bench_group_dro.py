@@ -42,6 +42,7 @@ import dataclasses
 import datetime
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,27 @@ def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: in
     cfg["kd"]["cache_dir"] = str(runs / RUNS_DIR / f"topk-seed{seed}{labels}{rows}")
     cfg["train"]["kd"].update(seed=seed, log_every=1)
     return parse_config(cfg, f"{name} (from the base config)")
+
+
+def q_mean(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Each group's q averaged over the steps: the share of the rows it drew (`sampling`) or of the
+    loss (`loss`). Step t uses the q logged after step t - 1 (1/G at step 1), so this needs every
+    step logged (bench_group_dro's log_every 1)."""
+    groups = sorted(k[2:] for k in records[0] if k.startswith("q/"))
+    steps = [r["step"] for r in records]
+    if steps != list(range(1, len(steps) + 1)):
+        raise ValueError(f"q_mean: expected every step logged, got steps {steps[:5]}...")
+    used = [{g: 1.0 / len(groups) for g in groups}] + [{g: r[f"q/{g}"] for g in groups} for r in records[:-1]]
+    return {g: statistics.fmean(q[g] for q in used) for g in groups}
+
+
+def add_q_mean(path: Path) -> None:
+    """Adds `q_mean` to a finished DRO record that lacks it, while its run's metrics exist."""
+    record = json.loads(path.read_text())
+    metrics = Path(record["folder"]).parent / "runs" / "kd" / "metrics.jsonl"
+    if record.get("weighting") == "group_dro" and "q_mean" not in record and metrics.exists():
+        write_json(path, {**record, "q_mean": q_mean(read_records(metrics))})
+        print(f"{path.stem}: q_mean added", flush=True)
 
 
 def data_for(bos: bool) -> dict[str, Any]:
@@ -228,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         if path.exists():
             print(f"{name}: done", flush=True)
             remeasured(path)
+            add_q_mean(path)
             continue
         cfg = dro_config(base, args.student, base_name, n_layers, args.kd_tokens, args.root, dro, args.bos)
         out = Path(cfg.output_dir)
@@ -242,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             records = read_records(out / "runs" / "kd" / "metrics.jsonl")
             title = f"group DRO q over KD ({name}, eta {args.eta}, {args.signal})"
             (args.results / f"q-{name}.png").write_bytes(group_weights(records, title))
+            record["q_mean"] = q_mean(records)
         write_json(path, record)
         print(f"{name}: held-out KL {record['held_out']['kl']:.3f}", flush=True)
 

@@ -164,7 +164,24 @@ def series_summary(runs: list[Record], study: Record, base: str) -> str:
         family_table(runs, drops),
         "Does the held-out signal rank the families as their FLORES drops do? (Spearman over families)",
         signal_ranks(runs, {"KL": kl, "excess CE": excess}, drops),
+        "Each family's mean q over KD (the share of rows it drew under `sampling`, of the loss under `loss`),"
+        " beside its share of the languages (uniform KD draws SIB-200's languages about equally):",
+        share_table(runs, study, base),
     ]) + "\n"  # fmt: skip
+
+
+def share_table(runs: list[Record], study: Record, base: str) -> str:
+    """Mean q per family of the DRO runs that recorded it, under a row of the languages' shares."""
+    f = flores(study, base)
+    with_q = [r for r in runs if r.get("q_mean")]
+    if f is None or not with_q:
+        return "(no run with q_mean yet)"
+    n = sum(len(fam["languages"]) for fam in f["families"])
+    langs = {fam["family"]: len(fam["languages"]) / n for fam in f["families"]}
+    families = sorted(langs)
+    rows = [["languages' share", *(fmt(langs[g], 3) for g in families)]]
+    rows += [[r["name"], *(fmt(r["q_mean"].get(g), 3) for g in families)] for r in with_q]
+    return table(["run", *families], rows)
 
 
 def plot(runs: list[Record], study: Record) -> bytes | None:

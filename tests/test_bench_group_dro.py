@@ -81,6 +81,14 @@ def test_dro_runs_start_from_the_students_align_and_resume(teacher_dir, tmp_path
     bench_group_dro.main(args)
     assert "dro-loss-s0-eta0.5: done" in capsys.readouterr().out
     assert (results / "dro-loss-s0-eta0.5.json").read_text() == before
+    # a DRO record holds each family's q averaged over the steps; one written without it gets it
+    assert json.loads(before)["q_mean"].keys() == q.keys()
+    assert sum(json.loads(before)["q_mean"].values()) == pytest.approx(1)
+    old = json.loads(before)
+    del old["q_mean"]
+    (results / "dro-loss-s0-eta0.5.json").write_text(json.dumps(old))
+    bench_group_dro.main(args)
+    assert json.loads((results / "dro-loss-s0-eta0.5.json").read_text()) == json.loads(before)
 
     # the excess-CE signal: its own run name and a top-k cache with the teacher's label log-probs
     bench_group_dro.main([*args[:-3], "--runs", "dro-loss-s0", "--signal", "excess_ce"])
@@ -199,3 +207,22 @@ def test_the_sib_config_distils_as_the_uniform_bos_run():
     # align read bench_hybrid's data (the run's own section there; bench_group_dro links that align)
     hybrid = run_config(base, "full-50p-upcycle", n_layers, 40_960, Path("runs"))
     assert config.data.model_dump() == hybrid.data.model_dump()
+
+
+def test_q_mean_averages_the_q_each_step_used():
+    """Step 1 draws with 1/G; step t with the q logged after step t - 1; the last q is never used."""
+    records = [{"step": 1, "q/a": 0.7, "q/b": 0.3}, {"step": 2, "q/a": 0.9, "q/b": 0.1},
+               {"step": 3, "q/a": 0.0, "q/b": 1.0}]  # fmt: skip
+    assert bench_group_dro.q_mean(records) == pytest.approx({"a": (0.5 + 0.7 + 0.9) / 3, "b": (0.5 + 0.3 + 0.1) / 3})
+    with pytest.raises(ValueError, match="every step logged"):
+        bench_group_dro.q_mean(records[::2])
+
+
+def test_share_table_puts_mean_q_under_the_languages_share():
+    families = [{"family": "Basque", "languages": ["eu"]}, {"family": "Uralic", "languages": ["fi", "et", "hu"]}]
+    study = {"equity": [{"student": "kd-uniform-bos", "tasks": {"flores_bpb": {"families": families}}}]}
+    runs = [{"name": "uniform-s0-bos"}, {"name": "dro-sampling-s0-bos", "q_mean": {"Basque": 0.4, "Uralic": 0.6}}]
+    text = summarise_group_dro.share_table(runs, study, "kd-uniform-bos")
+    assert "| languages' share | 0.250 | 0.750 |" in text and "| dro-sampling-s0-bos | 0.400 | 0.600 |" in text
+    assert "uniform-s0-bos |" not in text
+    assert summarise_group_dro.share_table(runs, {}, "kd-uniform-bos") == "(no run with q_mean yet)"

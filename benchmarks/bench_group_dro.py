@@ -19,7 +19,9 @@ A DRO run at another `--eta` than the default 0.1 is its own run, named with it 
 `dro-loss-s0-eta0`: η 0 keeps q uniform over families, the group-balanced point of the η curve).
 `--signal excess_ce` weights families by their excess CE over the teacher in bits per byte (what a
 FLORES drop is) instead of their KL; its runs are named `dro-loss-s0-excess` and read a cache with
-the teacher's label log-probs (`topk-seed0-labels`).
+the teacher's label log-probs (`topk-seed0-labels`). `--prior data` starts q at each family's share
+of the rows instead of 1/13 (`kd.dro_prior`; runs named `dro-sampling-s0-excess-data-eta0.2`), so
+that η 0 is uniform KD and η tilts it.
 
 Runs of one seed share one top-k cache. For every run, and for bench_hybrid's own KD student (the
 study's kd-student: embedded corpus, mixed rows), it measures held-out KL and excess CE (bits per
@@ -91,14 +93,16 @@ def budget_tag(kd_tokens: int) -> str:
     return f"-{kd_tokens // 1024}k" if kd_tokens % 1024 == 0 else f"-{kd_tokens}t"
 
 
-def run_name(name: str, eta: float, signal: str = "kl", kd_tokens: int | None = None, bos: bool = False) -> str:
-    """`name`, tagged with the excess-CE signal and with η when a DRO run uses other than the
-    defaults (uniform runs have neither), with the budget when it is not the default, and `-bos`
-    for rows that start with the teacher's BOS."""
+def run_name(name: str, eta: float, signal: str = "kl", kd_tokens: int | None = None, bos: bool = False,
+             prior: str = "uniform") -> str:  # fmt: skip
+    """`name`, tagged with the excess-CE signal, the data prior and η when a DRO run uses other
+    than the defaults (uniform runs have none), with the budget when it is not the default, and
+    `-bos` for rows that start with the teacher's BOS."""
     tag = budget_tag(DEFAULT_KD_TOKENS if kd_tokens is None else kd_tokens) + ("-bos" if bos else "")
     if RUNS[name][0]["weighting"] == "uniform":
         return name + tag
     name = f"{name}-excess" if signal == "excess_ce" else name
+    name = f"{name}-data" if prior == "data" else name
     return (name if eta == DEFAULT_ETA else f"{name}-eta{eta:g}") + tag
 
 
@@ -112,7 +116,8 @@ def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: in
     base["train"]["kd"]["batch_size"] = ROWS_PER_STEP
     cfg = config_dict(base, student, n_layers, kd_tokens, runs / RUNS_DIR)
     signal = dro.get("dro_signal", "kl")
-    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"], signal, kd_tokens, bos))
+    prior = dro.get("dro_prior", "uniform")
+    cfg["output_dir"] = str(runs / RUNS_DIR / run_name(name, dro["dro_eta"], signal, kd_tokens, bos, prior))
     cfg["kd"].update(changes)
     labels = ""
     if changes["weighting"] == "group_dro":
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eta", type=float, default=DEFAULT_ETA, help="kd.dro_eta: q_g *= exp(eta * L_g) per step")
     ap.add_argument("--floor", type=float, default=0.1, help="kd.dro_floor, as a fraction of 1/G")
     ap.add_argument("--smoothing", type=float, default=0.5, help="kd.dro_smoothing: 2-row batches see few families")
+    ap.add_argument("--prior", choices=["uniform", "data"], default="uniform",
+                    help="kd.dro_prior: q starts uniform over families, or at their shares of the rows")
     ap.add_argument("--signal", choices=["kl", "excess_ce"], default="kl",
                     help="kd.dro_signal: each family's KL, or its excess CE in bits per byte")
     ap.add_argument("--bos", action="store_true",
@@ -215,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{align}: no aligned student; build it with bench_hybrid.py --students {args.student} "
                  "--distil-only --keep-weights")  # fmt: skip
     n_layers = teacher_n_layers(base["teacher"]["name"])
-    dro = {"dro_eta": args.eta, "dro_floor": args.floor, "dro_smoothing": args.smoothing, "dro_signal": args.signal}
+    dro = {"dro_eta": args.eta, "dro_floor": args.floor, "dro_smoothing": args.smoothing, "dro_signal": args.signal,
+           "dro_prior": args.prior}  # fmt: skip
     header = {"machine": machine(), "cpu": cpu_summary(), "date": datetime.date.today().isoformat(),
               "command": " ".join(sys.argv), "kd_tokens": args.kd_tokens, "student": args.student}  # fmt: skip
     print(header["machine"], "|", header["cpu"], flush=True)
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
                          "weighting": "uniform", "data": "embedded corpus, mixed rows", "stage": note,
                          "held_out": measured(student_dir / "kd")})  # fmt: skip
     for base_name in args.runs:
-        name = run_name(base_name, args.eta, args.signal, args.kd_tokens, args.bos)
+        name = run_name(base_name, args.eta, args.signal, args.kd_tokens, args.bos, args.prior)
         path = args.results / f"{name}.json"
         if path.exists():
             print(f"{name}: done", flush=True)

@@ -173,6 +173,9 @@ def test_runs_are_named_by_eta_only_away_from_the_default():
     assert bench_group_dro.run_name("dro-loss-s0", 0.2, "excess_ce", 1000) == "dro-loss-s0-excess-eta0.2-1000t"
     assert bench_group_dro.run_name("uniform-s0", 0.1, "kl", 40_960) == "uniform-s0"
     assert bench_group_dro.run_name("dro-loss-s0", 0.1, "kl", 40_960, bos=True) == "dro-loss-s0-bos"
+    assert (bench_group_dro.run_name("dro-sampling-s0", 0.2, "excess_ce", 40_960, True, "data")
+            == "dro-sampling-s0-excess-data-eta0.2-bos")  # fmt: skip
+    assert bench_group_dro.run_name("uniform-s0", 0.2, "excess_ce", 40_960, True, "data") == "uniform-s0-bos"
     assert bench_group_dro.data_for(True)["bos"] == "auto" and bench_group_dro.data_for(False)["bos"] == "false"
 
 

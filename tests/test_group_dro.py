@@ -135,6 +135,28 @@ def test_sampling_draws_groups_by_q_and_processes_agree():
     assert [mine[o] for o in range(40)] == picks[:40]
 
 
+def test_the_data_prior_starts_q_at_the_row_shares_and_eta_tilts_it():
+    """dro_prior data: q0 is each group's share of the rows, so at η = 0 sampling draws the groups as
+    the rows hold them (uniform KD's proportions); the update multiplies that prior, as from 1/G."""
+    langs = ["fr"] * 30 + ["de"] * 30 + ["fi"] * 10 + ["eu"] * 10  # Indo-European 3/4, Uralic and Basque 1/8
+    hook = group_dro_hook(langs, "family", eta=0.0, floor=0.1, smoothing=0.0, reweight="sampling", seed=0,
+                          prior="data")  # fmt: skip
+    assert hook.dro.groups == ["Basque", "Indo-European", "Uralic"]
+    assert hook.dro.q.tolist() == pytest.approx([0.125, 0.75, 0.125])
+    picks = [hook.order(o) for o in range(4000)]
+    assert np.mean([langs[i] in ("fr", "de") for i in picks]) == pytest.approx(0.75, abs=0.03)
+    hook.dro.update(torch.tensor([1.0, 1.0, 1.0]), torch.tensor([1.0, 1.0, 1.0]))
+    assert hook.dro.q.tolist() == pytest.approx([0.125, 0.75, 0.125])  # η = 0: the prior stays
+    tilted = GroupDRO(["a", "b"], eta=0.5, prior=[3, 1])
+    tilted.update(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 1.0]))
+    w = np.array([0.75 * math.exp(0.5), 0.25 * math.exp(1.5)])
+    assert tilted.q.numpy() == pytest.approx(w / w.sum(), rel=1e-12)
+    uniform = group_dro_hook(langs, "family", eta=0.0, floor=0.1, smoothing=0.0, reweight="loss", seed=0)
+    assert uniform.dro.q.tolist() == pytest.approx([1 / 3] * 3)  # the paper's start, the default
+    with pytest.raises(ValueError, match="one positive weight per group"):
+        GroupDRO(["a", "b"], eta=0.1, prior=[1.0, 0.0])
+
+
 def test_config_knobs_and_errors():
     base = {"teacher": {"name": "x"}, "data": {"train": ["embedded"], "seq_len": 8, "pack": "language"}, "output_dir": "o",
             "train": {s: {"steps": 1, "batch_size": 1, "lr": 1e-3} for s in ("align", "kd", "sft")}}  # fmt: skip
@@ -150,6 +172,9 @@ def test_config_knobs_and_errors():
         parse_config({**base, "data": {**base["data"], "pack": "mixed"}, "kd": {"weighting": "group_dro"}})
     with pytest.raises(ConfigError, match="dro_signal: excess_ce needs weighting: group_dro"):
         parse_config({**base, "kd": {"dro_signal": "excess_ce"}})
+    with pytest.raises(ConfigError, match="dro_prior: data needs weighting: group_dro"):
+        parse_config({**base, "kd": {"dro_prior": "data"}})
+    assert parse_config({**base, "kd": {"weighting": "group_dro", "dro_prior": "data"}}).kd.dro_prior == "data"
     assert group_of("ja", "family") == "Japonic" and group_of("sw", "region") == "Africa"
     assert group_of("zho", "language") == "zh-Hans"
 

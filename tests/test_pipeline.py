@@ -94,15 +94,17 @@ def test_stages_run_one_at_a_time_and_resume(teacher_dir, tmp_path):
     assert losses()[:4] == kd_losses[:4] and len(kd_losses) >= 4
 
 
-@pytest.mark.parametrize(("reweight", "signal"), [("loss", "kl"), ("sampling", "kl"), ("loss", "excess_ce")])
-def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweight, signal):
+@pytest.mark.parametrize(("reweight", "signal", "prior"),
+                         [("loss", "kl", "uniform"), ("sampling", "kl", "uniform"), ("loss", "excess_ce", "uniform"),
+                          ("sampling", "excess_ce", "data")])  # fmt: skip
+def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweight, signal, prior):
     """The KD stage's equity-aware path end to end: rows tagged with their family, q per family in
     metrics.jsonl and the stage note, held-out KL per family (the top-k cache keyed on the same rows;
     under the excess-CE signal built with the teacher's label log-probs)."""
     cfg = config(teacher_dir, tmp_path)
     cfg.data = cfg.data.model_copy(update={"pack": "language"})
     cfg.kd = cfg.kd.model_copy(update={"weighting": "group_dro", "reweight": reweight, "dro_eta": 1.0,
-                                       "dro_signal": signal})  # fmt: skip
+                                       "dro_signal": signal, "dro_prior": prior})  # fmt: skip
     for stage in ("init", "align", "kd"):
         run_stages(cfg, stage)
     rows = [json.loads(line) for line in (tmp_path / "runs" / "kd" / "metrics.jsonl").read_text().splitlines()]
@@ -111,6 +113,7 @@ def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweig
     assert len(q) > 1 and sum(q.values()) == pytest.approx(1.0) and note["group_dro"]["reweight"] == reweight
     assert {f"q/{g}" for g in q} <= set(rows[-1]) and rows[-1][f"q/{max(q, key=q.get)}"] == max(q.values())
     assert note["group_dro"]["signal"] == signal and any(k.startswith(f"group_{signal}/") for k in rows[-1])
+    assert note["group_dro"]["prior"] == prior
     manifest = json.loads((tmp_path / "topk-cache" / "manifest.json").read_text())
     assert manifest["label_logprobs"] == (signal == "excess_ce")
     assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]  # it moved

@@ -13,7 +13,7 @@ from aetheris.config_file import read_yaml_mapping
 from aetheris.data.hub import DataSource
 from aetheris.data.mixture import BOS_MODES
 from aetheris.distill.align import ALIGN_INPUTS, LOSSES
-from aetheris.distill.group_dro import DRO_SIGNALS, GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
+from aetheris.distill.group_dro import DRO_PRIORS, DRO_SIGNALS, GROUP_FIELDS, REWEIGHTS, WEIGHTINGS
 from aetheris.distill.init import EXPERT_STRATEGIES, INIT_SOURCES, SPLIT_PARTITIONS, SPLIT_ROUTERS
 from aetheris.distill.layer_map import ATTENTION_PLACEMENTS, LAYER_MAPS
 from aetheris.distill.optim import OPTIMIZERS, SCHEDULES
@@ -190,12 +190,20 @@ class KDConfig(_Strict):
         "the labels) in bits per byte, the unit of a FLORES drop; excess_ce needs labels in the top-k cache",
     )
 
+    dro_prior: Literal[DRO_PRIORS] = Field(
+        "uniform",
+        description="q at the start: uniform over the groups (Sagawa et al.), or each group's share of the KD "
+        "rows, so that η = 0 is uniform KD and η tilts it towards the losing groups",
+    )
+
     @model_validator(mode="after")
     def _sampling_needs_dro(self) -> KDConfig:
         if self.reweight == "sampling" and self.weighting != "group_dro":
             raise ValueError("reweight: sampling needs weighting: group_dro (uniform has no q to sample by)")
         if self.dro_signal != "kl" and self.weighting != "group_dro":
             raise ValueError(f"dro_signal: {self.dro_signal} needs weighting: group_dro (uniform has no q)")
+        if self.dro_prior != "uniform" and self.weighting != "group_dro":
+            raise ValueError(f"dro_prior: {self.dro_prior} needs weighting: group_dro (uniform has no q)")
         return self
 
 

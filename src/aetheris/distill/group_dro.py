@@ -1,7 +1,8 @@
 """Equity-aware KD: online group DRO over language groups (Sagawa et al. 2020, ICLR).
 
 Each group g (a language family, WALS group, region or single language: the fields of
-`aetheris.languages`) has a weight q_g, uniform at the start. The training loss is Σ_g q_g L_g,
+`aetheris.languages`) has a weight q_g, uniform at the start (`kd.dro_prior: uniform`, the
+paper's), or each group's share of the KD rows (`data`). The training loss is Σ_g q_g L_g,
 where L_g is the group's mean per-token KD loss in the batch (a group absent from the batch adds
 nothing, as in the paper's code: it has no gradient there; with many small groups, e.g.
 `language`, and small batches, the present groups' q mass, and so the gradient's scale, varies
@@ -12,8 +13,8 @@ from batch to batch), and after every optimizer step
 with L̂_g the group's KL per token in that step (over all micro-batches and processes),
 exponentially smoothed by `smoothing` (0 = the step's own value, as in the paper); a group absent
 from the step keeps its last L̂_g, so it still competes at its running loss. A group that has never
-appeared keeps its initial weight 1/G: the exponentiated step renormalises only the groups that
-have a loss estimate. No q_g falls below `floor`/G (a fraction of the uniform weight): weights that
+appeared keeps its initial weight: the exponentiated step renormalises only the groups that have a
+loss estimate. No q_g falls below `floor`/G (a fraction of the uniform weight): weights that
 would are set to it and the others rescaled.
 
 Why this is DoReMi without a reference model: the per-token KL to the teacher is already an
@@ -44,7 +45,14 @@ Two ways to spend q (`kd.reweight`):
   token), through `KDObjective(row_weights=...)` (no full-vocabulary logits);
 - `sampling`: the loss stays the plain per-token mean and the rows are drawn with group
   probabilities q instead (`aetheris.data.mixture.GroupedOrder`): it spends tokens, not gradient.
-  Both estimate the same objective; q starts uniform, so either is group-balanced at η = 0.
+  Both estimate the same objective; from the uniform prior either is group-balanced at η = 0.
+
+The prior (`kd.dro_prior`). After T steps q_g ∝ q0_g · exp(η Σ_t L̂_g,t): a tilt of q0 towards the
+losing groups. With q0 uniform over families, η = 0 is already far from uniform KD when the groups
+differ in size: 35 of SIB-200's 69 languages are Indo-European, so family-balanced sampling draws
+them at 1/13 instead of about half (BENCHMARKS §13f), and q then moves back towards them. With
+`data`, q0 is each group's share of the KD rows, so η = 0 spends tokens (or gradient, in
+expectation) as uniform KD does, and η alone measures what the tilt buys.
 
 q, L̂ and the sampler's position are training state: saved in every checkpoint (JSON floats, which
 round-trip exactly) and restored on `--resume`; q is logged as `q/<group>` at every logged step
@@ -57,6 +65,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from aetheris import languages
@@ -67,6 +76,7 @@ WEIGHTINGS = ("uniform", "group_dro")
 GROUP_FIELDS = ("family", "group", "region", "language")
 REWEIGHTS = ("loss", "sampling")
 DRO_SIGNALS = ("kl", "excess_ce")
+DRO_PRIORS = ("uniform", "data")
 
 
 def group_of(lang: str, field: str) -> str:
@@ -113,7 +123,7 @@ class GroupDRO:
     `signal` names the loss being observed (its metrics are `group_<signal>/<group>`)."""
 
     def __init__(self, groups: Sequence[str], eta: float, floor: float = 0.0, smoothing: float = 0.0,
-                 signal: str = "kl") -> None:  # fmt: skip
+                 signal: str = "kl", prior: Sequence[float] | None = None) -> None:  # fmt: skip
         if not groups or len(set(groups)) != len(groups):
             raise ValueError(f"GroupDRO: expected distinct group names, got {list(groups)}")
         if eta < 0 or not 0 <= floor <= 1 or not 0 <= smoothing < 1:
@@ -124,7 +134,13 @@ class GroupDRO:
         self.groups, self.eta, self.smoothing, self.signal = list(groups), eta, smoothing, signal
         n = len(groups)
         self.low = floor / n  # the floor as an absolute weight
-        self.q = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        if prior is None:
+            self.q = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        else:
+            q0 = torch.tensor(list(prior), dtype=torch.float64)
+            if q0.shape != (n,) or not bool((q0 > 0).all()):
+                raise ValueError(f"GroupDRO: the prior needs one positive weight per group, got {list(prior)}")
+            self.q = _floored(q0 / q0.sum(), self.low)
         self.loss = torch.zeros(n, dtype=torch.float64)  # L̂_g, meaningful where seen
         self.seen = torch.zeros(n, dtype=torch.bool)
         self.reset_step()
@@ -243,11 +259,12 @@ class GroupDROHook:
 
 
 def group_dro_hook(langs: Sequence[str], field: str, *, eta: float, floor: float, smoothing: float,
-                   reweight: str, seed: int, signal: str = "kl", tokenizer: Any = None) -> GroupDROHook:  # fmt: skip
+                   reweight: str, seed: int, signal: str = "kl", tokenizer: Any = None,
+                   prior: str = "uniform") -> GroupDROHook:  # fmt: skip
     """The hook over rows whose languages are `langs` (row i's is langs[i]); the groups are those
     of the rows (sorted), and `hook.row_groups[i]` is row i's group index, which the rows must
     carry as `row["group"]` (`aetheris.data.mixture.TaggedRows`). The excess-CE signal needs the
-    rows' `tokenizer` (to count bytes)."""
+    rows' `tokenizer` (to count bytes). `prior` "data" starts q at the groups' shares of the rows."""
     if signal == "excess_ce" and tokenizer is None:
         raise ValueError("group_dro_hook: the excess_ce signal needs the tokenizer (bits per byte)")
     names = [group_of(lang, field) for lang in langs]
@@ -256,4 +273,5 @@ def group_dro_hook(langs: Sequence[str], field: str, *, eta: float, floor: float
     row_groups = [index[n] for n in names]
     order = GroupedOrder(row_groups, len(groups), seed) if reweight == "sampling" else None
     row_bytes = (lambda batch: target_bytes(batch, tokenizer)) if signal == "excess_ce" else None
-    return GroupDROHook(GroupDRO(groups, eta, floor, smoothing, signal), order, row_groups, row_bytes)
+    shares = np.bincount(row_groups, minlength=len(groups)) / len(row_groups) if prior == "data" else None
+    return GroupDROHook(GroupDRO(groups, eta, floor, smoothing, signal, shares), order, row_groups, row_bytes)

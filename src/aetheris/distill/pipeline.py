@@ -280,9 +280,9 @@ def stage_kd(run: Run) -> Path:
     if cfg.kd.weighting == "group_dro":
         dro = group_dro_hook(langs, cfg.kd.groups, eta=cfg.kd.dro_eta, floor=cfg.kd.dro_floor,
                              smoothing=cfg.kd.dro_smoothing, reweight=cfg.kd.reweight, seed=budget.seed,
-                             signal=cfg.kd.dro_signal, tokenizer=t.tokenizer)  # fmt: skip
-        logger.info("kd: group DRO over %d %s groups (%s, %s), eta %g", len(dro.dro.groups), cfg.kd.groups,
-                    cfg.kd.reweight, cfg.kd.dro_signal, cfg.kd.dro_eta)  # fmt: skip
+                             signal=cfg.kd.dro_signal, tokenizer=t.tokenizer, prior=cfg.kd.dro_prior)  # fmt: skip
+        logger.info("kd: group DRO over %d %s groups (%s, %s, %s prior), eta %g", len(dro.dro.groups),
+                    cfg.kd.groups, cfg.kd.reweight, cfg.kd.dro_signal, cfg.kd.dro_prior, cfg.kd.dro_eta)  # fmt: skip
     # Tags are added as rows are read, so rows built on demand (data.lazy_rows) carry them too.
     rows = TaggedRows(base, row_id=range(n_rows), **({"group": dro.row_groups} if dro else {}))
     objective = kd_objective(cfg.kd)
@@ -314,7 +314,7 @@ def stage_kd(run: Run) -> Path:
                  "held_out_kl_by_group_after": kl_by_group(*kl_after, held_groups)}  # fmt: skip
     if dro:
         note["group_dro"] = {"reweight": cfg.kd.reweight, "signal": cfg.kd.dro_signal, "eta": cfg.kd.dro_eta,
-                             "floor": cfg.kd.dro_floor,
+                             "floor": cfg.kd.dro_floor, "prior": cfg.kd.dro_prior,
                              "smoothing": cfg.kd.dro_smoothing, "q": dict(zip(dro.dro.groups, dro.dro.q.tolist()))}  # fmt: skip
     logger.info("kd: held-out KL %.4f -> %.4f over %d tokens", before, after, tokens)
     return run.save_stage(student, "kd", note)

@@ -130,16 +130,26 @@ def dro_config(base: dict, student: str, name: str, n_layers: int, kd_tokens: in
     return parse_config(cfg, f"{name} (from the base config)")
 
 
-def q_mean(records: list[dict[str, Any]]) -> dict[str, float]:
+def q_mean(records: list[dict[str, Any]], q0: dict[str, float]) -> dict[str, float]:
     """Each group's q averaged over the steps: the share of the rows it drew (`sampling`) or of the
-    loss (`loss`). Step t uses the q logged after step t - 1 (1/G at step 1), so this needs every
-    step logged (bench_group_dro's log_every 1)."""
-    groups = sorted(k[2:] for k in records[0] if k.startswith("q/"))
+    loss (`loss`). Step 1 uses `q0` (the KD stage note's), step t the q logged after step t - 1,
+    so this needs every step logged (bench_group_dro's log_every 1)."""
     steps = [r["step"] for r in records]
     if steps != list(range(1, len(steps) + 1)):
         raise ValueError(f"q_mean: expected every step logged, got steps {steps[:5]}...")
-    used = [{g: 1.0 / len(groups) for g in groups}] + [{g: r[f"q/{g}"] for g in groups} for r in records[:-1]]
-    return {g: statistics.fmean(q[g] for q in used) for g in groups}
+    used = [q0] + [{g: r[f"q/{g}"] for g in q0} for r in records[:-1]]
+    return {g: statistics.fmean(q[g] for q in used) for g in sorted(q0)}
+
+
+def first_q(stage: dict[str, Any]) -> dict[str, float]:
+    """The q a DRO run's first step used: its stage note's `q0`; notes written before it was
+    recorded are of uniform-prior runs, whose q0 is 1/G."""
+    dro = stage["group_dro"]
+    if "q0" in dro:
+        return dro["q0"]
+    if dro.get("prior", "uniform") != "uniform":
+        raise ValueError(f"a {dro['prior']}-prior run's stage note has no q0")
+    return {g: 1.0 / len(dro["q"]) for g in dro["q"]}
 
 
 def add_q_mean(path: Path) -> None:
@@ -147,7 +157,7 @@ def add_q_mean(path: Path) -> None:
     record = json.loads(path.read_text())
     metrics = Path(record["folder"]).parent / "runs" / "kd" / "metrics.jsonl"
     if record.get("weighting") == "group_dro" and "q_mean" not in record and metrics.exists():
-        write_json(path, {**record, "q_mean": q_mean(read_records(metrics))})
+        write_json(path, {**record, "q_mean": q_mean(read_records(metrics), first_q(record["stage"]))})
         print(f"{path.stem}: q_mean added", flush=True)
 
 
@@ -273,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
             records = read_records(out / "runs" / "kd" / "metrics.jsonl")
             title = f"group DRO q over KD ({name}, eta {args.eta}, {args.signal})"
             (args.results / f"q-{name}.png").write_bytes(group_weights(records, title))
-            record["q_mean"] = q_mean(records)
+            record["q_mean"] = q_mean(records, first_q(record["stage"]))
         write_json(path, record)
         print(f"{name}: held-out KL {record['held_out']['kl']:.3f}", flush=True)
 

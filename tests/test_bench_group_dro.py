@@ -213,12 +213,18 @@ def test_the_sib_config_distils_as_the_uniform_bos_run():
 
 
 def test_q_mean_averages_the_q_each_step_used():
-    """Step 1 draws with 1/G; step t with the q logged after step t - 1; the last q is never used."""
+    """Step 1 draws with the stage's q0; step t with the q logged after step t - 1; the last q is
+    never used. Notes from before q0 was recorded are of uniform-prior runs (1/G)."""
     records = [{"step": 1, "q/a": 0.7, "q/b": 0.3}, {"step": 2, "q/a": 0.9, "q/b": 0.1},
                {"step": 3, "q/a": 0.0, "q/b": 1.0}]  # fmt: skip
-    assert bench_group_dro.q_mean(records) == pytest.approx({"a": (0.5 + 0.7 + 0.9) / 3, "b": (0.5 + 0.3 + 0.1) / 3})
+    q0 = {"a": 0.8, "b": 0.2}
+    assert bench_group_dro.q_mean(records, q0) == pytest.approx({"a": (0.8 + 0.7 + 0.9) / 3, "b": (0.2 + 0.3 + 0.1) / 3})
     with pytest.raises(ValueError, match="every step logged"):
-        bench_group_dro.q_mean(records[::2])
+        bench_group_dro.q_mean(records[::2], q0)
+    assert bench_group_dro.first_q({"group_dro": {"prior": "data", "q0": q0, "q": {}}}) == q0
+    assert bench_group_dro.first_q({"group_dro": {"q": {"a": 0.9, "b": 0.1}}}) == {"a": 0.5, "b": 0.5}
+    with pytest.raises(ValueError, match="no q0"):
+        bench_group_dro.first_q({"group_dro": {"prior": "data", "q": {"a": 0.9, "b": 0.1}}})
 
 
 def test_share_table_puts_mean_q_under_the_languages_share():

@@ -113,7 +113,9 @@ def test_kd_stage_with_group_dro_logs_q_per_family(teacher_dir, tmp_path, reweig
     assert len(q) > 1 and sum(q.values()) == pytest.approx(1.0) and note["group_dro"]["reweight"] == reweight
     assert {f"q/{g}" for g in q} <= set(rows[-1]) and rows[-1][f"q/{max(q, key=q.get)}"] == max(q.values())
     assert note["group_dro"]["signal"] == signal and any(k.startswith(f"group_{signal}/") for k in rows[-1])
-    assert note["group_dro"]["prior"] == prior
+    assert note["group_dro"]["prior"] == prior and note["group_dro"]["q0"].keys() == q.keys()
+    if prior == "uniform":
+        assert set(note["group_dro"]["q0"].values()) == {1 / len(q)}
     manifest = json.loads((tmp_path / "topk-cache" / "manifest.json").read_text())
     assert manifest["label_logprobs"] == (signal == "excess_ce")
     assert rows[0]["q/Indo-European"] != rows[-1]["q/Indo-European"]  # it moved

@@ -283,6 +283,7 @@ def stage_kd(run: Run) -> Path:
                              signal=cfg.kd.dro_signal, tokenizer=t.tokenizer, prior=cfg.kd.dro_prior)  # fmt: skip
         logger.info("kd: group DRO over %d %s groups (%s, %s, %s prior), eta %g", len(dro.dro.groups),
                     cfg.kd.groups, cfg.kd.reweight, cfg.kd.dro_signal, cfg.kd.dro_prior, cfg.kd.dro_eta)  # fmt: skip
+        q0 = dict(zip(dro.dro.groups, dro.dro.q.tolist()))  # what step 1 uses: the prior, floored
     # Tags are added as rows are read, so rows built on demand (data.lazy_rows) carry them too.
     rows = TaggedRows(base, row_id=range(n_rows), **({"group": dro.row_groups} if dro else {}))
     objective = kd_objective(cfg.kd)
@@ -315,7 +316,8 @@ def stage_kd(run: Run) -> Path:
     if dro:
         note["group_dro"] = {"reweight": cfg.kd.reweight, "signal": cfg.kd.dro_signal, "eta": cfg.kd.dro_eta,
                              "floor": cfg.kd.dro_floor, "prior": cfg.kd.dro_prior,
-                             "smoothing": cfg.kd.dro_smoothing, "q": dict(zip(dro.dro.groups, dro.dro.q.tolist()))}  # fmt: skip
+                             "smoothing": cfg.kd.dro_smoothing, "q0": q0,
+                             "q": dict(zip(dro.dro.groups, dro.dro.q.tolist()))}  # fmt: skip
     logger.info("kd: held-out KL %.4f -> %.4f over %d tokens", before, after, tokens)
     return run.save_stage(student, "kd", note)
 

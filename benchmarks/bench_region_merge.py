@@ -226,17 +226,41 @@ def main(argv: list[str] | None = None) -> None:
     by_region = eval_languages(args.langs_per_region)
     langs = [code for r in args.regions for code in by_region[r]]
 
+    # Each model is scored as soon as it exists and the summary rewritten, so a run stopped midway
+    # has already answered what it reached (base vs global first: issue 16 §1).
+    evals: dict[str, Path] = {}
+    models: dict[str, Path] = {}
+
+    def add(name: str, folder: Path) -> None:
+        models[name] = folder
+        write_sft_record(models, header, args)
+        evals[name] = evaluate(name, folder, langs, args)
+        if GLOBAL in evals:
+            write_summary(evals, by_region, header, args)
+
     base = base_folder(args.base, args.root)
+    add("base", base)
     glob = sft(GLOBAL, str(base), None, args)
-    region_models = {r: sft(f"region-{slug(r)}", str(base), r, args) for r in args.regions}
-    models = {"base": base, GLOBAL: glob, **{f"region-{slug(r)}": f for r, f in region_models.items()},
-              **merges(base, glob, region_models, args.extra_region, args.root)}  # fmt: skip
+    add(GLOBAL, glob)
+    region_models = {}
+    for r in args.regions:
+        region_models[r] = sft(f"region-{slug(r)}", str(base), r, args)
+        add(f"region-{slug(r)}", region_models[r])
+    for name, folder in merges(base, glob, region_models, args.extra_region, args.root).items():
+        add(name, folder)
+    print((args.results / "summary.md").read_text())
+
+
+def write_sft_record(models: dict[str, Path], header: dict[str, Any], args: argparse.Namespace) -> None:
     runs = {name: json.loads((folder / "sft.json").read_text()) for name, folder in models.items()
             if (folder / "sft.json").exists()}  # fmt: skip
     write_json(args.results / "sft.json", {**header, "runs": {n: {k: r[k] for k in ("region", "conversations",
                "optimizer_steps", "samples", "epochs", "seconds")} for n, r in runs.items()}})  # fmt: skip
 
-    evals = {name: evaluate(name, folder, langs, args) for name, folder in models.items()}
+
+def write_summary(evals: dict[str, Path], by_region: dict[str, list[str]], header: dict[str, Any],
+                  args: argparse.Namespace) -> None:
+    """summary.json/.md and the plots over the models scored so far."""
     reports = against_global(evals, args.n_boot)
     regions = list(args.regions)
     write_json(args.results / "summary.json", {
@@ -244,11 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         "tools_by_category": {name: tools_by_category(path) for name, path in evals.items()},
         "against_global": {name: rep.model_dump(mode="json") for name, rep in reports.items()},
     })  # fmt: skip
-    text = tables(reports, regions)
-    (args.results / "summary.md").write_text(text + "\n", encoding="utf-8")
+    (args.results / "summary.md").write_text(tables(reports, regions) + "\n", encoding="utf-8")
     for task in TASKS:
         (args.results / f"{task}_vs_global.png").write_bytes(family_drops(list(reports.values()), task))
-    print(text)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,22 @@ def test_region_languages_cover_both_tasks():
     assert all(languages.get(c).region == r for r, codes in langs.items() for c in codes)
 
 
-def test_region_recipe_end_to_end_and_resume(base, tmp_path, capsys):
+def test_region_recipe_end_to_end_and_resume(base, tmp_path, capsys, monkeypatch):
     root, results = tmp_path / "runs", tmp_path / "results"
     args = ["--base", str(base), "--passes", "0.01", "--regions", "Africa", "Europe", "--langs-per-region", "1",
             "--tools-ids", "e01", "e19", "--flores-limit", "2", "--n-boot", "50", "--batch-size", "2",
             "--root", str(root), "--results", str(results)]  # fmt: skip
+    def stop(*a, **k):
+        raise RuntimeError("stopped before the merges")
+
+    monkeypatch.setattr(bench_region_merge, "merges", stop)
+    with pytest.raises(RuntimeError):
+        bench_region_merge.main(args)
+    # a run stopped midway has scored what it reached, base vs global first (issue 16 §1)
+    partial = json.loads((results / "summary.json").read_text())["against_global"]
+    assert set(partial) == {"base", "region-africa", "region-europe"}
+    monkeypatch.undo()
+
     bench_region_merge.main(args)
     sft = json.loads((results / "sft.json").read_text())["runs"]
     assert set(sft) == {"global", "region-africa", "region-europe"}

@@ -99,8 +99,8 @@ def run_rows(runs: list[Record], study: Record) -> list[list[object]]:
         des = "—" if f is None else f"{f['des']:.4f} [{f['des_ci']['low']:.4f}, {f['des_ci']['high']:.4f}]"
         mean = None if f is None else mean_drop(f)
         drops = {} if f is None else {fam["family"]: fam["drop"] for fam in f["families"]}
-        worst = "—" if f is None else f"{f['worst_family']} +{drops[f['worst_family']]:.3f}"
-        best = "—" if f is None else f"{f['best_family']} +{drops[f['best_family']]:.3f}"
+        worst = "—" if f is None else f"{f['worst_family']} {drops[f['worst_family']]:+.3f}"
+        best = "—" if f is None else f"{f['best_family']} {drops[f['best_family']]:+.3f}"
         diff = "—" if d is None else (f"{d['difference']:+.4f} [{d['difference_ci']['low']:+.4f}, "
                                       f"{d['difference_ci']['high']:+.4f}]")  # fmt: skip
         q = r.get("stage", {}).get("group_dro", {}).get("q")

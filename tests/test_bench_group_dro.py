@@ -190,12 +190,12 @@ def test_signal_ranks_compare_each_held_out_signal_with_the_drops():
 
 def test_the_sib_config_distils_as_the_uniform_bos_run():
     """configs/hybrid-gemma3-270m-probe50-sib.yaml is the README's one-command build of the student
-    measured as bench_group_dro's uniform-s0-bos: the same student, align and KD (its own data,
-    budget and seed), so the study's kd-uniform-bos figures are that config's."""
+    measured as bench_group_dro's uniform-s0-200k-bos: the same student, align and KD (its own data,
+    budget and seed), so the study's kd-uniform-200k-bos figures are that config's."""
     base = yaml.safe_load((ROOT / "configs" / "hybrid-gemma3-270m.yaml").read_text())
     n_layers = bench_group_dro.teacher_n_layers(base["teacher"]["name"])
     dro = {"dro_eta": 0.1, "dro_floor": 0.1, "dro_smoothing": 0.5, "dro_signal": "kl"}
-    bench = bench_group_dro.dro_config(base, "full-50p-upcycle", "uniform-s0", n_layers, 40_960, Path("runs"), dro,
+    bench = bench_group_dro.dro_config(base, "full-50p-upcycle", "uniform-s0", n_layers, 204_800, Path("runs"), dro,
                                        bos=True)  # fmt: skip
     config = load_config(ROOT / "configs" / "hybrid-gemma3-270m-probe50-sib.yaml")
 

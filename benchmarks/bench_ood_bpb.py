@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         print(name, flush=True)
         scores[name] = question_bits(HFLM.load(model, dtype=args.dtype), args.langs, args.limit, shared_data_dir())
     ref = names[0]
+    ref_mean = statistics.mean(bpb(scores[ref][lang]) for lang in args.langs)
     summary = {}
     for name in names:
         per_lang = {lang: bpb(scores[name][lang]) for lang in args.langs}
         mean = statistics.mean(per_lang.values())
-        ref_mean = statistics.mean(bpb(scores[ref][lang]) for lang in args.langs)
         summary[name] = {"bits_per_byte": per_lang, "mean": mean, "x_reference": mean / ref_mean,
                          "x_reference_ci": None if name == ref else ratio_ci(scores[name], scores[ref], args.n_boot)}  # fmt: skip
     write_json(args.out, {**header, "reference": ref, "summary": summary, "questions": scores})

@@ -157,10 +157,13 @@ def evaluate(name: str, folder: Path, langs: list[str], args: argparse.Namespace
     return path
 
 
-def against_global(evals: dict[str, Path], n_boot: int) -> dict[str, EquityReport]:
-    """Each model's drop per region against the global model, with bootstrap intervals."""
-    return {name: compare(evals[GLOBAL], path, level="region", n_boot=n_boot, n_perm=1000)
-            for name, path in evals.items() if name != GLOBAL}  # fmt: skip
+def against_global(evals: dict[str, Path], n_boot: int, done: dict[str, EquityReport]) -> dict[str, EquityReport]:
+    """Each model's drop per region against the global model, with bootstrap intervals; the
+    reports in `done` (a model's eval never changes once written) are reused, the rest added."""
+    for name, path in evals.items():
+        if name != GLOBAL and name not in done:
+            done[name] = compare(evals[GLOBAL], path, level="region", n_boot=n_boot, n_perm=1000)
+    return done
 
 
 def tools_by_category(path: Path) -> dict[str, Any]:
@@ -230,13 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     # has already answered what it reached (base vs global first: issue 16 §1).
     evals: dict[str, Path] = {}
     models: dict[str, Path] = {}
+    reports: dict[str, EquityReport] = {}
 
     def add(name: str, folder: Path) -> None:
         models[name] = folder
         write_sft_record(models, header, args)
         evals[name] = evaluate(name, folder, langs, args)
         if GLOBAL in evals:
-            write_summary(evals, by_region, header, args)
+            write_summary(evals, against_global(evals, args.n_boot, reports), by_region, header, args)
 
     base = base_folder(args.base, args.root)
     add("base", base)
@@ -258,10 +262,9 @@ def write_sft_record(models: dict[str, Path], header: dict[str, Any], args: argp
                "optimizer_steps", "samples", "epochs", "seconds")} for n, r in runs.items()}})  # fmt: skip
 
 
-def write_summary(evals: dict[str, Path], by_region: dict[str, list[str]], header: dict[str, Any],
-                  args: argparse.Namespace) -> None:
+def write_summary(evals: dict[str, Path], reports: dict[str, EquityReport], by_region: dict[str, list[str]],
+                  header: dict[str, Any], args: argparse.Namespace) -> None:
     """summary.json/.md and the plots over the models scored so far."""
-    reports = against_global(evals, args.n_boot)
     regions = list(args.regions)
     write_json(args.results / "summary.json", {
         **header, "languages": {r: by_region[r] for r in regions},

@@ -30,9 +30,8 @@ from aetheris.teacher.load import load_teacher
 
 def time_models(teacher: str, students: dict[str, Path], dtype: str, lengths: list[int], steps: int) -> dict:
     """{model: {length: {ms_per_token, cache_bytes}}} for the teacher and each student."""
-    out = {"teacher": {}}
     t = load_teacher(teacher, dtype=dtype).model.eval()
-    out["teacher"] = {n: decode(t, n, steps, real_prefill=False) for n in lengths}
+    out = {"teacher": {n: decode(t, n, steps, real_prefill=False) for n in lengths}}
     del t
     for name, folder in students.items():
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
